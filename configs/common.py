@@ -1,0 +1,93 @@
+"""Shared config pieces: the base config and big_vision-style arguments.
+
+    config = common.base_config()
+    arg = common.parse_arg(arg, labeled=5000, runlocal=False)
+
+`parse_arg('labeled=5000,runlocal')` gives a ConfigDict with `labeled=5000`
+and `runlocal=True` (a bare word is a True flag); values are typed by the
+defaults given. Unknown argument names are an error listing the valid ones.
+"""
+import ml_collections
+
+from distill.errors import ConfigError
+
+
+def _autotype(value, default):
+  if isinstance(default, bool):
+    if value.lower() in ('', 'true', '1', 'yes'):
+      return True
+    if value.lower() in ('false', '0', 'no'):
+      return False
+    raise ConfigError(f'expected a boolean, got {value!r}')
+  if isinstance(default, int):
+    return int(value)
+  if isinstance(default, float):
+    return float(value)
+  return value
+
+
+def parse_arg(arg, **defaults):
+  """Parses 'a=1,b,c=x' into a ConfigDict typed by `defaults`."""
+  out = ml_collections.ConfigDict(defaults)
+  for item in filter(None, (arg or '').split(',')):
+    key, _, value = item.partition('=')
+    key = key.strip()
+    if key not in defaults:
+      raise ConfigError(f'unknown config argument {key!r}; valid choices: '
+                        f'{", ".join(sorted(defaults))}')
+    out[key] = _autotype(value.strip(), defaults[key]) if '=' in item else True
+  return out
+
+
+def base_config():
+  """Every key the train loop reads, with its default. Configs override."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict(dict(
+      name='digits',
+      data_dir='',           # TFDS data dir ('' = $TFDS_DATA_DIR or ~/...)
+      manual_dir='',         # local archive/text for cifar10_jpeg, shakespeare
+      in_memory=True,        # decode the needed splits once into RAM
+      num_samples=5000,      # mnist1d generator size
+      seq_len=128,           # tiny_shakespeare window
+      # Carving of the training split (distill.data.splits.carve).
+      labeled=-1,
+      validation=0,
+      unlabeled=0,
+      carve='random',
+      carve_seed=0,
+      train_on='labeled',    # which part the model trains on
+      augment='',            # '', 'flip', 'crop_flip'
+      prefetch=2,
+  ))
+
+  c.model_name = 'mlp'
+  c.model = ml_collections.ConfigDict()     # kwargs of the model class
+  c.model_dtype = 'float32'                 # compute dtype: float32|bfloat16
+
+  c.method = 'supervised'
+  c.method_kw = ml_collections.ConfigDict()
+
+  c.batch_size = 128
+  c.eval_batch_size = 500
+  # Durations: set either *_steps or *_epochs (epochs of the training part).
+  c.total_steps = -1
+  c.total_epochs = -1.0
+  c.optimizer = ml_collections.ConfigDict(dict(
+      name='sgd', lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
+      b1=0.9, b2=0.999, grad_clip=0.0))
+  c.schedule = ml_collections.ConfigDict(dict(
+      name='cosine', warmup_steps=-1, warmup_epochs=-1.0, end_lr_factor=0.0))
+
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))
+
+  c.log_every_steps = 50
+  c.eval_every_steps = -1
+  c.eval_every_epochs = -1.0
+  c.eval_splits = 'validation,test'   # parts and splits to evaluate on
+  c.checkpoint_every_steps = 500
+  c.keep_checkpoints = 2
+  c.tensorboard = True
+  c.progress = True                   # print a progress line when logging
+  return c

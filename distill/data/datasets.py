@@ -1,0 +1,183 @@
+"""Datasets by name: our offline builders first, then the TFDS catalog.
+
+    source = datasets.load_split(data_config, 'train')   # random access
+    batch = source.get(np.arange(8))                       # dict of arrays
+
+Our builders (`digits`, `mnist5k`, `mnist1d`, `cifar10_jpeg`,
+`tiny_shakespeare`) build offline; any other name goes to
+`tfds.data_source(name, data_dir=...)` (a prepared data dir, or a machine with
+internet). Everything is read through array_record data sources: no
+TensorFlow.
+"""
+import dataclasses
+import os
+from typing import Any, Callable, Optional
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from distill.data import builders
+from distill.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+  """What the rest of the code needs to know about a dataset."""
+  input_key: str            # feature holding the model input
+  task: str                 # 'classification' or 'lm'
+  label_key: Optional[str] = 'label'
+  mean: Any = None          # per-channel mean of uint8 inputs (0..255 scale)
+  std: Any = None
+  image_size: Optional[int] = None
+
+
+_CIFAR_MEAN = (125.3, 123.0, 113.9)
+_CIFAR_STD = (63.0, 62.1, 66.7)
+
+# name -> (builder factory(data_config) -> builder, spec).
+def _mnist1d(cfg, data_dir):
+  return builders.Mnist1d(
+      config=builders.mnist1d_config(cfg.get('num_samples', 5000) or 5000),
+      data_dir=data_dir)
+
+
+def _shakespeare(cfg, data_dir):
+  return builders.TinyShakespeare(
+      config=builders.tiny_shakespeare_config(cfg.get('seq_len', 128) or 128),
+      data_dir=data_dir)
+
+
+OFFLINE: dict[str, tuple[Callable[..., Any], DatasetSpec]] = {
+    'digits': (lambda cfg, d: builders.Digits(data_dir=d),
+               DatasetSpec('image', 'classification', mean=(127.5,),
+                           std=(127.5,), image_size=8)),
+    'mnist5k': (lambda cfg, d: builders.Mnist5k(data_dir=d),
+                DatasetSpec('image', 'classification', mean=(33.3,),
+                            std=(78.6,), image_size=28)),
+    'mnist1d': (_mnist1d, DatasetSpec('signal', 'classification')),
+    'cifar10_jpeg': (lambda cfg, d: builders.Cifar10Jpeg(data_dir=d),
+                     DatasetSpec('image', 'classification', mean=_CIFAR_MEAN,
+                                 std=_CIFAR_STD, image_size=32)),
+    'tiny_shakespeare': (_shakespeare,
+                         DatasetSpec('tokens', 'lm', label_key=None)),
+}
+
+# Input statistics of well-known catalog sets; others default to 0..1 scaling.
+_CATALOG_STATS = {
+    'cifar10': (_CIFAR_MEAN, _CIFAR_STD),
+    'cifar100': ((129.3, 124.1, 112.4), (68.2, 65.4, 70.4)),
+    'mnist': ((33.3,), (78.6,)),
+    'fashion_mnist': ((72.9,), (90.0,)),
+}
+
+
+def default_data_dir():
+  return os.environ.get('TFDS_DATA_DIR',
+                        os.path.join(os.path.expanduser('~'),
+                                     'tensorflow_datasets'))
+
+
+def _builder(cfg):
+  """The prepared TFDS builder for an offline dataset (built on first use)."""
+  factory, _ = OFFLINE[cfg.name]
+  data_dir = cfg.get('data_dir') or default_data_dir()
+  builder = factory(cfg, data_dir)
+  if not builder.is_prepared():
+    manual = cfg.get('manual_dir')
+    if cfg.name in ('cifar10_jpeg', 'tiny_shakespeare') and not manual:
+      raise ConfigError(f'dataset {cfg.name!r} needs data.manual_dir: the '
+                        'path of its local file (e.g. ../shared/datasets)')
+    if manual and not os.path.exists(manual):
+      raise ConfigError(f'data.manual_dir does not exist: {manual}')
+    builder.download_and_prepare(
+        file_format='array_record',
+        download_config=tfds.download.DownloadConfig(manual_dir=manual))
+  return builder
+
+
+def spec(cfg) -> DatasetSpec:
+  """The DatasetSpec of `cfg.name` (offline or catalog)."""
+  if cfg.name in OFFLINE:
+    return OFFLINE[cfg.name][1]
+  if cfg.name not in tfds.list_builders():
+    raise ConfigError(
+        f'unknown dataset {cfg.name!r}; valid choices: '
+        f'{", ".join(sorted(OFFLINE))} or a TFDS catalog name '
+        '(e.g. cifar10, cifar100, mnist, imagenet2012)')
+  mean, std = _CATALOG_STATS.get(cfg.name, ((0.0,), (255.0,)))
+  return DatasetSpec('image', 'classification', mean=mean, std=std)
+
+
+class Source:
+  """Random access to one split: `len(src)` and `src.get(indices)`.
+
+  `get` returns a dict of numpy arrays stacked along axis 0, always with an
+  int64 `id` (the builder's stable id, or the index in the split).
+  With `in_memory=True` the whole split is decoded once into arrays.
+  """
+
+  def __init__(self, data_source, in_memory=False, chunk=2048):
+    self._ds = data_source
+    self._len = len(data_source)
+    self._arrays = None
+    if in_memory:
+      parts = [self._read(np.arange(i, min(i + chunk, self._len)))
+               for i in range(0, self._len, chunk)]
+      self._arrays = {k: np.concatenate([p[k] for p in parts])
+                      for k in parts[0]}
+
+  def __len__(self):
+    return self._len
+
+  def _read(self, indices):
+    items = self._ds.__getitems__([int(i) for i in indices])
+    out = {k: np.stack([np.asarray(it[k]) for it in items])
+           for k in items[0] if k != 'id'}
+    if 'id' in items[0]:
+      out['id'] = np.array([int(it['id']) for it in items], np.int64)
+    else:
+      out['id'] = np.asarray(indices, np.int64)
+    return out
+
+  def get(self, indices):
+    indices = np.asarray(indices, np.int64)
+    if self._arrays is not None:
+      return {k: v[indices] for k, v in self._arrays.items()}
+    return self._read(indices)
+
+
+class Subset:
+  """A view of a Source restricted to `indices` (a carved part of a split)."""
+
+  def __init__(self, source, indices):
+    self.source = source
+    self.indices = np.asarray(indices, np.int64)
+
+  def __len__(self):
+    return len(self.indices)
+
+  def get(self, indices):
+    return self.source.get(self.indices[np.asarray(indices, np.int64)])
+
+
+def load_split(cfg, split, in_memory=None):
+  """A Source for `split` ('train' or 'test') of dataset `cfg.name`."""
+  spec(cfg)  # validates the name
+  if in_memory is None:
+    in_memory = cfg.get('in_memory', True)
+  if cfg.name in OFFLINE:
+    ds = _builder(cfg).as_data_source(split=split)
+  else:
+    ds = tfds.data_source(cfg.name, split=split,
+                          data_dir=cfg.get('data_dir') or None)
+  return Source(ds, in_memory=in_memory)
+
+
+def num_classes(cfg, source=None):
+  """Number of classes (or vocabulary size for LM data)."""
+  if cfg.name == 'tiny_shakespeare':
+    return len(_builder(cfg).info.metadata['vocab'])
+  if cfg.name in OFFLINE:
+    return _builder(cfg).info.features['label'].num_classes
+  return tfds.builder(cfg.name, data_dir=cfg.get('data_dir') or None
+                      ).info.features['label'].num_classes

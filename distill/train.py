@@ -1,0 +1,340 @@
+"""The one train loop: teachers now, students (distillation methods) later.
+
+    python -m launch.main --config=configs/digits_teacher.py --workdir=/tmp/w
+
+What a run does, in order: check the config; build the mesh, the data parts,
+the model and the method; create the train state already sharded (from the
+parameters' logical axis names); resume from the newest checkpoint in the
+workdir if there is one; train with `jax.jit` over `NamedSharding`s,
+logging (sum, count) metrics as JSONL (+ TensorBoard), evaluating and
+checkpointing periodically and on SIGTERM; finally evaluate and write
+`final_metrics.json`.
+
+Batches and dropout keys are pure functions of (seed, step), so a run that is
+killed and restarted with the same command ends with the same metrics as one
+that was never interrupted.
+"""
+import dataclasses
+import functools
+import json
+import math
+import os
+import signal
+import time
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import models
+from distill import checkpoint as ckpt_lib
+from distill import config_lib
+from distill import methods
+from distill import optim
+from distill import sharding
+from distill.data import datasets
+from distill.data import pipeline
+from distill.data import splits
+from distill.logging_utils import MetricWriter, format_duration
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  model_state: Any       # non-trainable collections, e.g. {'batch_stats': …}
+  opt_state: Any
+  rng: jax.Array
+
+
+@dataclasses.dataclass
+class Data:
+  """The dataset's parts: 'labeled', 'validation', 'unlabeled' and 'test'."""
+  spec: datasets.DatasetSpec
+  parts: dict
+  num_classes: int
+
+
+def load_data(data_cfg):
+  """Loads the train/test splits and carves the train split into parts."""
+  spec = datasets.spec(data_cfg)
+  train = datasets.load_split(data_cfg, 'train')
+  test = datasets.load_split(data_cfg, 'test')
+  carved = splits.carve(len(train), data_cfg.labeled, data_cfg.validation,
+                        data_cfg.unlabeled, data_cfg.carve_seed,
+                        data_cfg.carve)
+  parts = {k: datasets.Subset(train, v) for k, v in carved.items()}
+  parts['test'] = test
+  return Data(spec, parts, datasets.num_classes(data_cfg))
+
+
+def _non_params(variables):
+  return {k: v for k, v in variables.items()
+          if k not in ('params', 'intermediates')}
+
+
+class Trainer:
+  """Holds what a run is made of; `run()` trains and returns final metrics."""
+
+  def __init__(self, config, workdir, data=None, devices=None):
+    config_lib.validate(config)
+    self.config = config
+    self.workdir = workdir
+    self.mesh = sharding.make_mesh(config.mesh, devices)
+    config_lib.validate_for_mesh(config, sharding.batch_shards(self.mesh),
+                                 jax.process_count())
+    self.data = data or load_data(config.data)
+    config_lib.validate_for_data(config, self.data)
+    self.model = models.build(config.model_name, self.data.num_classes,
+                              config.model_dtype, **config.model.to_dict())
+    self.loss_fn = functools.partial(methods.get(config.method),
+                                     **config.method_kw.to_dict())
+    train_part = self.data.parts[config.data.train_on]
+    self.steps_per_epoch = math.ceil(len(train_part) / config.batch_size)
+    self.total_steps = config_lib.duration(config, 'total',
+                                           self.steps_per_epoch)
+    warmup = config_lib.duration(config.schedule, 'warmup',
+                                 self.steps_per_epoch, default=0)
+    self.eval_every = config_lib.duration(config, 'eval_every',
+                                          self.steps_per_epoch,
+                                          default=self.total_steps)
+    self.tx, self.schedule = optim.make(config.optimizer, config.schedule,
+                                        self.total_steps, warmup)
+    self.preprocess_train = pipeline.preprocessor(self.data.spec,
+                                                  config.data.augment)
+    self.preprocess_eval = pipeline.preprocessor(self.data.spec)
+    self.batch_sharding = sharding.batch_sharding(self.mesh)
+    self._build_state()
+    self._build_steps()
+
+  # --- state ----------------------------------------------------------------
+  def _init_fn(self, rng):
+    example = self.preprocess_eval(
+        self.data.parts['test'].get(np.arange(1)), None)['inputs']
+    init_rng, state_rng = jax.random.split(rng)
+    variables = self.model.init({'params': init_rng, 'dropout': init_rng},
+                                jnp.asarray(example), train=False)
+    params = variables['params']
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      model_state=_non_params(variables),
+                      opt_state=self.tx.init(params), rng=state_rng)
+
+  def _build_state(self):
+    rng = jax.random.PRNGKey(self.config.seed)
+    abstract = jax.eval_shape(self._init_fn, rng)
+    self.state_sharding = sharding.shardings_from_boxed(abstract, self.mesh)
+    init = jax.jit(lambda r: nn.meta.unbox(self._init_fn(r)),
+                   out_shardings=self.state_sharding)
+    with self.mesh:
+      self.state = init(rng)
+
+  # --- steps ----------------------------------------------------------------
+  def _apply(self, params, model_state, inputs, train, rng=None):
+    variables = {'params': params, **model_state}
+    if train:
+      return self.model.apply(variables, inputs, train=True,
+                              mutable=list(model_state),
+                              rngs={'dropout': rng})
+    return self.model.apply(variables, inputs, train=False), model_state
+
+  def _train_step(self, state, batch, teacher_targets=None):
+    rng = jax.random.fold_in(state.rng, state.step)
+
+    def loss_of(params):
+      out, new_model_state = self._apply(params, state.model_state,
+                                         batch['inputs'], True, rng)
+      loss, metrics = self.loss_fn(out, teacher_targets, batch)
+      return loss, (metrics, new_model_state)
+
+    (_, (metrics, model_state)), grads = jax.value_and_grad(
+        loss_of, has_aux=True)(state.params)
+    updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+    params = jax.tree.map(lambda p, u: p + u, state.params, updates)
+    metrics['grad_norm'] = (optax.global_norm(grads), jnp.ones(()))
+    metrics['lr'] = (self.schedule(state.step).astype(jnp.float32),
+                     jnp.ones(()))
+    return state.replace(step=state.step + 1, params=params,
+                         model_state=model_state, opt_state=opt_state), metrics
+
+  def _eval_step(self, params, model_state, batch):
+    logits, _ = self._apply(params, model_state, batch['inputs'], False)
+    labels = methods.labels_of(batch)
+    weights = methods.example_weights(batch, logits)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    metrics = {'loss': (jnp.sum(ce * weights), jnp.sum(weights))}
+    metrics.update(methods.classification_metrics(logits, labels, weights))
+    return metrics
+
+  def _build_steps(self):
+    rep = sharding.replicated(self.mesh)
+    self.train_step = jax.jit(
+        self._train_step, in_shardings=(self.state_sharding,
+                                        self.batch_sharding),
+        out_shardings=(self.state_sharding, rep), donate_argnums=0)
+    self.eval_step = jax.jit(
+        self._eval_step, in_shardings=(self.state_sharding.params,
+                                       self.state_sharding.model_state,
+                                       self.batch_sharding),
+        out_shardings=rep)
+
+  # --- evaluation -------------------------------------------------------------
+  def evaluate(self, names):
+    out = {}
+    for name in names:
+      part = self.data.parts[name]
+      if not len(part):
+        continue
+      totals = None
+      for batch in pipeline.eval_batches(part, self.config.eval_batch_size,
+                                         self.preprocess_eval,
+                                         jax.process_index(),
+                                         jax.process_count()):
+        batch = sharding.put_batch(batch, self.batch_sharding)
+        m = self.eval_step(self.state.params, self.state.model_state, batch)
+        totals = m if totals is None else jax.tree.map(jnp.add, totals, m)
+      for k, (s, c) in jax.device_get(totals).items():
+        out[f'{name}/{k}'] = float(s) / max(float(c), 1e-12)
+    return out
+
+  # --- the loop ---------------------------------------------------------------
+  def run(self):
+    config, workdir = self.config, self.workdir
+    is_main = jax.process_index() == 0
+    if is_main:
+      config_lib.write_manifest(config, workdir)
+    checkpointer = ckpt_lib.Checkpointer(workdir, config.keep_checkpoints)
+    extra = {'data': {'next_step': 0}, 'chrono': {'train_seconds': 0.0}}
+    start = 0
+    if checkpointer.latest_step() is not None:
+      target = ckpt_lib.abstract_like(self.state, self.state_sharding)
+      self.state, extra = checkpointer.restore(target)
+      start = int(jax.device_get(self.state.step))
+      if extra['data']['next_step'] != start:
+        raise RuntimeError(f'checkpoint at step {start} holds data position '
+                           f'{extra["data"]["next_step"]}')
+      print(f'Resumed from {checkpointer.directory} at step {start}.',
+            flush=True)
+    writer = MetricWriter(workdir, config.tensorboard and is_main,
+                          enabled=is_main)
+    batches = pipeline.TrainBatches(
+        self.data.parts[config.data.train_on], config.batch_size,
+        self.preprocess_train, seed=config.seed, start_step=start,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(), prefetch=config.data.prefetch)
+    preempted = _SigtermFlag()
+    train_seconds = extra['chrono']['train_seconds']
+    pending, window_start, window_steps = [], time.time(), 0
+    step = start
+    eval_names = config_lib.eval_names(config)
+    try:
+      while step < self.total_steps:
+        batch = sharding.put_batch(next(batches), self.batch_sharding)
+        with self.mesh:
+          self.state, metrics = self.train_step(self.state, batch)
+        pending.append(metrics)
+        step += 1
+        window_steps += 1
+        last = step == self.total_steps
+        if step % config.log_every_steps == 0 or last:
+          logs = _reduce(pending)
+          pending = []
+          if not np.isfinite(logs['train/loss']):
+            raise FloatingPointError(f'loss is {logs["train/loss"]} at step '
+                                     f'{step}')
+          elapsed = time.time() - window_start
+          train_seconds += elapsed
+          logs['examples_per_sec'] = window_steps * config.batch_size / elapsed
+          eta = elapsed / window_steps * (self.total_steps - step)
+          writer.write(step, logs)
+          if config.progress and is_main:
+            print(f'step {step}/{self.total_steps} '
+                  f'({100 * step / self.total_steps:.1f}%) '
+                  f'loss {logs["train/loss"]:.4f} '
+                  f'acc {logs.get("train/accuracy", float("nan")):.4f} | '
+                  f'{logs["examples_per_sec"]:.0f} ex/s | '
+                  f'ETA {format_duration(eta)}', flush=True)
+          window_start, window_steps = time.time(), 0
+        if step % self.eval_every == 0 and not last:
+          t0 = time.time()
+          writer.write(step, self.evaluate(eval_names))
+          window_start += time.time() - t0
+        stop = preempted.is_set()
+        if step % config.checkpoint_every_steps == 0 or last or stop:
+          extra = {'data': batches.state(),
+                   'chrono': {'train_seconds': train_seconds}}
+          checkpointer.save(step, self.state, extra, force=True)
+        if stop:
+          checkpointer.wait()
+          print(f'SIGTERM: saved a checkpoint at step {step}; exiting.',
+                flush=True)
+          return {'preempted': True, 'step': step}
+      final = self.evaluate(eval_names)
+      final.update(step=step, train_seconds=train_seconds)
+      writer.write(step, final)
+      if is_main:
+        _write_json_atomic(os.path.join(workdir, 'final_metrics.json'), final)
+      return final
+    finally:
+      batches.close()
+      preempted.restore()
+      writer.close()
+      checkpointer.close()
+
+
+def _reduce(pending):
+  sums = jax.device_get(pending)
+  out = {}
+  for k in sums[0]:
+    s = sum(float(m[k][0]) for m in sums)
+    c = sum(float(m[k][1]) for m in sums)
+    out[f'train/{k}'] = s / max(c, 1e-12)
+  return out
+
+
+def _write_json_atomic(path, obj):
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=1, sort_keys=True)
+  os.replace(tmp, path)
+
+
+class _SigtermFlag:
+  """Turns SIGTERM into a flag the loop checks (then saves and exits).
+
+  With several processes the flag is agreed on by all of them, so that every
+  host saves the same step.
+  """
+
+  def __init__(self):
+    self._set = False
+    self._previous = None
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handler)
+    except ValueError:  # not the main thread
+      pass
+
+  def _handler(self, signum, frame):
+    del signum, frame
+    self._set = True
+
+  def is_set(self):
+    if jax.process_count() == 1:
+      return self._set
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    return bool(np.any(multihost_utils.process_allgather(
+        np.array([self._set]))))
+
+  def restore(self):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def train(config, workdir, **kwargs):
+  """Trains per `config` in `workdir` (resuming if possible)."""
+  os.makedirs(workdir, exist_ok=True)
+  return Trainer(config, workdir, **kwargs).run()
+

@@ -1,0 +1,60 @@
+"""Entry point: train whatever a config describes, in a workdir.
+
+    python -m launch.main --config=configs/digits_teacher.py \
+        --workdir=/tmp/distill/digits_teacher
+    python -m launch.main --config=configs/cifar10_teacher.py:labeled=5000 \
+        --workdir=/tmp/c10 --config.optimizer.lr=0.05
+
+`--config=FILE:ARG` passes ARG to the file's `get_config(arg)`; any
+`--config.KEY=VALUE` overrides a key (unknown keys are an error). Rerunning
+the same command resumes from the workdir's newest checkpoint. On a multi-host
+TPU slice pass `--multihost` (or set DISTILL_MULTIHOST=1) on every host.
+"""
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Experiment config file, optionally FILE:ARG.',
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory of the run.')
+_MULTIHOST = flags.DEFINE_bool(
+    'multihost', os.environ.get('DISTILL_MULTIHOST', '') == '1',
+    'Call jax.distributed.initialize() first (multi-host TPU/GPU).')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  import jax  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  logging.set_verbosity(logging.WARNING)
+  tfds.disable_progress_bar()
+  if _MULTIHOST.value:
+    jax.distributed.initialize()
+  from distill import train  # pylint: disable=g-import-not-at-top
+  from distill.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  try:
+    result = train.train(_CONFIG.value, _WORKDIR.value)
+  except ConfigError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  if result.get('preempted'):
+    sys.exit(143)
+  if jax.process_index() == 0:
+    print('final: ' + json.dumps({k: round(v, 4) if isinstance(v, float) else v
+                                  for k, v in result.items()}), flush=True)
+
+
+def run():
+  flags.mark_flags_as_required(['config', 'workdir'])
+  app.run(main)
+
+
+if __name__ == '__main__':
+  run()

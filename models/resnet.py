@@ -1,0 +1,60 @@
+"""CIFAR ResNets (He et al. 2016, section 4.2): depth 6n+2, three stages.
+
+ResNet-8/20/32/56/110 are `depth=8/20/32/56/110`; `width` multiplies the
+stage widths (16, 32, 64). Shortcuts that change shape use a 1x1 conv + BN
+(option B). The residual sum is the swappable `models.residual` piece.
+"""
+import flax.linen as nn
+import jax.numpy as jnp
+
+from distill.errors import ConfigError
+from models import layers
+from models.residual import residual_module
+
+
+class BasicBlock(nn.Module):
+  features: int
+  strides: int = 1
+  residual: str = 'standard'
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    y = layers.conv(self.features, (3, 3), self.strides, self.dtype,
+                    name='conv1')(x)
+    y = nn.relu(layers.batch_norm(train, self.dtype, name='bn1')(y))
+    y = layers.conv(self.features, (3, 3), 1, self.dtype, name='conv2')(y)
+    y = layers.batch_norm(train, self.dtype, name='bn2', zero_init=True)(y)
+    shortcut = x
+    if x.shape[-1] != self.features or self.strides != 1:
+      shortcut = layers.conv(self.features, (1, 1), self.strides, self.dtype,
+                             name='proj')(x)
+      shortcut = layers.batch_norm(train, self.dtype, name='proj_bn')(shortcut)
+    return nn.relu(residual_module(self.residual, name='residual')(shortcut, y))
+
+
+class CifarResNet(nn.Module):
+  num_classes: int
+  depth: int = 20
+  width: float = 1.0
+  residual: str = 'standard'
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    if (self.depth - 2) % 6 or self.depth < 8:
+      raise ConfigError(f'model.depth={self.depth} is not a CIFAR ResNet '
+                        'depth 6n+2; valid choices: 8, 20, 32, 44, 56, 110')
+    blocks = (self.depth - 2) // 6
+    widths = [max(1, int(round(w * self.width))) for w in (16, 32, 64)]
+    x = layers.conv(widths[0], (3, 3), 1, self.dtype, name='stem')(
+        x.astype(self.dtype))
+    x = nn.relu(layers.batch_norm(train, self.dtype, name='stem_bn')(x))
+    for stage, w in enumerate(widths):
+      for b in range(blocks):
+        x = BasicBlock(w, 2 if stage and not b else 1, self.residual,
+                       self.dtype, name=f'stage{stage}_block{b}')(x, train)
+    x = jnp.mean(x, axis=(1, 2))
+    self.sow('intermediates', 'pre_logits', x)
+    return layers.Dense(self.num_classes, names=('embed', 'classes'),
+                        dtype=self.dtype, name='head')(x).astype(jnp.float32)
