@@ -67,8 +67,9 @@ def load_data(data_cfg):
   carved = splits.carve(len(train), data_cfg.labeled, data_cfg.validation,
                         data_cfg.unlabeled, data_cfg.carve_seed,
                         data_cfg.carve)
-  parts = {k: datasets.Subset(train, v) for k, v in carved.items()}
-  parts['test'] = test
+  in_memory = data_cfg.in_memory
+  parts = {k: datasets.Subset(train, v, in_memory) for k, v in carved.items()}
+  parts['test'] = datasets.Subset(test, None, in_memory)
   return Data(spec, parts, datasets.num_classes(data_cfg))
 
 
@@ -114,7 +115,8 @@ class Trainer:
   # --- state ----------------------------------------------------------------
   def _init_fn(self, rng):
     example = self.preprocess_eval(
-        self.data.parts['test'].get(np.arange(1)), None)['inputs']
+        self.data.parts[self.config.data.train_on].get(np.arange(1)),
+        None)['inputs']
     init_rng, state_rng = jax.random.split(rng)
     variables = self.model.init({'params': init_rng, 'dropout': init_rng},
                                 jnp.asarray(example), train=False)
@@ -129,7 +131,7 @@ class Trainer:
     self.state_sharding = sharding.shardings_from_boxed(abstract, self.mesh)
     init = jax.jit(lambda r: nn.meta.unbox(self._init_fn(r)),
                    out_shardings=self.state_sharding)
-    with self.mesh:
+    with jax.set_mesh(self.mesh):
       self.state = init(rng)
 
   # --- steps ----------------------------------------------------------------
@@ -154,7 +156,7 @@ class Trainer:
         loss_of, has_aux=True)(state.params)
     updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
     params = jax.tree.map(lambda p, u: p + u, state.params, updates)
-    metrics['grad_norm'] = (optax.global_norm(grads), jnp.ones(()))
+    metrics['grad_norm'] = (optax.tree.norm(grads), jnp.ones(()))
     metrics['lr'] = (self.schedule(state.step).astype(jnp.float32),
                      jnp.ones(()))
     return state.replace(step=state.step + 1, params=params,
@@ -233,7 +235,7 @@ class Trainer:
     try:
       while step < self.total_steps:
         batch = sharding.put_batch(next(batches), self.batch_sharding)
-        with self.mesh:
+        with jax.set_mesh(self.mesh):
           self.state, metrics = self.train_step(self.state, batch)
         pending.append(metrics)
         step += 1

@@ -51,9 +51,52 @@ def main(argv):
                                   for k, v in result.items()}), flush=True)
 
 
+def _load_config_file(spec):
+  """get_config(arg) of a `FILE[:ARG]` spec, as --config does."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path, _, arg = spec.partition(':')
+  module_spec = importlib.util.spec_from_file_location('_config', path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg or None)
+
+
+def explain_flag_error(argv, error):
+  """One line for a bad --config / --config.KEY flag, with valid choices."""
+  cause = error
+  while cause.__cause__ is not None or cause.__context__ is not None:
+    cause = cause.__cause__ or cause.__context__
+  spec = next((a.split('=', 1)[1] for a in argv
+               if a.startswith('--config=')), None)
+  if spec is None:
+    return f'error: {cause}'
+  try:
+    config = _load_config_file(spec)
+  except Exception as e:  # pylint: disable=broad-except
+    return f'error: --config={spec}: {e}'
+  for a in argv:
+    if not a.startswith('--config.'):
+      continue
+    path = a[len('--config.'):].split('=', 1)[0]
+    node, done = config, []
+    for key in path.split('.'):
+      if not hasattr(node, 'keys') or key not in node:
+        valid = ', '.join(sorted(node.keys())) if hasattr(node, 'keys') else ''
+        where = 'config.' + '.'.join(done) if done else 'config'
+        return (f'error: unknown config key {path!r}; valid choices in '
+                f'{where}: {valid}')
+      node, done = node[key], done + [key]
+  return f'error: {cause}'
+
+
 def run():
   flags.mark_flags_as_required(['config', 'workdir'])
-  app.run(main)
+  try:
+    remaining = flags.FLAGS(sys.argv)
+  except Exception as e:  # pylint: disable=broad-except
+    print(explain_flag_error(sys.argv, e), file=sys.stderr)
+    sys.exit(2)
+  app.run(main, flags_parser=lambda _: remaining)
 
 
 if __name__ == '__main__':

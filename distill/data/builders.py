@@ -98,11 +98,10 @@ class Mnist1dConfig(tfds.core.BuilderConfig):
 class Mnist1d(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """MNIST-1D (Greydanus 2020) from its procedural generator: any size.
 
-  Sizes other than the named configs: `Mnist1d(config=mnist1d_config(n, seed))`.
+  Sized by its config: `Mnist1d(config=mnist1d_config(num_samples, seed))`.
   The generator's own 80/20 train/test split is kept.
   """
   VERSION = tfds.core.Version('1.0.0')
-  BUILDER_CONFIGS = [Mnist1dConfig(name='n5000_s42')]
 
   def _info(self):
     return tfds.core.DatasetInfo(
@@ -195,7 +194,9 @@ class TinyShakespeare(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   `tokens[1:]`). The vocabulary is the sorted set of characters of the file.
   """
   VERSION = tfds.core.Version('1.0.0')
-  BUILDER_CONFIGS = [TinyShakespeareConfig(name='seq128', seq_len=128)]
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+      'Give the path of tiny_shakespeare.txt (or its folder) as '
+      'data.manual_dir.')
   FILE = 'tiny_shakespeare.txt'
 
   def _text(self, dl_manager):

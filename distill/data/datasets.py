@@ -99,7 +99,7 @@ def spec(cfg) -> DatasetSpec:
   """The DatasetSpec of `cfg.name` (offline or catalog)."""
   if cfg.name in OFFLINE:
     return OFFLINE[cfg.name][1]
-  if cfg.name not in tfds.list_builders():
+  if cfg.name not in tfds.list_builders(with_community_datasets=False):
     raise ConfigError(
         f'unknown dataset {cfg.name!r}; valid choices: '
         f'{", ".join(sorted(OFFLINE))} or a TFDS catalog name '
@@ -113,64 +113,71 @@ class Source:
 
   `get` returns a dict of numpy arrays stacked along axis 0, always with an
   int64 `id` (the builder's stable id, or the index in the split).
-  With `in_memory=True` the whole split is decoded once into arrays.
   """
 
-  def __init__(self, data_source, in_memory=False, chunk=2048):
+  def __init__(self, data_source):
     self._ds = data_source
     self._len = len(data_source)
-    self._arrays = None
-    if in_memory:
-      parts = [self._read(np.arange(i, min(i + chunk, self._len)))
-               for i in range(0, self._len, chunk)]
-      self._arrays = {k: np.concatenate([p[k] for p in parts])
-                      for k in parts[0]}
 
   def __len__(self):
     return self._len
 
-  def _read(self, indices):
+  def get(self, indices):
+    indices = np.asarray(indices, np.int64)
     items = self._ds.__getitems__([int(i) for i in indices])
     out = {k: np.stack([np.asarray(it[k]) for it in items])
            for k in items[0] if k != 'id'}
     if 'id' in items[0]:
       out['id'] = np.array([int(it['id']) for it in items], np.int64)
     else:
-      out['id'] = np.asarray(indices, np.int64)
+      out['id'] = indices
     return out
-
-  def get(self, indices):
-    indices = np.asarray(indices, np.int64)
-    if self._arrays is not None:
-      return {k: v[indices] for k, v in self._arrays.items()}
-    return self._read(indices)
 
 
 class Subset:
-  """A view of a Source restricted to `indices` (a carved part of a split)."""
+  """A part of a Source (a carved part of a split, or all of it).
 
-  def __init__(self, source, indices):
+  With `in_memory=True` the part is decoded once, on first use, into arrays;
+  parts that are never read (say, the unlabeled part during teacher
+  training) cost nothing.
+  """
+
+  def __init__(self, source, indices=None, in_memory=True, chunk=2048):
     self.source = source
-    self.indices = np.asarray(indices, np.int64)
+    self.indices = (np.arange(len(source)) if indices is None
+                    else np.asarray(indices, np.int64))
+    self.in_memory = in_memory
+    self._chunk = chunk
+    self._arrays = None
 
   def __len__(self):
     return len(self.indices)
 
+  def _materialize(self):
+    n = len(self.indices)
+    parts = [self.source.get(self.indices[i:i + self._chunk])
+             for i in range(0, n, self._chunk)]
+    self._arrays = {k: np.concatenate([p[k] for p in parts])
+                    for k in parts[0]}
+
   def get(self, indices):
-    return self.source.get(self.indices[np.asarray(indices, np.int64)])
+    indices = np.asarray(indices, np.int64)
+    if not self.in_memory:
+      return self.source.get(self.indices[indices])
+    if self._arrays is None:
+      self._materialize()
+    return {k: v[indices] for k, v in self._arrays.items()}
 
 
-def load_split(cfg, split, in_memory=None):
+def load_split(cfg, split):
   """A Source for `split` ('train' or 'test') of dataset `cfg.name`."""
   spec(cfg)  # validates the name
-  if in_memory is None:
-    in_memory = cfg.get('in_memory', True)
   if cfg.name in OFFLINE:
     ds = _builder(cfg).as_data_source(split=split)
   else:
     ds = tfds.data_source(cfg.name, split=split,
                           data_dir=cfg.get('data_dir') or None)
-  return Source(ds, in_memory=in_memory)
+  return Source(ds)
 
 
 def num_classes(cfg, source=None):

@@ -1,0 +1,52 @@
+"""A character-level decoder-only Transformer on Tiny Shakespeare.
+
+    python -m launch.main --config=configs/shakespeare_lm.py \
+        --workdir=/tmp/distill/shakespeare_lm
+
+Arguments: layers, width, heads, mlp (hidden size), positions (learned |
+rope), seq_len (window), steps, runlocal (2 steps), manual_dir (folder or path
+of tiny_shakespeare.txt, default ../shared/datasets). Accuracy is next-char
+accuracy; loss is nats per character.
+"""
+from configs import common
+
+
+def get_config(arg=None):
+  arg = common.parse_arg(arg, layers=4, width=128, heads=4, mlp=512,
+                         positions='rope', seq_len=128, steps=2000,
+                         runlocal=False, manual_dir='../shared/datasets')
+  c = common.base_config()
+  c.data.name = 'tiny_shakespeare'
+  c.data.manual_dir = arg.manual_dir
+  c.data.seq_len = arg.seq_len
+  c.data.validation = 200
+  c.data.labeled = -1
+  c.model_name = 'transformer_lm'
+  c.model.num_layers = arg.layers
+  c.model.width = arg.width
+  c.model.num_heads = arg.heads
+  c.model.mlp_dim = arg.mlp
+  c.model.max_len = arg.seq_len
+  c.model.positions = arg.positions
+  c.batch_size = 64
+  c.eval_batch_size = 100
+  c.total_steps = arg.steps
+  c.optimizer.name = 'adamw'
+  c.optimizer.lr = 3e-3
+  c.optimizer.weight_decay = 0.1
+  c.optimizer.grad_clip = 1.0
+  c.schedule.name = 'cosine'
+  c.schedule.warmup_steps = 100
+  c.eval_every_steps = 500
+  c.log_every_steps = 100
+  if arg.runlocal:
+    c.model.num_layers = 1
+    c.model.width = 32
+    c.model.num_heads = 2
+    c.model.mlp_dim = 64
+    c.total_steps = 2
+    c.schedule.warmup_steps = 1
+    c.log_every_steps = 1
+    c.batch_size = 8
+    c.eval_batch_size = 100
+  return c

@@ -1,0 +1,40 @@
+"""Every config in configs/ trains 2 steps in runlocal mode (catches bit-rot)."""
+import glob
+import importlib
+import os
+
+import pytest
+import tensorflow_datasets as tfds
+
+from conftest import REPO, shared_file
+from distill import train
+
+CONFIGS = sorted(
+    os.path.splitext(os.path.basename(p))[0]
+    for p in glob.glob(os.path.join(REPO, 'configs', '*.py'))
+    if not os.path.basename(p).startswith(('_', 'common')))
+
+NEEDS_SHARED = {'cifar10_teacher': 'cifar10_jpeg.tar.gz',
+                'shakespeare_lm': 'tiny_shakespeare.txt'}
+
+
+def test_every_config_is_listed():
+  assert {'digits_teacher', 'cifar10_teacher', 'mnist5k_teacher',
+          'mnist1d_teacher', 'shakespeare_lm', 'tfds_teacher'} <= set(CONFIGS)
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_runlocal_two_steps(name, tmp_path):
+  config = importlib.import_module(f'configs.{name}').get_config('runlocal')
+  if name in NEEDS_SHARED:
+    path = shared_file(NEEDS_SHARED[name])
+    config.data.manual_dir = os.path.dirname(path)
+  if name == 'tfds_teacher':
+    with tfds.testing.mock_data(num_examples=32):
+      result = train.train(config, str(tmp_path))
+  else:
+    result = train.train(config, str(tmp_path))
+  assert result['step'] == 2
+  assert os.path.exists(tmp_path / 'final_metrics.json')
+  metrics = [k for k in result if k.endswith('/accuracy')]
+  assert metrics and all(0.0 <= result[k] <= 1.0 for k in metrics)
