@@ -6,7 +6,9 @@ Images are stored as `Tensor` features (raw uint8) when they come from arrays,
 and as `Image` features fed encoded bytes when the source is already JPEG.
 
 Each example carries `id`: its index in the source's own order, stable across
-rebuilds, so later stages can key caches (teacher outputs) by it.
+rebuilds, so later stages can key caches (teacher outputs) by it. Shuffling
+at write time is off, so position in a split follows `id` order and
+`data.carve='first'` means the first examples of the source.
 
 The builders are not registered in the TFDS catalog (TFDS already has a
 `tiny_shakespeare` that downloads); `distill.data.datasets` looks them up by
@@ -38,6 +40,7 @@ class Digits(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return tfds.core.DatasetInfo(
         builder=self,
         description=self.__doc__,
+        disable_shuffling=True,
         features=tfds.features.FeaturesDict({
             'image': tfds.features.Tensor(shape=(8, 8, 1), dtype=np.uint8),
             'label': tfds.features.ClassLabel(num_classes=10),
@@ -68,6 +71,7 @@ class Mnist5k(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return tfds.core.DatasetInfo(
         builder=self,
         description=self.__doc__,
+        disable_shuffling=True,
         features=tfds.features.FeaturesDict({
             'image': tfds.features.Tensor(shape=(28, 28, 1), dtype=np.uint8),
             'label': tfds.features.ClassLabel(num_classes=10),
@@ -107,6 +111,7 @@ class Mnist1d(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return tfds.core.DatasetInfo(
         builder=self,
         description=self.__doc__,
+        disable_shuffling=True,
         features=tfds.features.FeaturesDict({
             'signal': tfds.features.Tensor(shape=(40, 1), dtype=np.float32),
             'label': tfds.features.ClassLabel(num_classes=10),
@@ -153,6 +158,7 @@ class Cifar10Jpeg(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return tfds.core.DatasetInfo(
         builder=self,
         description=self.__doc__,
+        disable_shuffling=True,
         features=tfds.features.FeaturesDict({
             'image': tfds.features.Image(shape=(32, 32, 3),
                                          encoding_format='jpeg'),
@@ -213,6 +219,7 @@ class TinyShakespeare(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return tfds.core.DatasetInfo(
         builder=self,
         description=self.__doc__,
+        disable_shuffling=True,
         features=tfds.features.FeaturesDict({
             'tokens': tfds.features.Tensor(shape=(n,), dtype=np.int32),
             'id': tfds.features.Tensor(shape=(), dtype=np.int64),

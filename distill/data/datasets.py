@@ -111,8 +111,9 @@ def spec(cfg) -> DatasetSpec:
 class Source:
   """Random access to one split: `len(src)` and `src.get(indices)`.
 
-  `get` returns a dict of numpy arrays stacked along axis 0, always with an
-  int64 `id` (the builder's stable id, or the index in the split).
+  `get` returns a dict of numpy arrays stacked along axis 0 (string features
+  dropped), always with an int64 `id` (the builder's stable id, or the index
+  in the split).
   """
 
   def __init__(self, data_source):
@@ -124,13 +125,20 @@ class Source:
 
   def get(self, indices):
     indices = np.asarray(indices, np.int64)
-    items = self._ds.__getitems__([int(i) for i in indices])
+    keys = [int(i) for i in indices]
+    try:
+      items = self._ds.__getitems__(keys)
+    except TypeError:  # tfds.testing.mock_data's sources read one at a time
+      items = [self._ds[k] for k in keys]
     out = {k: np.stack([np.asarray(it[k]) for it in items])
-           for k in items[0] if k != 'id'}
-    if 'id' in items[0]:
-      out['id'] = np.array([int(it['id']) for it in items], np.int64)
-    else:
-      out['id'] = indices
+           for k in items[0] if k != 'id' and not isinstance(
+               items[0][k], (str, bytes))}
+    ids = np.asarray([it.get('id', -1) for it in items])
+    # Our builders store an integer id; catalog sets may have none, or a
+    # string one (e.g. cifar10's 'train_16399'): then the index in the split,
+    # stable for a given prepared version, is the id.
+    out['id'] = (ids.astype(np.int64) if np.issubdtype(ids.dtype, np.integer)
+                 and 'id' in items[0] else indices)
     return out
 
 

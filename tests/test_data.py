@@ -1,0 +1,223 @@
+"""Data: builders, deterministic carving, the resumable pipeline."""
+import io
+import tarfile
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from ml_collections import ConfigDict
+from PIL import Image
+
+from distill.data import builders, datasets, pipeline, splits
+from distill.errors import ConfigError
+
+
+def data_cfg(**kw):
+  base = dict(name='digits', data_dir='', manual_dir='', in_memory=True,
+              num_samples=5000, seq_len=128)
+  base.update(kw)
+  return ConfigDict(base)
+
+
+# --- carving -----------------------------------------------------------------
+def test_carve_is_deterministic_disjoint_and_complete():
+  a = splits.carve(1000, labeled=100, validation=50, unlabeled=-1, seed=3)
+  b = splits.carve(1000, labeled=100, validation=50, unlabeled=-1, seed=3)
+  for k in splits.PARTS:
+    np.testing.assert_array_equal(a[k], b[k])
+  sizes = {k: len(v) for k, v in a.items()}
+  assert sizes == {'labeled': 100, 'validation': 50, 'unlabeled': 850}
+  union = np.concatenate(list(a.values()))
+  assert len(np.unique(union)) == 1000
+  c = splits.carve(1000, labeled=100, validation=50, unlabeled=-1, seed=4)
+  assert not np.array_equal(a['labeled'], c['labeled'])
+
+
+def test_carve_first_mode_takes_the_first_examples():
+  p = splits.carve(20, labeled=5, validation=3, unlabeled=-1, mode='first')
+  np.testing.assert_array_equal(p['labeled'], np.arange(5))
+  np.testing.assert_array_equal(p['validation'], np.arange(5, 8))
+  np.testing.assert_array_equal(p['unlabeled'], np.arange(8, 20))
+
+
+def test_carve_labeled_is_nested_across_sizes():
+  """A larger labeled set contains the smaller one (same seed): the papers'
+  curves over labeled sizes then differ only by the added labels."""
+  small = splits.carve(500, labeled=50, validation=0, unlabeled=-1, seed=0)
+  large = splits.carve(500, labeled=100, validation=0, unlabeled=-1, seed=0)
+  assert set(small['labeled']) <= set(large['labeled'])
+
+
+@pytest.mark.parametrize('kw,match', [
+    (dict(labeled=900, validation=200), 'ask for 1100 examples'),
+    (dict(labeled=-1, unlabeled=-1), 'only one of'),
+    (dict(mode='sorted'), 'valid choices: first, random'),
+])
+def test_carve_errors(kw, match):
+  with pytest.raises(ConfigError, match=match):
+    splits.carve(1000, **kw)
+
+
+# --- pipeline ----------------------------------------------------------------
+class ArraySource:
+  def __init__(self, n):
+    self.x = np.arange(n * 4, dtype=np.uint8).reshape(n, 2, 2, 1)
+    self.y = np.arange(n) % 10
+
+  def __len__(self):
+    return len(self.y)
+
+  def get(self, idx):
+    return {'image': self.x[idx], 'label': self.y[idx], 'id': np.asarray(idx)}
+
+
+SPEC = datasets.DatasetSpec('image', 'classification', mean=(0.,), std=(1.,))
+
+
+def test_train_batches_are_a_function_of_the_step():
+  src = ArraySource(37)
+  pre = pipeline.preprocessor(SPEC)
+  a = pipeline.TrainBatches(src, 8, pre, seed=1, prefetch=2)
+  first = [next(a)['id'] for _ in range(12)]
+  a.close()
+  b = pipeline.TrainBatches(src, 8, pre, seed=1, start_step=7, prefetch=0)
+  resumed = [next(b)['id'] for _ in range(5)]
+  for x, y in zip(first[7:], resumed):
+    np.testing.assert_array_equal(x, y)
+  # Each epoch is a permutation: the first 37 positions hit every example.
+  stream = np.concatenate(first)
+  assert sorted(stream[:37]) == list(range(37))
+  assert b.state() == {'next_step': 12, 'seed': 1, 'num_examples': 37}
+
+
+def test_processes_split_the_global_batch():
+  src = ArraySource(50)
+  pre = pipeline.preprocessor(SPEC)
+  whole = pipeline.TrainBatches(src, 8, pre, seed=0, prefetch=0).indices(3)
+  parts = [pipeline.TrainBatches(src, 8, pre, seed=0, process_index=p,
+                                 process_count=4, prefetch=0).indices(3)
+           for p in range(4)]
+  np.testing.assert_array_equal(np.concatenate(parts), whole)
+
+
+def test_eval_batches_cover_each_example_once():
+  src = ArraySource(23)
+  pre = pipeline.preprocessor(SPEC)
+  seen = []
+  for batch in pipeline.eval_batches(src, 10, pre):
+    assert len(batch['id']) == 10
+    seen.extend(batch['id'][batch['mask'] > 0].tolist())
+  assert seen == list(range(23))
+
+
+def test_crop_flip_keeps_shape_and_content():
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 255, (16, 8, 8, 3), dtype=np.uint8)
+  out = pipeline.crop_flip(images, np.random.default_rng(1), pad=2)
+  assert out.shape == images.shape
+  # With no padding a crop is the image itself, possibly mirrored.
+  out0 = pipeline.crop_flip(images, np.random.default_rng(1), pad=0)
+  for a, b in zip(images, out0):
+    assert np.array_equal(a, b) or np.array_equal(a[:, ::-1], b)
+  assert not np.array_equal(out, images)
+
+
+# --- builders ----------------------------------------------------------------
+def test_digits_builder(tmp_path):
+  cfg = data_cfg(name='digits', data_dir=str(tmp_path))
+  train, test = (datasets.load_split(cfg, s) for s in ('train', 'test'))
+  assert (len(train), len(test)) == (1400, 397)
+  b = train.get([0, 5])
+  assert b['image'].shape == (2, 8, 8, 1) and b['image'].dtype == np.uint8
+  ids = np.concatenate([train.get(np.arange(1400))['id'],
+                        test.get(np.arange(397))['id']])
+  assert sorted(ids) == list(range(1797))       # stable, disjoint ids
+  assert datasets.num_classes(cfg) == 10
+
+
+def test_mnist1d_builder_any_size(tmp_path):
+  cfg = data_cfg(name='mnist1d', data_dir=str(tmp_path), num_samples=600)
+  train = datasets.load_split(cfg, 'train')
+  assert len(train) == 480
+  assert train.get([0])['signal'].shape == (1, 40, 1)
+
+
+def test_mnist5k_builder(tmp_path):
+  cfg = data_cfg(name='mnist5k', data_dir=str(tmp_path))
+  train, test = (datasets.load_split(cfg, s) for s in ('train', 'test'))
+  assert (len(train), len(test)) == (4000, 1000)
+  labels = test.get(np.arange(1000))['label']
+  assert len(np.unique(labels)) == 10
+
+
+def _jpeg(color):
+  buf = io.BytesIO()
+  Image.fromarray(np.full((32, 32, 3), color, np.uint8)).save(buf, 'JPEG')
+  return buf.getvalue()
+
+
+def test_cifar10_jpeg_builder_reads_the_archive(tmp_path):
+  archive = tmp_path / 'cifar10_jpeg.tar.gz'
+  with tarfile.open(archive, 'w:gz') as tar:
+    for split, n in (('train', 3), ('test', 1)):
+      for cls in ('airplane', 'truck'):
+        for i in range(n):
+          data = _jpeg(200 if cls == 'truck' else 20)
+          info = tarfile.TarInfo(f'{split}/{cls}/{i:04d}.jpg')
+          info.size = len(data)
+          tar.addfile(info, io.BytesIO(data))
+  cfg = data_cfg(name='cifar10_jpeg', data_dir=str(tmp_path / 'tfds'),
+                 manual_dir=str(tmp_path))
+  train = datasets.load_split(cfg, 'train')
+  test = datasets.load_split(cfg, 'test')
+  assert (len(train), len(test)) == (6, 2)
+  batch = train.get(np.arange(6))
+  assert batch['image'].shape == (6, 32, 32, 3)
+  trucks = batch['label'] == builders.CIFAR10_CLASSES.index('truck')
+  assert trucks.sum() == 3
+  assert batch['image'][trucks].mean() > 150 > batch['image'][~trucks].mean()
+
+
+def test_cifar10_jpeg_needs_manual_dir(tmp_path):
+  cfg = data_cfg(name='cifar10_jpeg', data_dir=str(tmp_path))
+  with pytest.raises(ConfigError, match='needs data.manual_dir'):
+    datasets.load_split(cfg, 'train')
+
+
+def test_tiny_shakespeare_builder(tmp_path):
+  text = 'To be, or not to be: that is the question.\n' * 40
+  (tmp_path / 'tiny_shakespeare.txt').write_text(text)
+  cfg = data_cfg(name='tiny_shakespeare', data_dir=str(tmp_path / 'tfds'),
+                 manual_dir=str(tmp_path), seq_len=16)
+  train = datasets.load_split(cfg, 'train')
+  vocab = sorted(set(text))
+  assert datasets.num_classes(cfg) == len(vocab)
+  tokens = train.get([0])['tokens'][0]
+  assert ''.join(vocab[t] for t in tokens) == text[:17]
+  assert len(train) == int(0.9 * len(text)) // 17
+
+
+def test_tfds_catalog_dataset_with_mock_data():
+  cfg = data_cfg(name='cifar10')
+  with tfds.testing.mock_data(num_examples=12):
+    src = datasets.load_split(cfg, 'train')
+    batch = src.get([0, 1, 2])
+  assert len(src) == 12
+  assert batch['image'].shape == (3, 32, 32, 3)
+  assert batch['id'].tolist() == [0, 1, 2]
+
+
+def test_unknown_dataset_lists_choices():
+  with pytest.raises(ConfigError, match='valid choices: cifar10_jpeg, digits'):
+    datasets.spec(data_cfg(name='cifar11'))
+
+
+def test_subset_in_memory_matches_direct_reads(tmp_path):
+  cfg = data_cfg(name='digits', data_dir=str(tmp_path))
+  src = datasets.load_split(cfg, 'train')
+  idx = np.array([5, 3, 99])
+  lazy = datasets.Subset(src, idx, in_memory=False).get([2, 0])
+  cached = datasets.Subset(src, idx, in_memory=True).get([2, 0])
+  for k in lazy:
+    np.testing.assert_array_equal(lazy[k], cached[k])
+  assert cached['id'].tolist() == src.get([99, 5])['id'].tolist()
