@@ -1,0 +1,71 @@
+"""The 8-device CPU mesh gives the 1-device losses, for data and FSDP sharding."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from conftest import REPO
+from distill import sharding
+from distill.errors import ConfigError
+
+
+@pytest.fixture(scope='module')
+def results(tmp_path_factory):
+  out = tmp_path_factory.mktemp('mesh') / 'results.json'
+  env = dict(os.environ,
+             XLA_FLAGS='--xla_force_host_platform_device_count=8',
+             JAX_PLATFORMS='cpu')
+  proc = subprocess.run(
+      [sys.executable, os.path.join(REPO, 'tests', 'mesh_equivalence.py'),
+       str(out)], env=env, cwd=REPO, capture_output=True, text=True,
+      timeout=600, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize('mesh', ['data', 'fsdp'])
+def test_losses_match_one_device(results, mesh):
+  single, sharded = results['single'], results[mesh]
+  assert len(single['losses']) == 6
+  np.testing.assert_allclose(sharded['losses'], single['losses'], atol=1e-5,
+                             rtol=0)
+  assert abs(sharded['val_loss'] - single['val_loss']) < 1e-5
+  # The run learned something: the comparison is not between constants.
+  assert single['losses'][-1] < single['losses'][0]
+
+
+def test_fsdp_stores_an_eighth_of_the_parameters(results):
+  fsdp, data = results['fsdp'], results['data']
+  assert data['param_bytes_per_device'] == data['param_bytes']
+  ratio = fsdp['param_bytes_per_device'] / fsdp['param_bytes']
+  assert 0.125 <= ratio < 0.14, ratio
+
+
+class FakeMesh:
+  shape = {'data': 2, 'fsdp': 4, 'model': 1}
+
+
+def test_rules_skip_axes_that_do_not_divide():
+  assert sharding.spec_for((64, 256), ('embed', 'mlp'), FakeMesh) == P(
+      'fsdp', None)
+  assert sharding.spec_for((10,), ('classes',), FakeMesh) == P(None)
+  assert sharding.spec_for((3, 3, 3, 6), (None, None, 'conv_in', 'conv_out'),
+                           FakeMesh) == P(None, None, None, None)
+  assert sharding.spec_for((3, 3, 3, 16), (None, None, 'conv_in',
+                                           'conv_out'), FakeMesh) == P(
+                                               None, None, None, 'fsdp')
+
+
+@pytest.mark.parametrize('mesh,match', [
+    (dict(data=3), 'needs 3 devices, but there are 1'),
+    (dict(data=-1, fsdp=-1), 'at most one axis may be -1'),
+    (dict(dat=1), "unknown mesh axis 'dat'; valid choices: data, fsdp, model"),
+])
+def test_mesh_errors(mesh, match):
+  import jax  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ConfigError, match=match):
+    sharding.make_mesh(mesh, jax.devices()[:1])
