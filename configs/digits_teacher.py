@@ -20,6 +20,7 @@ def get_config(arg=None):
   c.data.labeled = arg.labeled
   c.model_name = 'mlp'
   c.model.hidden = (256, 256)
+  c.model.dropout = 0.0
   c.batch_size = 100
   c.total_epochs = 30.0
   c.optimizer.name = 'adam'

@@ -1,0 +1,143 @@
+"""Checkpoints: round trip, kill -9 / SIGTERM resume equivalence, load by path."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+import models
+from conftest import REPO
+from distill import checkpoint as ckpt_lib
+from distill import train
+from distill.data import pipeline
+
+STEPS = 1500
+ARGS = ['--config=configs/digits_teacher.py',
+        f'--config.total_steps={STEPS}', '--config.total_epochs=-1',
+        '--config.checkpoint_every_steps=100', '--config.log_every_steps=100',
+        '--config.eval_every_epochs=-1', '--config.model.dropout=0.1',
+        '--config.data.augment=flip', '--config.tensorboard=False']
+
+
+def launch(workdir, *extra):
+  return subprocess.Popen(
+      [sys.executable, '-m', 'launch.main', f'--workdir={workdir}', *ARGS,
+       *extra], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+      text=True, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+
+
+def finish(proc):
+  out, _ = proc.communicate(timeout=600)
+  assert proc.returncode == 0, out[-3000:]
+  return out
+
+
+def final_metrics(workdir):
+  with open(os.path.join(workdir, 'final_metrics.json')) as f:
+    m = json.load(f)
+  m.pop('train_seconds')
+  return m
+
+
+def saved_steps(workdir):
+  d = os.path.join(workdir, 'checkpoints')
+  return sorted(int(s) for s in os.listdir(d) if s.isdigit()) if (
+      os.path.isdir(d)) else []
+
+
+def wait_for_checkpoint(proc, workdir, min_step):
+  deadline = time.time() + 300
+  while time.time() < deadline:
+    if saved_steps(workdir) and saved_steps(workdir)[-1] >= min_step:
+      return
+    if proc.poll() is not None:
+      pytest.fail('run ended before it was interrupted: '
+                  + proc.stdout.read()[-2000:])
+    time.sleep(0.05)
+  pytest.fail('no checkpoint appeared')
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('uninterrupted'))
+  finish(launch(workdir))
+  return workdir
+
+
+def test_kill9_then_resume_gives_the_same_final_metrics(reference, tmp_path):
+  workdir = str(tmp_path)
+  proc = launch(workdir)
+  wait_for_checkpoint(proc, workdir, 300)
+  proc.kill()                       # SIGKILL: no chance to save anything
+  proc.wait()
+  assert proc.returncode == -signal.SIGKILL
+  killed_at = saved_steps(workdir)[-1]
+  assert killed_at < STEPS
+  out = finish(launch(workdir))
+  assert f'Resumed from' in out and f'at step {killed_at}' in out
+  assert final_metrics(workdir) == final_metrics(reference)
+
+
+def test_sigterm_saves_then_resume_gives_the_same_final_metrics(reference,
+                                                                 tmp_path):
+  workdir = str(tmp_path)
+  proc = launch(workdir)
+  wait_for_checkpoint(proc, workdir, 200)
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=120)
+  assert proc.returncode == 143, out[-2000:]
+  assert 'SIGTERM: saved a checkpoint at step' in out
+  step = int(out.split('SIGTERM: saved a checkpoint at step ')[1].split(';')[0])
+  assert saved_steps(workdir)[-1] == step
+  finish(launch(workdir))
+  assert final_metrics(workdir) == final_metrics(reference)
+
+
+def test_load_trained_reproduces_the_test_accuracy(reference):
+  config, variables, step = ckpt_lib.load_trained(reference)
+  assert step == STEPS
+  data = train.load_data(config.data)
+  model = models.build(config.model_name, data.num_classes,
+                       config.model_dtype, **config.model.to_dict())
+  pre = pipeline.preprocessor(data.spec)
+  correct = total = 0
+  for batch in pipeline.eval_batches(data.parts['test'], 500, pre):
+    pred = np.argmax(model.apply(variables, batch['inputs']), -1)
+    correct += np.sum((pred == batch['label']) * batch['mask'])
+    total += batch['mask'].sum()
+  assert correct / total == pytest.approx(
+      final_metrics(reference)['test/accuracy'], abs=1e-6)
+  assert correct / total > 0.9
+
+
+def test_state_round_trip(tmp_path):
+  from configs import digits_teacher  # pylint: disable=g-import-not-at-top
+  config = digits_teacher.get_config('runlocal')
+  trainer = train.Trainer(config, str(tmp_path))
+  ckpt = ckpt_lib.Checkpointer(str(tmp_path / 'rt'))
+  extra = {'data': {'next_step': 0}, 'chrono': {'train_seconds': 1.5}}
+  ckpt.save(0, trainer.state, extra)
+  ckpt.wait()
+  target = ckpt_lib.abstract_like(trainer.state, trainer.state_sharding)
+  restored, restored_extra = ckpt.restore(target)
+  ckpt.close()
+  assert restored_extra == extra
+  for a, b in zip(jax.tree.leaves(trainer.state), jax.tree.leaves(restored)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert a.sharding == b.sharding
+
+
+def test_workdir_of_another_config_is_refused(reference):
+  proc = subprocess.run(
+      [sys.executable, '-m', 'launch.main', f'--workdir={reference}', *ARGS,
+       '--config.optimizer.lr=0.5'], cwd=REPO, capture_output=True,
+      text=True, check=False)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1].startswith(
+      'error: workdir') and 'optimizer.lr' in proc.stderr
+  assert saved_steps(reference)[-1] == STEPS      # nothing was touched
