@@ -1,0 +1,101 @@
+"""Bad input gives one clear line naming the problem and the valid choices."""
+import re
+import subprocess
+import sys
+
+import pytest
+
+from configs import common, digits_teacher
+from conftest import REPO
+from distill import config_lib, train
+from distill.errors import ConfigError
+
+
+def run_launcher(*args):
+  proc = subprocess.run([sys.executable, '-m', 'launch.main', *args],
+                        cwd=REPO, capture_output=True, text=True, check=False,
+                        timeout=300)
+  lines = proc.stderr.strip().splitlines()
+  return proc.returncode, lines
+
+
+@pytest.mark.parametrize('flag,expected', [
+    ('--config.optimizer.lrr=0.1',
+     "error: unknown config key 'optimizer.lrr'; valid choices in "
+     'config.optimizer: b1, b2, grad_clip, lr, momentum, name, nesterov, '
+     'weight_decay'),
+    ('--config.modle_name=mlp', "error: unknown config key 'modle_name'"),
+    ('--config.model_name=vit',
+     "error: unknown model 'vit'; valid choices: cnn, mlp, resnet, "
+     'transformer_lm'),
+    ('--config.optimizer.name=lion',
+     "error: unknown optimizer.name 'lion'; valid choices: adam, adamw, sgd"),
+    ('--config.data.name=cifar11', "error: unknown dataset 'cifar11'"),
+    ('--config.total_steps=10',
+     'error: set total_steps=10 or total_epochs=30.0, not both'),
+])
+def test_launcher_errors_are_one_line(flag, expected, tmp_path):
+  code, lines = run_launcher('--config=configs/digits_teacher.py',
+                             f'--workdir={tmp_path}', flag)
+  assert code == 2
+  assert len(lines) == 1 and lines[0].startswith(expected), lines
+  assert not (tmp_path / 'checkpoints').exists()
+
+
+def test_bad_config_argument(tmp_path):
+  code, lines = run_launcher('--config=configs/digits_teacher.py:labled=5',
+                             f'--workdir={tmp_path}')
+  assert code == 2 and len(lines) == 1
+  assert "unknown config argument 'labled'; valid choices: labeled, " \
+         'runlocal' in lines[0]
+
+
+def bad(**overrides):
+  c = digits_teacher.get_config('runlocal')
+  for key, value in overrides.items():
+    node = c
+    *path, last = key.split('.')
+    for p in path:
+      node = node[p]
+    node[last] = value
+  return c
+
+
+@pytest.mark.parametrize('overrides,match', [
+    (dict(method='slamm'), "unknown method 'slamm'; valid choices: "),
+    (dict(model_dtype='float16'),
+     "unknown model_dtype 'float16'; valid choices: bfloat16, float32"),
+    (dict(**{'schedule.name': 'step'}),
+     "unknown schedule.name 'step'; valid choices: constant, cosine, linear"),
+    (dict(**{'data.augment': 'mixup'}),
+     "unknown data.augment 'mixup'; valid choices: crop_flip, flip"),
+    (dict(**{'data.train_on': 'test'}),
+     "unknown data.train_on 'test'; valid choices: labeled, unlabeled, "
+     'validation'),
+    (dict(eval_splits='validation,dev'),
+     "unknown eval_splits entry 'dev'; valid choices: labeled, test"),
+    (dict(**{'data.labeled': 1400}),
+     'ask for 1500 examples; the training split has 1400'),
+    (dict(**{'model.hiden': 3}),
+     "unknown option(s) hiden for model 'mlp'; valid choices: dropout, "
+     'hidden'),
+    (dict(model_name='transformer_lm', model=common.base_config().model),
+     "model 'transformer_lm' does not fit dataset 'digits' (classification)"),
+    (dict(**{'method_kw.temperature': 2.0}),
+     "unknown method_kw temperature for method 'supervised'; valid choices: "
+     'label_smoothing'),
+    (dict(**{'mesh.data': 2}), 'needs 2 devices, but there are 1'),
+])
+def test_invalid_configs(overrides, match, tmp_path):
+  config = bad(**overrides)
+  with pytest.raises(ConfigError, match=re.escape(match)) as info:
+    train.Trainer(config, str(tmp_path))
+  assert '\n' not in str(info.value)
+
+
+def test_batch_must_divide_over_the_mesh():
+  config = bad(batch_size=12)
+  with pytest.raises(ConfigError, match=re.escape(
+      'batch_size=12 is not divisible by the 8 batch shards')):
+    config_lib.validate_for_mesh(config, 8, 1)
+  config_lib.validate_for_mesh(bad(batch_size=16, eval_batch_size=64), 8, 1)
