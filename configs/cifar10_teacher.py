@@ -16,7 +16,7 @@ from configs import common
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, labeled=5000, validation=500, depth=8,
-                         width=1.0, epochs=25.0, runlocal=False,
+                         width=1.0, epochs=50.0, runlocal=False,
                          manual_dir='../shared/datasets')
   c = common.base_config()
   c.data.name = 'cifar10_jpeg'

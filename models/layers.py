@@ -44,10 +44,9 @@ def conv(features, kernel, strides=1, dtype=jnp.float32, name=None,
       name=name)
 
 
-def batch_norm(train, dtype=jnp.float32, name=None, zero_init=False):
+def batch_norm(train, dtype=jnp.float32, name=None):
   return nn.BatchNorm(
       use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
-      scale_init=partitioned(nn.initializers.zeros if zero_init
-                             else nn.initializers.ones, ('conv_out',)),
+      scale_init=partitioned(nn.initializers.ones, ('conv_out',)),
       bias_init=partitioned(nn.initializers.zeros, ('conv_out',)),
       name=name)

@@ -24,7 +24,7 @@ class BasicBlock(nn.Module):
                     name='conv1')(x)
     y = nn.relu(layers.batch_norm(train, self.dtype, name='bn1')(y))
     y = layers.conv(self.features, (3, 3), 1, self.dtype, name='conv2')(y)
-    y = layers.batch_norm(train, self.dtype, name='bn2', zero_init=True)(y)
+    y = layers.batch_norm(train, self.dtype, name='bn2')(y)
     shortcut = x
     if x.shape[-1] != self.features or self.strides != 1:
       shortcut = layers.conv(self.features, (1, 1), self.strides, self.dtype,

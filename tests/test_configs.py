@@ -38,3 +38,18 @@ def test_runlocal_two_steps(name, tmp_path):
   assert os.path.exists(tmp_path / 'final_metrics.json')
   metrics = [k for k in result if k.endswith('/accuracy')]
   assert metrics and all(0.0 <= result[k] <= 1.0 for k in metrics)
+
+
+def test_bfloat16_compute_trains(tmp_path):
+  """bfloat16 activations with float32 parameters and optimizer state."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from configs import mnist5k_teacher  # pylint: disable=g-import-not-at-top
+  config = mnist5k_teacher.get_config('runlocal')
+  config.model_dtype = 'bfloat16'
+  config.total_steps = 5
+  trainer = train.Trainer(config, str(tmp_path))
+  result = trainer.run()
+  assert result['step'] == 5
+  assert all(x.dtype == 'float32'
+             for x in jax.tree.leaves(trainer.state.params))
+  assert 0.0 <= result['validation/accuracy'] <= 1.0
