@@ -2,8 +2,9 @@
 
 A method is `fn(student_out, teacher_targets, batch, **kw) -> (loss, metrics)`:
 - `student_out`: the model's float32 logits, (B, C) or (B, T, C) for LMs;
-- `teacher_targets`: whatever the method's teacher stage provides (cached
-  teacher logits, weights, ...), `None` for supervised training;
+- `teacher_targets`: `batch['teacher']`, whatever the method's teacher stage
+  put there (cached teacher logits, weights, ...), `None` for supervised
+  training;
 - `batch`: the input batch (`label` or `targets`, `mask`, `id`, ...);
 - `metrics`: name -> (sum, count) pairs, summed across steps and hosts and
   divided at logging time, so averages are exact.

@@ -114,18 +114,18 @@ class Trainer:
 
   # --- state ----------------------------------------------------------------
   def _init_fn(self, rng):
-    example = self.preprocess_eval(
-        self.data.parts[self.config.data.train_on].get(np.arange(1)),
-        None)['inputs']
     init_rng, state_rng = jax.random.split(rng)
     variables = self.model.init({'params': init_rng, 'dropout': init_rng},
-                                jnp.asarray(example), train=False)
+                                self._example_inputs, train=False)
     params = variables['params']
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       model_state=_non_params(variables),
                       opt_state=self.tx.init(params), rng=state_rng)
 
   def _build_state(self):
+    self._example_inputs = jnp.asarray(self.preprocess_eval(
+        self.data.parts[self.config.data.train_on].get(np.arange(1)),
+        None)['inputs'])
     rng = jax.random.PRNGKey(self.config.seed)
     abstract = jax.eval_shape(self._init_fn, rng)
     self.state_sharding = sharding.shardings_from_boxed(abstract, self.mesh)
@@ -143,13 +143,13 @@ class Trainer:
                               rngs={'dropout': rng})
     return self.model.apply(variables, inputs, train=False), model_state
 
-  def _train_step(self, state, batch, teacher_targets=None):
+  def _train_step(self, state, batch):
     rng = jax.random.fold_in(state.rng, state.step)
 
     def loss_of(params):
       out, new_model_state = self._apply(params, state.model_state,
                                          batch['inputs'], True, rng)
-      loss, metrics = self.loss_fn(out, teacher_targets, batch)
+      loss, metrics = self.loss_fn(out, batch.get('teacher'), batch)
       return loss, (metrics, new_model_state)
 
     (_, (metrics, model_state)), grads = jax.value_and_grad(

@@ -141,3 +141,18 @@ def test_workdir_of_another_config_is_refused(reference):
   assert proc.stderr.strip().splitlines()[-1].startswith(
       'error: workdir') and 'optimizer.lr' in proc.stderr
   assert saved_steps(reference)[-1] == STEPS      # nothing was touched
+
+
+def test_run_writes_manifest_and_metrics(reference):
+  from distill.logging_utils import read_metrics  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(reference, 'config.json')) as f:
+    config = json.load(f)
+  assert config['total_steps'] == STEPS and config['model_name'] == 'mlp'
+  with open(os.path.join(reference, 'command.txt')) as f:
+    assert '--config=configs/digits_teacher.py' in f.read()
+  records = read_metrics(reference)
+  train_logs = [r for r in records if 'train/loss' in r]
+  assert [r['step'] for r in train_logs] == list(range(100, STEPS + 1, 100))
+  assert all(r['examples_per_sec'] > 0 for r in train_logs)
+  assert train_logs[-1]['train/loss'] < train_logs[0]['train/loss']
+  assert 'test/accuracy' in records[-1] and records[-1]['step'] == STEPS
