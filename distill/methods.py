@@ -18,11 +18,14 @@ import optax
 from distill.errors import ConfigError, check_choice
 
 METHODS = {}
+DISTILLATION = set()    # methods that read batch['teacher']
 
 
-def register(name):
+def register(name, needs_teacher=False):
   def wrap(fn):
     METHODS[name] = fn
+    if needs_teacher:
+      DISTILLATION.add(name)
     return fn
   return wrap
 
@@ -82,3 +85,109 @@ def check_kwargs(name, fn, kw):
   if unknown:
     raise ConfigError(f'unknown method_kw {", ".join(unknown)} for method '
                       f'{name!r}; valid choices: {", ".join(valid)}')
+
+
+# --- distillation from (cached) teacher outputs ------------------------------
+# `teacher_targets` is a dict: 'logits' (B, C) teacher logits, and the fitted
+# per-example state a method needs ('weight', 'alpha', 'k'), joined by id.
+
+
+def _soft_ce(student_logits, target_probs, temperature=1.0):
+  logp = jax.nn.log_softmax(student_logits / temperature)
+  return -jnp.sum(target_probs * logp, -1)
+
+
+def _distill_metrics(student_out, teacher_logits, batch):
+  """Agreement with the teacher, and true-label accuracy where the batch
+  carries labels (never used for training on the unlabeled part)."""
+  agree = (jnp.argmax(student_out, -1) == jnp.argmax(teacher_logits, -1))
+  metrics = {'teacher_agreement': (jnp.sum(agree * batch['mask']),
+                                   jnp.sum(batch['mask']))}
+  if 'label' in batch:
+    metrics.update(classification_metrics(student_out, batch['label'],
+                                           batch['mask']))
+  return metrics
+
+
+def _finish(per_example, weights, student_out, teacher, batch):
+  loss, total = weighted_mean(per_example, weights)
+  metrics = {'loss': (loss * total, total)}
+  metrics.update(_distill_metrics(student_out, teacher['logits'], batch))
+  return loss, metrics
+
+
+@register('vanilla', needs_teacher=True)
+def vanilla(student_out, teacher_targets, batch, temperature=1.0):
+  """Soft distillation: CE(softmax(t/T), softmax(s/T)) * T^2 (Hinton)."""
+  t = jax.nn.softmax(teacher_targets['logits'] / temperature)
+  ce = _soft_ce(student_out, t, temperature) * temperature ** 2
+  return _finish(ce, batch['mask'], student_out, teacher_targets, batch)
+
+
+@register('hard', needs_teacher=True)
+def hard(student_out, teacher_targets, batch):
+  """Hard distillation: CE against the teacher's argmax."""
+  y = jnp.argmax(teacher_targets['logits'], -1)
+  ce = optax.softmax_cross_entropy_with_integer_labels(student_out, y)
+  return _finish(ce, batch['mask'], student_out, teacher_targets, batch)
+
+
+@register('weighted', needs_teacher=True)
+def weighted(student_out, teacher_targets, batch, soft=True,
+             temperature=1.0):
+  """Weighted distillation (Iliopoulos et al. 2022): each example's loss is
+  scaled by w(x), the fitted probability that the teacher is right, and the
+  batch loss normalised by the sum of weights."""
+  logits = teacher_targets['logits']
+  if soft:
+    target = jax.nn.softmax(logits / temperature)
+    ce = _soft_ce(student_out, target, temperature) * temperature ** 2
+  else:
+    ce = optax.softmax_cross_entropy_with_integer_labels(
+        student_out, jnp.argmax(logits, -1))
+  w = teacher_targets['weight'] * batch['mask']
+  return _finish(ce, w, student_out, teacher_targets, batch)
+
+
+def topk_mask(probs, k):
+  """1 for the k(x) largest entries of each row (the teacher's ranking)."""
+  ranks = jnp.argsort(jnp.argsort(-probs, -1), -1)
+  return (ranks < jnp.reshape(k, (-1, 1))).astype(probs.dtype)
+
+
+@register('slam', needs_teacher=True)
+def slam(student_out, teacher_targets, batch, eps=1e-7):
+  """SLaM (Kontonis et al. 2023), the unnormalised mixing of Remark B.1:
+  mix = a f + (1 - a)(1 - f) * top(y_s; k), loss CE(y_s, mix)."""
+  ys = jax.nn.softmax(teacher_targets['logits'])
+  f = jax.nn.softmax(student_out)
+  a = teacher_targets['alpha'][:, None]
+  mask = topk_mask(ys, teacher_targets['k'])
+  mix = a * f + (1.0 - a) * (1.0 - f) * mask
+  ce = -jnp.sum(ys * jnp.log(jnp.clip(mix, eps, None)), -1)
+  return _finish(ce, batch['mask'], student_out, teacher_targets, batch)
+
+
+@register('taylor_ce', needs_teacher=True)
+def taylor_ce(student_out, teacher_targets, batch, order=2):
+  """Taylor cross-entropy (Feng et al. 2020) on the teacher's hard label:
+  sum_{j=1..order} (1 - p_y)^j / j."""
+  y = jnp.argmax(teacher_targets['logits'], -1)
+  p = jnp.take_along_axis(jax.nn.softmax(student_out), y[:, None], -1)[:, 0]
+  loss = sum((1.0 - p) ** j / j for j in range(1, order + 1))
+  return _finish(loss, batch['mask'], student_out, teacher_targets, batch)
+
+
+@register('pseudo_label', needs_teacher=True)
+def pseudo_label(student_out, teacher_targets, batch, threshold=0.9):
+  """Confidence-thresholded hard pseudo-labels (UPS without MC dropout):
+  only examples whose teacher confidence is >= threshold count."""
+  t = jax.nn.softmax(teacher_targets['logits'])
+  keep = (jnp.max(t, -1) >= threshold).astype(jnp.float32)
+  ce = optax.softmax_cross_entropy_with_integer_labels(
+      student_out, jnp.argmax(t, -1))
+  loss, metrics = _finish(ce, keep * batch['mask'], student_out,
+                          teacher_targets, batch)
+  metrics['kept_fraction'] = (jnp.sum(keep * batch['mask']),
+                              jnp.sum(batch['mask']))
+  return loss, metrics

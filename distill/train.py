@@ -39,6 +39,7 @@ from distill import sharding
 from distill.data import datasets
 from distill.data import pipeline
 from distill.data import splits
+from distill.errors import ConfigError
 from distill.logging_utils import MetricWriter, format_duration
 
 
@@ -81,7 +82,11 @@ def _non_params(variables):
 class Trainer:
   """Holds what a run is made of; `run()` trains and returns final metrics."""
 
-  def __init__(self, config, workdir, data=None, devices=None):
+  def __init__(self, config, workdir, data=None, devices=None,
+               train_part=None):
+    """`train_part` replaces `data.parts[config.data.train_on]`: a student's
+    unlabeled examples joined with teacher targets (distill/distillation.py).
+    """
     config_lib.validate(config)
     self.config = config
     self.workdir = workdir
@@ -94,7 +99,13 @@ class Trainer:
                               config.model_dtype, **config.model.to_dict())
     self.loss_fn = functools.partial(methods.get(config.method),
                                      **config.method_kw.to_dict())
-    train_part = self.data.parts[config.data.train_on]
+    if train_part is None:
+      train_part = self.data.parts[config.data.train_on]
+      if config.method in methods.DISTILLATION:
+        raise ConfigError(
+            f'method {config.method!r} learns from a teacher: give the '
+            'config a teacher block (see configs/digits_distill.py)')
+    self.train_part = train_part
     self.steps_per_epoch = math.ceil(len(train_part) / config.batch_size)
     self.total_steps = config_lib.duration(config, 'total',
                                            self.steps_per_epoch)
@@ -124,8 +135,7 @@ class Trainer:
 
   def _build_state(self):
     self._example_inputs = jnp.asarray(self.preprocess_eval(
-        self.data.parts[self.config.data.train_on].get(np.arange(1)),
-        None)['inputs'])
+        self.train_part.get(np.arange(1)), None)['inputs'])
     rng = jax.random.PRNGKey(self.config.seed)
     abstract = jax.eval_shape(self._init_fn, rng)
     self.state_sharding = sharding.shardings_from_boxed(abstract, self.mesh)
@@ -223,7 +233,7 @@ class Trainer:
     writer = MetricWriter(workdir, config.tensorboard and is_main,
                           enabled=is_main)
     batches = pipeline.TrainBatches(
-        self.data.parts[config.data.train_on], config.batch_size,
+        self.train_part, config.batch_size,
         self.preprocess_train, seed=config.seed, start_step=start,
         process_index=jax.process_index(),
         process_count=jax.process_count(), prefetch=config.data.prefetch)

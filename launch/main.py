@@ -37,10 +37,14 @@ def main(argv):
   tfds.disable_progress_bar()
   if _MULTIHOST.value:
     jax.distributed.initialize()
-  from distill import train  # pylint: disable=g-import-not-at-top
+  from distill import distillation, train  # pylint: disable=g-import-not-at-top
   from distill.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  config = _CONFIG.value
   try:
-    result = train.train(_CONFIG.value, _WORKDIR.value)
+    if 'teacher' in config:      # teacher -> labeling pass -> student
+      result = distillation.run(config, _WORKDIR.value)
+    else:
+      result = train.train(config, _WORKDIR.value)
   except ConfigError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

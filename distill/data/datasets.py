@@ -177,6 +177,56 @@ class Subset:
     return {k: v[indices] for k, v in self._arrays.items()}
 
 
+class Concat:
+  """Parts one after the other (e.g. unlabeled then labeled)."""
+
+  def __init__(self, parts):
+    self.parts = list(parts)
+    self._starts = np.cumsum([0] + [len(p) for p in self.parts])
+
+  def __len__(self):
+    return int(self._starts[-1])
+
+  def get(self, indices):
+    indices = np.asarray(indices, np.int64)
+    which = np.searchsorted(self._starts, indices, side='right') - 1
+    chunks, order = [], []
+    for i, part in enumerate(self.parts):
+      sel = np.nonzero(which == i)[0]
+      if len(sel):
+        chunks.append(part.get(indices[sel] - self._starts[i]))
+        order.append(sel)
+    inverse = np.argsort(np.concatenate(order))
+    return {k: np.concatenate([c[k] for c in chunks])[inverse]
+            for k in chunks[0]}
+
+
+class WithTargets:
+  """A part whose examples carry per-example arrays under `teacher`.
+
+  `targets` maps names to arrays aligned with the part's positions (cached
+  teacher logits, fitted weights, alpha, k, ...); `get` adds
+  `{'teacher': {name: array[indices]}}` to what the part returns.
+  """
+
+  def __init__(self, part, targets):
+    for name, value in targets.items():
+      if len(value) != len(part):
+        raise ValueError(f'teacher target {name!r} has {len(value)} rows, '
+                         f'the part has {len(part)} examples')
+    self.part = part
+    self.targets = targets
+
+  def __len__(self):
+    return len(self.part)
+
+  def get(self, indices):
+    out = self.part.get(indices)
+    out['teacher'] = {k: v[np.asarray(indices, np.int64)]
+                      for k, v in self.targets.items()}
+    return out
+
+
 def load_split(cfg, split):
   """A Source for `split` ('train' or 'test') of dataset `cfg.name`."""
   spec(cfg)  # validates the name

@@ -37,6 +37,8 @@ def preprocessor(spec, augment='', num_classes=None):
       out['inputs'] = x
       out['label'] = raw[spec.label_key].astype(np.int32)
     out['mask'] = np.ones(len(x), np.float32)
+    if 'teacher' in raw:
+      out['teacher'] = raw['teacher']
     return out
 
   return fn

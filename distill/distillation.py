@@ -1,0 +1,245 @@
+"""Distillation with unlabeled examples, end to end, from one config.
+
+    python -m launch.main --config=configs/digits_distill.py:method=slam \
+        --workdir=/tmp/distill/digits_slam
+
+1. Teacher: trained first in `<workdir>/teacher` from `config.teacher.config`
+   (resumable, skipped when finished), or loaded from `config.teacher.workdir`.
+2. One teacher-labeling pass over the validation, unlabeled, test (and
+   labeled) parts, cached beside the teacher in `<teacher>/teacher_cache`,
+   keyed by the part's ids and checked by fingerprint
+   (`distill/teacher_cache.py`): every student and method that uses the same
+   teacher reuses it.
+3. The method's state is fitted on the validation part (`distill/fitting.py`):
+   weights for `weighted`, alpha and k for `slam`.
+4. The student trains on the unlabeled part (plus the labeled part with its
+   true labels when `distill.add_labeled`) through the same train loop, with
+   the teacher's outputs and the fitted state in `batch['teacher']`.
+5. `<workdir>/summary.json`: teacher and student accuracies, student/teacher
+   agreement, and the statistics of the fitted state.
+"""
+import json
+import os
+
+import jax
+import ml_collections
+import numpy as np
+
+import models
+from distill import checkpoint as ckpt_lib
+from distill import fitting
+from distill import methods
+from distill import predict
+from distill import sharding
+from distill import teacher_cache
+from distill import train
+from distill.data import datasets
+from distill.data import pipeline
+from distill.data import splits
+from distill.errors import ConfigError, check_choice
+
+K_MODES = ('global', 'per_example')
+# What defines a dataset's examples (beyond its name), for the fingerprint.
+DATASET_KEYS = ('name', 'num_samples', 'seq_len')
+
+
+def distill_defaults():
+  """The `config.distill` block, with defaults."""
+  return ml_collections.ConfigDict(dict(
+      weight_mode='isotonic',    # weighted: isotonic | debiased
+      alpha_floor=1e-3,          # slam: alpha clipped to [floor, 1]
+      k='global',                # slam: global | per_example
+      k_delta=0.05,              # slam: top-k accuracy target 1 - delta
+      k_bins=5,                  # slam per_example: margin quantile bins
+      add_labeled=False,         # student also trains on the labeled part
+      cache_topk=0,              # >0: cache only the top-k teacher logits
+      predict_batch_size=500,
+  ))
+
+
+def _student_config(config):
+  c = ml_collections.ConfigDict(config.to_dict())
+  with c.unlocked():
+    del c['teacher']
+    del c['distill']
+  return c
+
+
+def _check(config):
+  d = config.distill
+  check_choice('distill.k', d.k, K_MODES)
+  check_choice('distill.weight_mode', d.weight_mode, fitting.WEIGHT_MODES)
+  if config.method not in methods.DISTILLATION:
+    raise ConfigError(
+        f'method {config.method!r} does not learn from a teacher; valid '
+        f'choices: {", ".join(sorted(methods.DISTILLATION))}')
+  if config.data.train_on != 'unlabeled':
+    raise ConfigError(f'data.train_on={config.data.train_on!r}: a student '
+                      "trains on 'unlabeled' (add_labeled adds the rest)")
+  if config.data.validation <= 0:
+    raise ConfigError('data.validation must be > 0: the teacher statistics '
+                      'are fitted on it')
+
+
+def _check_teacher_data(t_config, config, data):
+  """The teacher must not have trained on the student's validation or
+  unlabeled examples (its statistics would be fitted on seen data)."""
+  t_data = t_config.data
+  if t_data.name != config.data.name:
+    raise ConfigError(f'teacher data {t_data.name!r} differs from student '
+                      f'data {config.data.name!r}')
+  n = sum(len(data.parts[p]) for p in ('labeled', 'validation', 'unlabeled'))
+  seen = splits.carve(n, t_data.labeled, t_data.validation, t_data.unlabeled,
+                      t_data.carve_seed, t_data.carve)[t_data.train_on]
+  held = np.concatenate([data.parts['validation'].indices,
+                         data.parts['unlabeled'].indices])
+  overlap = np.intersect1d(seen, held)
+  if len(overlap):
+    raise ConfigError(
+        f'the teacher trained on {len(overlap)} examples of the student\'s '
+        'validation/unlabeled parts; carve the data the same way for both '
+        '(data.labeled, validation, unlabeled, carve, carve_seed)')
+
+
+def _teacher(config, workdir, data):
+  """(teacher config, variables, step, workdir), training it if needed."""
+  t_dir = config.teacher.workdir or os.path.join(workdir, 'teacher')
+  t_config = (ckpt_lib.read_config(t_dir) if config.teacher.workdir
+              else config.teacher.config)
+  _check_teacher_data(t_config, config, data)
+  if not config.teacher.workdir:
+    print(f'== teacher: training in {t_dir}', flush=True)
+    train.train(config.teacher.config, t_dir)
+  t_config, variables, step = ckpt_lib.load_trained(t_dir)
+  return t_config, variables, step, os.path.abspath(t_dir)
+
+
+def _fit(config, probs_v, labels_v, probs_u):
+  """Per-example state of the method on the student's training examples."""
+  d = config.distill
+  state, stats = {}, {}
+  if config.method == 'weighted':
+    state['weight'] = fitting.teacher_correctness(probs_v, labels_v, probs_u,
+                                                  d.weight_mode)
+    stats.update({f'weight_{k}': v for k, v in
+                  fitting.weight_stats(state['weight']).items()})
+  if config.method == 'slam':
+    state['alpha'] = fitting.teacher_correctness(probs_v, labels_v, probs_u,
+                                                 floor=d.alpha_floor)
+    stats.update({f'alpha_{k}': v for k, v in
+                  fitting.weight_stats(state['alpha']).items()})
+    if d.k == 'global':
+      k = fitting.global_k(probs_v, labels_v, d.k_delta)
+      state['k'] = np.full(len(probs_u), k, np.int32)
+    else:
+      state['k'] = fitting.per_example_k(probs_v, labels_v, probs_u,
+                                         d.k_delta, bins=d.k_bins)
+    stats['k_mean'] = float(state['k'].mean())
+  return state, stats
+
+
+def _softmax(x):
+  e = np.exp(x - x.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+def run(config, workdir):
+  """The whole pipeline; returns (and writes) the summary."""
+  _check(config)
+  os.makedirs(workdir, exist_ok=True)
+  data = train.load_data(config.data)
+  t_config, t_vars, t_step, t_dir = _teacher(config, workdir, data)
+  t_model = models.build(t_config.model_name, data.num_classes,
+                         t_config.model_dtype, **t_config.model.to_dict())
+  mesh = sharding.make_mesh(config.mesh)
+  preprocess = pipeline.preprocessor(data.spec)
+  cache = teacher_cache.TeacherCache(os.path.join(t_dir, 'teacher_cache'))
+  digest = teacher_cache.params_digest(t_vars)
+  d = config.distill
+
+  parts = ['validation', 'unlabeled', 'test'] + (
+      ['labeled'] if d.add_labeled else [])
+  logits, rebuilt = {}, []
+  for name in parts:
+    part = data.parts[name]
+    fingerprint = dict(
+        teacher_workdir=t_dir, teacher_step=int(t_step),
+        teacher_params=digest, part=name,
+        dataset={k: config.data.get(k) for k in DATASET_KEYS},
+        split='test' if name == 'test' else 'train',
+        ids=teacher_cache.ids_digest(getattr(part, 'indices',
+                                             np.arange(len(part)))),
+        n=len(part), num_classes=int(data.num_classes), topk=d.cache_topk)
+    logits[name], built = cache.get_or_build(
+        f'{name}-{fingerprint["ids"]}', fingerprint, getattr(part, 'indices', np.arange(len(part))),
+        lambda p=part: predict.logits(t_model, t_vars, p, preprocess, mesh,
+                                      d.predict_batch_size),
+        topk=d.cache_topk)
+    if built:
+      rebuilt.append(name)
+  print(f'== teacher cache: rebuilt {rebuilt or "nothing"} (reused the rest)',
+        flush=True)
+
+  labels = {n: _labels(data.parts[n]) for n in ('validation', 'test')}
+  probs_v = _softmax(logits['validation'])
+  probs_u = _softmax(logits['unlabeled'])
+  state, stats = _fit(config, probs_v, labels['validation'], probs_u)
+  targets = {'logits': logits['unlabeled'], **state}
+  train_part = data.parts['unlabeled']
+  if d.add_labeled:
+    train_part, targets = _with_labeled(data, logits, train_part, targets)
+  summary = {
+      'method': config.method,
+      'teacher/validation_accuracy': _accuracy(logits['validation'],
+                                               labels['validation']),
+      'teacher/test_accuracy': _accuracy(logits['test'], labels['test']),
+      # The unlabeled part's true labels are read for this diagnostic only.
+      'teacher/unlabeled_accuracy': _accuracy(
+          logits['unlabeled'], _labels(data.parts['unlabeled'])),
+      **{f'fit/{k}': v for k, v in stats.items()},
+  }
+  print('== fitted: ' + json.dumps({k: round(v, 4) for k, v in summary.items()
+                                    if isinstance(v, float)}), flush=True)
+
+  s_dir = os.path.join(workdir, 'student')
+  print(f'== student ({config.method}): training in {s_dir}', flush=True)
+  trainer = train.Trainer(_student_config(config), s_dir, data=data,
+                          train_part=datasets.WithTargets(train_part, targets))
+  final = trainer.run()
+  if final.get('preempted'):
+    return final
+  s_test = predict.logits(trainer.model, {'params': trainer.state.params,
+                                          **trainer.state.model_state},
+                          data.parts['test'], preprocess, mesh,
+                          d.predict_batch_size)
+  summary.update({f'student/{k}': v for k, v in final.items()})
+  summary['student/test_agreement'] = float(np.mean(
+      s_test.argmax(-1) == logits['test'].argmax(-1)))
+  tmp = os.path.join(workdir, 'summary.json.tmp')
+  with open(tmp, 'w') as f:
+    json.dump(summary, f, indent=1, sort_keys=True)
+  os.replace(tmp, os.path.join(workdir, 'summary.json'))
+  return summary
+
+
+def _labels(part):
+  return part.get(np.arange(len(part)))['label']
+
+
+def _accuracy(logits, labels):
+  return float(np.mean(np.argmax(logits, -1) == labels))
+
+
+def _with_labeled(data, logits, unlabeled, targets):
+  """Appends the labeled part; its 'teacher' is the one-hot true label."""
+  labeled = data.parts['labeled']
+  y = _labels(labeled)
+  onehot_logits = np.where(np.eye(data.num_classes)[y] > 0, 0.0,
+                           -1e4).astype(np.float32)
+  extra = {'logits': onehot_logits}
+  for k, v in targets.items():
+    if k == 'logits':
+      continue
+    extra[k] = np.full(len(y), 2 if k == 'k' else 1.0, v.dtype)
+  merged = {k: np.concatenate([v, extra[k]]) for k, v in targets.items()}
+  return datasets.Concat([unlabeled, labeled]), merged

@@ -1,0 +1,29 @@
+"""Batched, sharded inference of a model over a data part.
+
+    logits = predict.logits(model, variables, part, preprocess, mesh, 1000)
+
+Returns a host numpy array in the part's order: what the teacher-labeling
+pass caches, and what student/teacher agreement is measured on.
+"""
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from distill import sharding
+from distill.data import pipeline
+
+
+def logits(model, variables, part, preprocess, mesh, batch_size):
+  """Model logits (float32) for every example of `part`, in order."""
+  batch_sh = sharding.batch_sharding(mesh)
+  rep = sharding.replicated(mesh)
+  variables = jax.device_put(variables, rep)
+  apply = jax.jit(lambda v, x: model.apply(v, x, train=False),
+                  in_shardings=(rep, batch_sh), out_shardings=batch_sh)
+  outs = []
+  for batch in pipeline.eval_batches(part, batch_size, preprocess,
+                                     jax.process_index(), jax.process_count()):
+    x = sharding.put_batch(batch['inputs'], batch_sh)
+    out = apply(variables, x)
+    outs.append(np.asarray(multihost_utils.process_allgather(out, tiled=True)))
+  return np.concatenate(outs)[:len(part)].astype(np.float32)
