@@ -27,6 +27,15 @@ _MULTIHOST = flags.DEFINE_bool(
     'Call jax.distributed.initialize() first (multi-host TPU/GPU).')
 
 
+def execute(config, workdir):
+  """Runs a config: the distillation pipeline if it has a `teacher` block,
+  else plain training (a teacher, or any supervised model)."""
+  from distill import distillation, train  # pylint: disable=g-import-not-at-top
+  if 'teacher' in config:
+    return distillation.run(config, workdir)
+  return train.train(config, workdir)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -37,14 +46,9 @@ def main(argv):
   tfds.disable_progress_bar()
   if _MULTIHOST.value:
     jax.distributed.initialize()
-  from distill import distillation, train  # pylint: disable=g-import-not-at-top
   from distill.errors import ConfigError  # pylint: disable=g-import-not-at-top
-  config = _CONFIG.value
   try:
-    if 'teacher' in config:      # teacher -> labeling pass -> student
-      result = distillation.run(config, _WORKDIR.value)
-    else:
-      result = train.train(config, _WORKDIR.value)
+    result = execute(_CONFIG.value, _WORKDIR.value)
   except ConfigError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

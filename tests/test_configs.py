@@ -8,6 +8,7 @@ import tensorflow_datasets as tfds
 
 from conftest import REPO, shared_file
 from distill import train
+from launch.main import execute
 
 CONFIGS = sorted(
     os.path.splitext(os.path.basename(p))[0]
@@ -20,7 +21,8 @@ NEEDS_SHARED = {'cifar10_teacher': 'cifar10_jpeg.tar.gz',
 
 def test_every_config_is_listed():
   assert {'digits_teacher', 'cifar10_teacher', 'mnist5k_teacher',
-          'mnist1d_teacher', 'shakespeare_lm', 'tfds_teacher'} <= set(CONFIGS)
+          'mnist1d_teacher', 'shakespeare_lm', 'tfds_teacher',
+          'digits_distill', 'mnist5k_distill'} <= set(CONFIGS)
 
 
 @pytest.mark.parametrize('name', CONFIGS)
@@ -31,11 +33,15 @@ def test_runlocal_two_steps(name, tmp_path):
     config.data.manual_dir = os.path.dirname(path)
   if name == 'tfds_teacher':
     with tfds.testing.mock_data(num_examples=32):
-      result = train.train(config, str(tmp_path))
+      result = execute(config, str(tmp_path))
   else:
-    result = train.train(config, str(tmp_path))
-  assert result['step'] == 2
-  assert os.path.exists(tmp_path / 'final_metrics.json')
+    result = execute(config, str(tmp_path))
+  if 'teacher' in config:     # teacher, labeling pass, student
+    assert result['student/step'] == 2
+    assert os.path.exists(tmp_path / 'summary.json')
+  else:
+    assert result['step'] == 2
+    assert os.path.exists(tmp_path / 'final_metrics.json')
   metrics = [k for k in result if k.endswith('/accuracy')]
   assert metrics and all(0.0 <= result[k] <= 1.0 for k in metrics)
 
