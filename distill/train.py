@@ -63,14 +63,17 @@ class Data:
 def load_data(data_cfg):
   """Loads the train/test splits and carves the train split into parts."""
   spec = datasets.spec(data_cfg)
-  train = datasets.load_split(data_cfg, 'train')
-  test = datasets.load_split(data_cfg, 'test')
+  # in_memory: each split is decoded once per process and shared by every
+  # run in it; otherwise parts read (and decode) examples batch by batch.
+  load = (datasets.load_split_in_memory if data_cfg.in_memory
+          else datasets.load_split)
+  train = load(data_cfg, 'train')
+  test = load(data_cfg, 'test')
   carved = splits.carve(len(train), data_cfg.labeled, data_cfg.validation,
                         data_cfg.unlabeled, data_cfg.carve_seed,
                         data_cfg.carve)
-  in_memory = data_cfg.in_memory
-  parts = {k: datasets.Subset(train, v, in_memory) for k, v in carved.items()}
-  parts['test'] = datasets.Subset(test, None, in_memory)
+  parts = {k: datasets.Subset(train, v) for k, v in carved.items()}
+  parts['test'] = datasets.Subset(test)
   return Data(spec, parts, datasets.num_classes(data_cfg))
 
 

@@ -36,6 +36,9 @@ TABLES = {
     'mnist5k': dict(config='configs/mnist5k_distill.py',
                     labeled=(100, 200, 500), seeds=(0, 1, 2),
                     methods=ALL_METHODS),
+    'cifar10': dict(config='configs/cifar10_distill.py',
+                    labeled=(1000, 2500, 5000), seeds=(0, 1, 2),
+                    methods=ALL_METHODS),
 }
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
 
@@ -80,8 +83,9 @@ def run_cell(get_config, root, labeled, seed, method, extra=''):
       # The same number of steps as the distilled students (more epochs of
       # the smaller labeled part), so the baseline is not under-trained.
       data = train.load_data(student.data)
-      ratio = len(data.parts['unlabeled']) / len(data.parts['labeled'])
-      student.total_epochs = config.total_epochs * max(1.0, ratio)
+      if config.total_epochs > 0:
+        ratio = len(data.parts['unlabeled']) / len(data.parts['labeled'])
+        student.total_epochs = config.total_epochs * max(1.0, ratio)
       train.train(student, workdir, data=data)
     out['student'] = _json(done)['test/accuracy']
     return out

@@ -16,6 +16,7 @@ CONFIGS = sorted(
     if not os.path.basename(p).startswith(('_', 'common')))
 
 NEEDS_SHARED = {'cifar10_teacher': 'cifar10_jpeg.tar.gz',
+                'cifar10_distill': 'cifar10_jpeg.tar.gz',
                 'shakespeare_lm': 'tiny_shakespeare.txt'}
 
 
@@ -31,6 +32,8 @@ def test_runlocal_two_steps(name, tmp_path):
   if name in NEEDS_SHARED:
     path = shared_file(NEEDS_SHARED[name])
     config.data.manual_dir = os.path.dirname(path)
+    if 'teacher' in config:
+      config.teacher.config.data.manual_dir = os.path.dirname(path)
   if name == 'tfds_teacher':
     with tfds.testing.mock_data(num_examples=32):
       result = execute(config, str(tmp_path))

@@ -212,12 +212,25 @@ def test_unknown_dataset_lists_choices():
     datasets.spec(data_cfg(name='cifar11'))
 
 
-def test_subset_in_memory_matches_direct_reads(tmp_path):
+def test_in_memory_split_matches_direct_reads_and_is_shared(tmp_path):
   cfg = data_cfg(name='digits', data_dir=str(tmp_path))
   src = datasets.load_split(cfg, 'train')
+  mem = datasets.load_split_in_memory(cfg, 'train')
+  assert datasets.load_split_in_memory(cfg, 'train') is mem
   idx = np.array([5, 3, 99])
-  lazy = datasets.Subset(src, idx, in_memory=False).get([2, 0])
-  cached = datasets.Subset(src, idx, in_memory=True).get([2, 0])
-  for k in lazy:
-    np.testing.assert_array_equal(lazy[k], cached[k])
+  direct = datasets.Subset(src, idx).get([2, 0])
+  cached = datasets.Subset(mem, idx).get([2, 0])
+  for k in direct:
+    np.testing.assert_array_equal(direct[k], cached[k])
   assert cached['id'].tolist() == src.get([99, 5])['id'].tolist()
+
+
+def test_concat_and_with_targets():
+  a, b = ArraySource(5), ArraySource(3)
+  both = datasets.WithTargets(datasets.Concat([a, b]),
+                              {'w': np.arange(8, dtype=np.float32)})
+  out = both.get([6, 0, 4, 5])
+  assert out['id'].tolist() == [1, 0, 4, 0]       # b[1], a[0], a[4], b[0]
+  assert out['teacher']['w'].tolist() == [6, 0, 4, 5]
+  with pytest.raises(ValueError, match='has 2 rows, the part has 5'):
+    datasets.WithTargets(a, {'w': np.zeros(2)})

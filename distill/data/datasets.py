@@ -143,38 +143,18 @@ class Source:
 
 
 class Subset:
-  """A part of a Source (a carved part of a split, or all of it).
+  """A part of a source (a carved part of a split, or all of it)."""
 
-  With `in_memory=True` the part is decoded once, on first use, into arrays;
-  parts that are never read (say, the unlabeled part during teacher
-  training) cost nothing.
-  """
-
-  def __init__(self, source, indices=None, in_memory=True, chunk=2048):
+  def __init__(self, source, indices=None):
     self.source = source
     self.indices = (np.arange(len(source)) if indices is None
                     else np.asarray(indices, np.int64))
-    self.in_memory = in_memory
-    self._chunk = chunk
-    self._arrays = None
 
   def __len__(self):
     return len(self.indices)
 
-  def _materialize(self):
-    n = len(self.indices)
-    parts = [self.source.get(self.indices[i:i + self._chunk])
-             for i in range(0, n, self._chunk)]
-    self._arrays = {k: np.concatenate([p[k] for p in parts])
-                    for k in parts[0]}
-
   def get(self, indices):
-    indices = np.asarray(indices, np.int64)
-    if not self.in_memory:
-      return self.source.get(self.indices[indices])
-    if self._arrays is None:
-      self._materialize()
-    return {k: v[indices] for k, v in self._arrays.items()}
+    return self.source.get(self.indices[np.asarray(indices, np.int64)])
 
 
 class Concat:
@@ -225,6 +205,37 @@ class WithTargets:
     out['teacher'] = {k: v[np.asarray(indices, np.int64)]
                       for k, v in self.targets.items()}
     return out
+
+
+class ArraySource:
+  """A whole split decoded into memory once; `get` is fancy indexing."""
+
+  def __init__(self, source, chunk=4096):
+    n = len(source)
+    parts = [source.get(np.arange(i, min(i + chunk, n)))
+             for i in range(0, n, chunk)]
+    self.arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    self._len = n
+
+  def __len__(self):
+    return self._len
+
+  def get(self, indices):
+    indices = np.asarray(indices, np.int64)
+    return {k: v[indices] for k, v in self.arrays.items()}
+
+
+_IN_MEMORY = {}
+
+
+def load_split_in_memory(cfg, split):
+  """`load_split` decoded into RAM, shared by every later call in this
+  process with the same dataset (experiments run many cells on one split)."""
+  key = (split,) + tuple(str(cfg.get(k)) for k in (
+      'name', 'data_dir', 'manual_dir', 'num_samples', 'seq_len'))
+  if key not in _IN_MEMORY:
+    _IN_MEMORY[key] = ArraySource(load_split(cfg, split))
+  return _IN_MEMORY[key]
 
 
 def load_split(cfg, split):

@@ -1,0 +1,66 @@
+"""CIFAR-10 distillation with unlabeled examples at CPU scale.
+
+    python -m launch.main --config=configs/cifar10_distill.py:method=slam,labeled=2500 \
+        --config.data.manual_dir=../shared/datasets --workdir=/tmp/distill/c10_slam
+    python -m experiments.unlabeled_distillation --table=cifar10   # the table
+
+Teacher: CIFAR ResNet-8 (78k parameters) trained on `labeled` images for
+`teacher_steps` steps (crop + flip, SGD, cosine). Student: a small CNN
+(16-32-64 conv stages, 24k parameters) trained for `student_steps` steps on
+the teacher's cached outputs over the unlabeled rest of the 50k train images
+(500 validation). Fixed step budgets (not epochs) keep every cell the same
+cost so the whole 3 sizes x 3 seeds x 7 rows table fits the CPU budget.
+"""
+from configs import cifar10_teacher
+from configs import common
+from distill import distillation
+
+
+def get_config(arg=None):
+  arg = common.parse_arg(arg, method='slam', labeled=2500, validation=500,
+                         teacher='', seed=0, teacher_steps=800,
+                         student_steps=600, runlocal=False,
+                         manual_dir='../shared/datasets')
+  c = common.base_config()
+  c.seed = arg.seed
+  c.data.name = 'cifar10_jpeg'
+  c.data.manual_dir = arg.manual_dir
+  c.data.labeled = arg.labeled
+  c.data.validation = arg.validation
+  c.data.unlabeled = -1
+  c.data.carve_seed = arg.seed
+  c.data.train_on = 'unlabeled'
+  c.data.augment = 'crop_flip'
+  c.method = arg.method
+  c.model_name = 'cnn'
+  c.model.widths = (16, 32, 64)
+  c.batch_size = 128
+  c.eval_batch_size = 1000
+  c.total_steps = arg.student_steps
+  c.optimizer.name = 'adam'
+  c.optimizer.lr = 3e-3
+  c.optimizer.weight_decay = 0.0
+  c.log_every_steps = 100
+  c.checkpoint_every_steps = 300
+
+  teacher = cifar10_teacher.get_config(
+      f'labeled={arg.labeled},validation={arg.validation},'
+      f'manual_dir={arg.manual_dir}' + (',runlocal' if arg.runlocal else ''))
+  teacher.seed = arg.seed
+  teacher.data.carve_seed = arg.seed
+  if not arg.runlocal:
+    teacher.total_epochs = -1.0
+    teacher.total_steps = arg.teacher_steps
+    teacher.eval_every_epochs = -1.0
+  c.teacher = dict(workdir=arg.teacher, config=teacher)
+  c.distill = distillation.distill_defaults()
+  c.distill.predict_batch_size = 1000
+  if arg.runlocal:
+    c.total_steps = 2
+    c.log_every_steps = 1
+    c.batch_size = 16
+    c.eval_batch_size = 200
+    c.data.validation = 200
+    c.eval_splits = 'validation'
+    c.distill.predict_batch_size = 200
+  return c
