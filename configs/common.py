@@ -60,6 +60,10 @@ def base_config():
       train_on='labeled',    # which part the model trains on
       augment='',            # '', 'flip', 'crop_flip'
       prefetch=2,
+      # Out-of-distribution unlabeled data: another dataset's train images
+      # (resized) replace the unlabeled part; set data.unlabeled=0.
+      unlabeled_from=ml_collections.ConfigDict(dict(
+          name='', manual_dir='', size=-1)),
   ))
 
   c.model_name = 'mlp'
@@ -68,6 +72,7 @@ def base_config():
 
   c.method = 'supervised'
   c.method_kw = ml_collections.ConfigDict()
+  c.init_from = ''           # workdir of a run to start from (fine-tuning)
 
   c.batch_size = 128
   c.eval_batch_size = 500

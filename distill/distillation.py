@@ -52,6 +52,11 @@ def distill_defaults():
       k_delta=0.05,              # slam: top-k accuracy target 1 - delta
       k_bins=5,                  # slam per_example: margin quantile bins
       add_labeled=False,         # student also trains on the labeled part
+      # After distillation, fine-tune the student on this many labeled
+      # examples per class (0: off), as for out-of-distribution unlabeled data.
+      finetune_per_class=0,
+      finetune_steps=200,
+      finetune_lr=1e-3,
       cache_topk=0,              # >0: cache only the top-k teacher logits
       predict_batch_size=500,
   ))
@@ -88,17 +93,24 @@ def _check_teacher_data(t_config, config, data):
   if t_data.name != config.data.name:
     raise ConfigError(f'teacher data {t_data.name!r} differs from student '
                       f'data {config.data.name!r}')
-  n = sum(len(data.parts[p]) for p in ('labeled', 'validation', 'unlabeled'))
+  n = len(data.parts['labeled'].source)      # the whole train split
   seen = splits.carve(n, t_data.labeled, t_data.validation, t_data.unlabeled,
                       t_data.carve_seed, t_data.carve)[t_data.train_on]
-  held = np.concatenate([data.parts['validation'].indices,
-                         data.parts['unlabeled'].indices])
+  held = [data.parts['validation'].indices]
+  if not _is_ood(config):
+    held.append(data.parts['unlabeled'].indices)
+  held = np.concatenate(held)
   overlap = np.intersect1d(seen, held)
   if len(overlap):
     raise ConfigError(
         f'the teacher trained on {len(overlap)} examples of the student\'s '
         'validation/unlabeled parts; carve the data the same way for both '
         '(data.labeled, validation, unlabeled, carve, carve_seed)')
+
+
+def _is_ood(config):
+  return bool(config.data.get('unlabeled_from') and
+              config.data.unlabeled_from.name)
 
 
 def _teacher(config, workdir, data):
@@ -166,6 +178,8 @@ def run(config, workdir):
         teacher_workdir=t_dir, teacher_step=int(t_step),
         teacher_params=digest, part=name,
         dataset={k: config.data.get(k) for k in DATASET_KEYS},
+        unlabeled_from=(config.data.unlabeled_from.to_dict()
+                        if name == 'unlabeled' and _is_ood(config) else None),
         split='test' if name == 'test' else 'train',
         ids=teacher_cache.ids_digest(getattr(part, 'indices',
                                              np.arange(len(part)))),
@@ -193,9 +207,11 @@ def run(config, workdir):
       'teacher/validation_accuracy': _accuracy(logits['validation'],
                                                labels['validation']),
       'teacher/test_accuracy': _accuracy(logits['test'], labels['test']),
-      # The unlabeled part's true labels are read for this diagnostic only.
-      'teacher/unlabeled_accuracy': _accuracy(
-          logits['unlabeled'], _labels(data.parts['unlabeled'])),
+      # The unlabeled part's true labels are read for this diagnostic only
+      # (out-of-distribution examples have none).
+      'teacher/unlabeled_accuracy': (
+          None if _is_ood(config) else
+          _accuracy(logits['unlabeled'], _labels(data.parts['unlabeled']))),
       **{f'fit/{k}': v for k, v in stats.items()},
   }
   print('== fitted: ' + json.dumps({k: round(v, 4) for k, v in summary.items()
@@ -213,6 +229,11 @@ def run(config, workdir):
                           data.parts['test'], preprocess, mesh,
                           d.predict_batch_size)
   summary.update({f'student/{k}': v for k, v in final.items()})
+  if d.finetune_per_class:
+    trainer, final = _finetune(config, workdir, data, s_dir)
+    if final.get('preempted'):
+      return final
+    summary.update({f'finetuned/{k}': v for k, v in final.items()})
   summary['student/test_agreement'] = float(np.mean(
       s_test.argmax(-1) == logits['test'].argmax(-1)))
   tmp = os.path.join(workdir, 'summary.json.tmp')
@@ -220,6 +241,31 @@ def run(config, workdir):
     json.dump(summary, f, indent=1, sort_keys=True)
   os.replace(tmp, os.path.join(workdir, 'summary.json'))
   return summary
+
+
+def _finetune(config, workdir, data, student_dir):
+  """Fine-tunes the distilled student on a few labeled examples per class."""
+  d = config.distill
+  labeled = data.parts['labeled']
+  y = _labels(labeled)
+  rng = np.random.default_rng(config.seed)
+  keep = np.sort(np.concatenate([
+      rng.permutation(np.nonzero(y == c)[0])[:d.finetune_per_class]
+      for c in range(data.num_classes)]))
+  c = _student_config(config)
+  c.method = 'supervised'
+  c.data.train_on = 'labeled'
+  c.init_from = student_dir
+  c.total_steps, c.total_epochs = d.finetune_steps, -1.0
+  c.eval_every_steps, c.eval_every_epochs = -1, -1.0
+  c.optimizer.lr = d.finetune_lr
+  c.schedule.warmup_steps, c.schedule.warmup_epochs = -1, -1.0
+  f_dir = os.path.join(workdir, 'finetuned')
+  print(f'== fine-tuning on {len(keep)} labeled examples in {f_dir}',
+        flush=True)
+  trainer = train.Trainer(c, f_dir, data=data,
+                          train_part=datasets.Subset(labeled, keep))
+  return trainer, trainer.run()
 
 
 def _labels(part):

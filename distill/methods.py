@@ -103,9 +103,10 @@ def _distill_metrics(student_out, teacher_logits, batch):
   agree = (jnp.argmax(student_out, -1) == jnp.argmax(teacher_logits, -1))
   metrics = {'teacher_agreement': (jnp.sum(agree * batch['mask']),
                                    jnp.sum(batch['mask']))}
-  if 'label' in batch:
-    metrics.update(classification_metrics(student_out, batch['label'],
-                                           batch['mask']))
+  if 'label' in batch:  # -1: an out-of-distribution example, no true label
+    metrics.update(classification_metrics(
+        student_out, batch['label'],
+        batch['mask'] * (batch['label'] >= 0).astype(jnp.float32)))
   return metrics
 
 

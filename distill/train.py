@@ -27,6 +27,7 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
@@ -74,7 +75,32 @@ def load_data(data_cfg):
                         data_cfg.carve)
   parts = {k: datasets.Subset(train, v) for k, v in carved.items()}
   parts['test'] = datasets.Subset(test)
+  ood = data_cfg.get('unlabeled_from')
+  if ood is not None and ood.name:
+    parts['unlabeled'] = _out_of_distribution(data_cfg, ood, load, parts)
   return Data(spec, parts, datasets.num_classes(data_cfg))
+
+
+def _out_of_distribution(data_cfg, ood, load, parts):
+  """The unlabeled part taken from another dataset's train split (Menghani
+  and Ravi 2019): `size` seeded examples (-1: all), resized to this
+  dataset's input shape."""
+  if data_cfg.unlabeled != 0:
+    raise ConfigError('data.unlabeled_from replaces the unlabeled part: set '
+                      f'data.unlabeled=0 (got {data_cfg.unlabeled})')
+  ood_cfg = ml_collections.ConfigDict(data_cfg.to_dict())
+  with ood_cfg.unlocked():
+    ood_cfg.name = ood.name
+    ood_cfg.manual_dir = ood.get('manual_dir', '')
+    del ood_cfg['unlabeled_from']
+  if datasets.spec(ood_cfg).input_key != 'image':
+    raise ConfigError(f'data.unlabeled_from.name={ood.name!r} has no images')
+  source = load(ood_cfg, 'train')
+  idx = (np.arange(len(source)) if ood.size < 0 else
+         splits.carve(len(source), labeled=ood.size, validation=0,
+                      unlabeled=-1, seed=data_cfg.carve_seed)['labeled'])
+  shape = parts['labeled'].get(np.arange(1))['image'].shape[1:]
+  return datasets.OutOfDistribution(datasets.Subset(source, idx), shape)
 
 
 def _non_params(variables):
@@ -215,6 +241,21 @@ class Trainer:
         out[f'{name}/{k}'] = float(s) / max(float(c), 1e-12)
     return out
 
+  def init_from(self, workdir):
+    """Starts from another run's parameters and model state (fine-tuning);
+    the optimizer starts fresh."""
+    _, variables, step = ckpt_lib.load_trained(workdir)
+    params = variables.pop('params')
+    try:
+      self.state = self.state.replace(
+          params=jax.device_put(params, self.state_sharding.params),
+          model_state=jax.device_put(variables,
+                                     self.state_sharding.model_state))
+    except ValueError as e:
+      raise ConfigError(f'init_from={workdir}: its parameters do not fit '
+                        f'this model ({e})') from e
+    print(f'Initialised from {workdir} (step {step}).', flush=True)
+
   # --- the loop ---------------------------------------------------------------
   def run(self):
     config, workdir = self.config, self.workdir
@@ -233,6 +274,8 @@ class Trainer:
                            f'{extra["data"]["next_step"]}')
       print(f'Resumed from {checkpointer.directory} at step {start}.',
             flush=True)
+    elif config.get('init_from'):
+      self.init_from(config.init_from)
     writer = MetricWriter(workdir, config.tensorboard and is_main,
                           enabled=is_main)
     batches = pipeline.TrainBatches(

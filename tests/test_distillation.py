@@ -104,3 +104,34 @@ def test_add_labeled_appends_true_labels(teacher_dir, tmp_path):
                                  **{'distill.add_labeled': True}),
                              str(tmp_path))
   assert summary['student/step'] == 2
+
+
+def test_out_of_distribution_unlabeled_then_finetune(teacher_dir, tmp_path):
+  from configs import digits_ood_distill  # pylint: disable=g-import-not-at-top
+  c = digits_ood_distill.get_config(f'runlocal,teacher={teacher_dir}')
+  data = train.load_data(c.data)
+  unlabeled = data.parts['unlabeled'].get(np.arange(3))
+  assert unlabeled['image'].shape == (3, 8, 8, 1)       # MNIST resized
+  assert unlabeled['label'].tolist() == [-1, -1, -1]     # no true labels
+  assert len(data.parts['unlabeled']) == 4000
+  summary = distillation.run(c, str(tmp_path))
+  assert summary['teacher/unlabeled_accuracy'] is None
+  assert summary['finetuned/step'] == 2
+  assert os.path.exists(tmp_path / 'finetuned' / 'final_metrics.json')
+
+
+def test_out_of_distribution_needs_unlabeled_zero(tmp_path):
+  from configs import digits_ood_distill  # pylint: disable=g-import-not-at-top
+  c = digits_ood_distill.get_config('runlocal')
+  c.data.unlabeled = -1
+  with pytest.raises(ConfigError, match='set data.unlabeled=0'):
+    train.load_data(c.data)
+
+
+def test_init_from_a_different_model_is_refused(teacher_dir, tmp_path):
+  c = cfg('vanilla').teacher.config
+  c.model_name = 'cnn'
+  c.model = {'widths': (8,)}
+  c.init_from = teacher_dir
+  with pytest.raises(ConfigError, match='its parameters do not fit'):
+    train.train(c, str(tmp_path))

@@ -181,6 +181,44 @@ class Concat:
             for k in chunks[0]}
 
 
+class OutOfDistribution:
+  """Another dataset's images as unlabeled inputs for this dataset's models.
+
+  Images are resized (PIL, area filter) to `shape` (H, W, C), converted
+  between grayscale and RGB as needed, and put under `input_key`; their own
+  labels mean other classes, so `label` is -1 (no true label).
+  """
+
+  def __init__(self, source, shape, input_key='image', label_key='label'):
+    self.source = source
+    self.shape = tuple(shape)
+    self.input_key = input_key
+    self.label_key = label_key
+    self.indices = getattr(source, 'indices', np.arange(len(source)))
+
+  def __len__(self):
+    return len(self.source)
+
+  def _adapt(self, image):
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+    h, w, c = self.shape
+    img = Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1
+                          else image)
+    img = img.convert('L' if c == 1 else 'RGB')
+    if img.size != (w, h):
+      img = img.resize((w, h), Image.Resampling.BOX)
+    return np.asarray(img, np.uint8).reshape(h, w, c)
+
+  def get(self, indices):
+    raw = self.source.get(indices)
+    images = raw['image']
+    if images.shape[1:] != self.shape:
+      images = np.stack([self._adapt(x) for x in images])
+    out = {self.input_key: images, 'id': raw['id'],
+           self.label_key: np.full(len(images), -1, np.int64)}
+    return out
+
+
 class WithTargets:
   """A part whose examples carry per-example arrays under `teacher`.
 
