@@ -34,7 +34,7 @@ def test_runlocal_two_steps(name, tmp_path):
     config.data.manual_dir = os.path.dirname(path)
     if 'teacher' in config:
       config.teacher.config.data.manual_dir = os.path.dirname(path)
-  if name == 'tfds_teacher':
+  if name.startswith('tfds_'):       # TFDS catalog sets: mock data
     with tfds.testing.mock_data(num_examples=32):
       result = execute(config, str(tmp_path))
   else:
