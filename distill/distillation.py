@@ -108,6 +108,37 @@ def _check_teacher_data(t_config, config, data):
         '(data.labeled, validation, unlabeled, carve, carve_seed)')
 
 
+def _teacher_outputs(config, data, parts, model, variables, step, t_dir,
+                     mesh):
+  """Teacher logits of each part: from the cache beside the teacher when its
+  fingerprint matches, else one sharded inference pass (then cached)."""
+  d = config.distill
+  cache = teacher_cache.TeacherCache(os.path.join(t_dir, 'teacher_cache'))
+  digest = teacher_cache.params_digest(variables)
+  preprocess = pipeline.preprocessor(data.spec)
+  logits, rebuilt = {}, []
+  for name in parts:
+    part = data.parts[name]
+    fingerprint = dict(
+        teacher_workdir=t_dir, teacher_step=int(step), teacher_params=digest,
+        part=name, dataset={k: config.data.get(k) for k in DATASET_KEYS},
+        unlabeled_from=(config.data.unlabeled_from.to_dict()
+                        if name == 'unlabeled' and _is_ood(config) else None),
+        split='test' if name == 'test' else 'train',
+        ids=teacher_cache.ids_digest(part.indices), n=len(part),
+        num_classes=int(data.num_classes), topk=d.cache_topk)
+    logits[name], built = cache.get_or_build(
+        f'{name}-{fingerprint["ids"]}', fingerprint, part.indices,
+        lambda p=part: predict.logits(model, variables, p, preprocess, mesh,
+                                      d.predict_batch_size),
+        topk=d.cache_topk)
+    if built:
+      rebuilt.append(name)
+  print(f'== teacher cache: rebuilt {rebuilt or "nothing"} (reused the rest)',
+        flush=True)
+  return logits
+
+
 def _is_ood(config):
   return bool(config.data.get('unlabeled_from') and
               config.data.unlabeled_from.name)
@@ -165,34 +196,12 @@ def run(config, workdir):
                          t_config.model_dtype, **t_config.model.to_dict())
   mesh = sharding.make_mesh(config.mesh)
   preprocess = pipeline.preprocessor(data.spec)
-  cache = teacher_cache.TeacherCache(os.path.join(t_dir, 'teacher_cache'))
-  digest = teacher_cache.params_digest(t_vars)
   d = config.distill
 
   parts = ['validation', 'unlabeled', 'test'] + (
       ['labeled'] if d.add_labeled else [])
-  logits, rebuilt = {}, []
-  for name in parts:
-    part = data.parts[name]
-    fingerprint = dict(
-        teacher_workdir=t_dir, teacher_step=int(t_step),
-        teacher_params=digest, part=name,
-        dataset={k: config.data.get(k) for k in DATASET_KEYS},
-        unlabeled_from=(config.data.unlabeled_from.to_dict()
-                        if name == 'unlabeled' and _is_ood(config) else None),
-        split='test' if name == 'test' else 'train',
-        ids=teacher_cache.ids_digest(getattr(part, 'indices',
-                                             np.arange(len(part)))),
-        n=len(part), num_classes=int(data.num_classes), topk=d.cache_topk)
-    logits[name], built = cache.get_or_build(
-        f'{name}-{fingerprint["ids"]}', fingerprint, getattr(part, 'indices', np.arange(len(part))),
-        lambda p=part: predict.logits(t_model, t_vars, p, preprocess, mesh,
-                                      d.predict_batch_size),
-        topk=d.cache_topk)
-    if built:
-      rebuilt.append(name)
-  print(f'== teacher cache: rebuilt {rebuilt or "nothing"} (reused the rest)',
-        flush=True)
+  logits = _teacher_outputs(config, data, parts, t_model, t_vars, t_step,
+                            t_dir, mesh)
 
   labels = {n: _labels(data.parts[n]) for n in ('validation', 'test')}
   probs_v = _softmax(logits['validation'])
@@ -201,7 +210,7 @@ def run(config, workdir):
   targets = {'logits': logits['unlabeled'], **state}
   train_part = data.parts['unlabeled']
   if d.add_labeled:
-    train_part, targets = _with_labeled(data, logits, train_part, targets)
+    train_part, targets = _with_labeled(data, train_part, targets)
   summary = {
       'method': config.method,
       'teacher/validation_accuracy': _accuracy(logits['validation'],
@@ -276,7 +285,7 @@ def _accuracy(logits, labels):
   return float(np.mean(np.argmax(logits, -1) == labels))
 
 
-def _with_labeled(data, logits, unlabeled, targets):
+def _with_labeled(data, unlabeled, targets):
   """Appends the labeled part; its 'teacher' is the one-hot true label."""
   labeled = data.parts['labeled']
   y = _labels(labeled)

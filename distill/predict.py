@@ -5,6 +5,8 @@
 Returns a host numpy array in the part's order: what the teacher-labeling
 pass caches, and what student/teacher agreement is measured on.
 """
+import math
+
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
@@ -16,6 +18,8 @@ from distill.data import pipeline
 def logits(model, variables, part, preprocess, mesh, batch_size):
   """Model logits (float32) for every example of `part`, in order."""
   batch_sh = sharding.batch_sharding(mesh)
+  shards = math.lcm(sharding.batch_shards(mesh), jax.process_count())
+  batch_size = -(-batch_size // shards) * shards     # a multiple of shards
   rep = sharding.replicated(mesh)
   variables = jax.device_put(variables, rep)
   apply = jax.jit(lambda v, x: model.apply(v, x, train=False),
