@@ -18,8 +18,8 @@ from distill import distillation
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, method='slam', labeled=2500, validation=500,
-                         teacher='', seed=0, teacher_steps=800,
-                         student_steps=600, runlocal=False,
+                         teacher='', seed=0, teacher_steps=600,
+                         student_steps=400, runlocal=False,
                          manual_dir='../shared/datasets')
   c = common.base_config()
   c.seed = arg.seed

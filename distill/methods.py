@@ -157,13 +157,18 @@ def topk_mask(probs, k):
 
 
 @register('slam', needs_teacher=True)
-def slam(student_out, teacher_targets, batch, eps=1e-7):
-  """SLaM (Kontonis et al. 2023), the unnormalised mixing of Remark B.1:
-  mix = a f + (1 - a)(1 - f) * top(y_s; k), loss CE(y_s, mix)."""
+def slam(student_out, teacher_targets, batch, eps=1e-7, normalize=False):
+  """SLaM (Kontonis et al. 2023), the unnormalised mixing of Remark B.1 that
+  the paper's experiments use: mix = a f + (1 - a)(1 - f) * top(y_s; k),
+  loss CE(y_s, mix). `normalize=True` divides the second term by k - 1 (the
+  paper's theoretical form)."""
   ys = jax.nn.softmax(teacher_targets['logits'])
   f = jax.nn.softmax(student_out)
   a = teacher_targets['alpha'][:, None]
-  mask = topk_mask(ys, teacher_targets['k'])
+  k = teacher_targets['k']
+  mask = topk_mask(ys, k)
+  if normalize:
+    mask = mask / jnp.maximum(jnp.reshape(k, (-1, 1)) - 1, 1)
   mix = a * f + (1.0 - a) * (1.0 - f) * mask
   ce = -jnp.sum(ys * jnp.log(jnp.clip(mix, eps, None)), -1)
   return _finish(ce, batch['mask'], student_out, teacher_targets, batch)

@@ -12,6 +12,7 @@ run continues where it stopped. Writes `experiments/results/<table>.md`
 (mean ± std test accuracy over seeds), `.json` (every cell) and `.png`
 (accuracy against labeled size).
 """
+import ast
 import importlib.util
 import json
 import os
@@ -36,6 +37,13 @@ TABLES = {
     'mnist5k': dict(config='configs/mnist5k_distill.py',
                     labeled=(100, 200, 500), seeds=(0, 1, 2),
                     methods=ALL_METHODS),
+    # Looking for SLaM's low-label failure on mnist5k (see the README).
+    'mnist5k_slam': dict(
+        config='configs/mnist5k_distill.py', labeled=(100, 200),
+        seeds=(0, 1, 2),
+        methods=('vanilla', 'slam', 'slam[method_kw.normalize=True]',
+                 'slam[distill.k=per_example]',
+                 'slam[distill.k_delta=0.2]')),
     'cifar10': dict(config='configs/cifar10_distill.py',
                     labeled=(1000, 2500, 5000), seeds=(0, 1, 2),
                     methods=ALL_METHODS),
@@ -63,8 +71,36 @@ def _json(path):
     return json.load(f)
 
 
+def parse_method(spec):
+  """'slam[method_kw.normalize=True;distill.k=per_example]' -> name and
+  config overrides (values as Python literals, else strings)."""
+  name, _, rest = spec.partition('[')
+  overrides = {}
+  for item in filter(None, rest.rstrip(']').split(';')):
+    key, _, value = item.partition('=')
+    try:
+      overrides[key] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      overrides[key] = value
+  return name, overrides
+
+
+def _override(config, overrides):
+  """Sets dotted keys of an (unlocked) config."""
+  for key, value in overrides.items():
+    node = config
+    *path, last = key.split('.')
+    for p in path:
+      node = node[p]
+    node[last] = value
+
+
 def run_cell(get_config, root, labeled, seed, method, extra=''):
-  """One student (or the labels-only row); returns its test accuracy."""
+  """One student (or the labels-only row); returns its test accuracy.
+
+  `method` is a registered name, optionally with config overrides:
+  'slam[method_kw.normalize=True]'.
+  """
   cell = os.path.join(root, f'labeled={labeled}', f'seed={seed}')
   teacher_dir = os.path.join(cell, 'teacher')
   config = get_config(f'method=vanilla,labeled={labeled},seed={seed}{extra}')
@@ -89,12 +125,15 @@ def run_cell(get_config, root, labeled, seed, method, extra=''):
       train.train(student, workdir, data=data)
     out['student'] = _json(done)['test/accuracy']
     return out
-  workdir = os.path.join(cell, method)
+  workdir = os.path.join(cell, method.replace('[', '_').replace(']', '')
+                         .replace(';', '_').replace('=', '-'))
   done = os.path.join(workdir, 'summary.json')
   if not os.path.exists(done):
     print(f'-- {method} labeled={labeled} seed={seed}', flush=True)
-    config = get_config(f'method={method},labeled={labeled},seed={seed},'
+    name, overrides = parse_method(method)
+    config = get_config(f'method={name},labeled={labeled},seed={seed},'
                         f'teacher={teacher_dir}{extra}')
+    _override(config, overrides)
     distillation.run(config, workdir)
   summary = _json(done)
   out['student'] = summary['student/test/accuracy']

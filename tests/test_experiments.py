@@ -23,3 +23,11 @@ def test_table_runs_and_resumes_without_retraining(tmp_path, monkeypatch):
   before = os.path.getmtime(done)
   again = exp.run_table('tiny', str(tmp_path / 'runs'), str(tmp_path / 'res'))
   assert again == cells and os.path.getmtime(done) == before
+
+
+def test_method_specs_carry_config_overrides():
+  assert exp.parse_method('slam') == ('slam', {})
+  assert exp.parse_method('slam[method_kw.normalize=True;distill.k=per_'
+                          'example]') == (
+                              'slam', {'method_kw.normalize': True,
+                                       'distill.k': 'per_example'})

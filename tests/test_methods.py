@@ -122,6 +122,19 @@ def test_slam_golden_value():
   assert float(loss) == pytest.approx(0.57960, abs=1e-5)     # golden
 
 
+def test_slam_normalized_divides_by_k_minus_one():
+  alpha, k = np.array([0.3, 0.6, 0.9]), np.array([2, 3, 4])
+  loss, _ = methods.slam(STUDENT, teacher(alpha=jnp.asarray(alpha),
+                                          k=jnp.asarray(k)), {'mask': MASK},
+                         normalize=True)
+  ys, f = np_softmax(TEACHER), np_softmax(STUDENT)
+  ranks = np.argsort(np.argsort(-ys, -1), -1)
+  mask = (ranks < k[:, None]) / (k[:, None] - 1.0)
+  mix = alpha[:, None] * f + (1 - alpha[:, None]) * (1 - f) * mask
+  ref = -(ys * np.log(np.clip(mix, 1e-7, None))).sum(-1).mean()
+  assert float(loss) == pytest.approx(ref, rel=1e-5)
+
+
 def test_topk_mask_uses_teacher_ranking_and_per_example_k():
   probs = jnp.array([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]])
   mask = methods.topk_mask(probs, jnp.array([1, 2]))
