@@ -40,7 +40,7 @@ TABLES = {
     # Looking for SLaM's low-label failure on mnist5k (see the README).
     'mnist5k_slam': dict(
         config='configs/mnist5k_distill.py', labeled=(100, 200),
-        seeds=(0, 1, 2),
+        seeds=(0, 1, 2), share='mnist5k',   # reuses its teachers and cells
         methods=('vanilla', 'slam', 'slam[method_kw.normalize=True]',
                  'slam[distill.k=per_example]',
                  'slam[distill.k_delta=0.2]')),
@@ -192,7 +192,7 @@ def plot(name, spec, cells, path):
 def run_table(name, workdir, results):
   spec = TABLES[name]
   get_config = _load_config_module(spec['config']).get_config
-  root = os.path.join(workdir, name)
+  root = os.path.join(workdir, spec.get('share', name))
   cells, start = {}, time.time()
   for n in spec['labeled']:
     for s in spec['seeds']:
