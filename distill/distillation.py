@@ -152,7 +152,8 @@ def _teacher(config, workdir, data):
   _check_teacher_data(t_config, config, data)
   if not config.teacher.workdir:
     print(f'== teacher: training in {t_dir}', flush=True)
-    train.train(config.teacher.config, t_dir)
+    if train.train(config.teacher.config, t_dir).get('preempted'):
+      return None
   t_config, variables, step = ckpt_lib.load_trained(t_dir)
   return t_config, variables, step, os.path.abspath(t_dir)
 
@@ -191,7 +192,10 @@ def run(config, workdir):
   _check(config)
   os.makedirs(workdir, exist_ok=True)
   data = train.load_data(config.data)
-  t_config, t_vars, t_step, t_dir = _teacher(config, workdir, data)
+  teacher = _teacher(config, workdir, data)
+  if teacher is None:                      # SIGTERM while training it
+    return {'preempted': True}
+  t_config, t_vars, t_step, t_dir = teacher
   t_model = models.build(t_config.model_name, data.num_classes,
                          t_config.model_dtype, **t_config.model.to_dict())
   mesh = sharding.make_mesh(config.mesh)

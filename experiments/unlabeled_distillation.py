@@ -95,6 +95,14 @@ def _override(config, overrides):
     node[last] = value
 
 
+def _finished(result):
+  """Stops the whole table on SIGTERM (the run saved; rerun to resume)."""
+  if result.get('preempted'):
+    print('SIGTERM: stopping the table; rerun the command to resume.')
+    sys.exit(143)
+  return result
+
+
 def run_cell(get_config, root, labeled, seed, method, extra=''):
   """One student (or the labels-only row); returns its test accuracy.
 
@@ -106,7 +114,7 @@ def run_cell(get_config, root, labeled, seed, method, extra=''):
   config = get_config(f'method=vanilla,labeled={labeled},seed={seed}{extra}')
   if not os.path.exists(os.path.join(teacher_dir, 'final_metrics.json')):
     print(f'-- teacher labeled={labeled} seed={seed}', flush=True)
-    train.train(config.teacher.config, teacher_dir)
+    _finished(train.train(config.teacher.config, teacher_dir))
   teacher = _json(os.path.join(teacher_dir, 'final_metrics.json'))
   out = {'teacher': teacher['test/accuracy']}
   if method == 'labels_only':
@@ -122,7 +130,7 @@ def run_cell(get_config, root, labeled, seed, method, extra=''):
       if config.total_epochs > 0:
         ratio = len(data.parts['unlabeled']) / len(data.parts['labeled'])
         student.total_epochs = config.total_epochs * max(1.0, ratio)
-      train.train(student, workdir, data=data)
+      _finished(train.train(student, workdir, data=data))
     out['student'] = _json(done)['test/accuracy']
     return out
   workdir = os.path.join(cell, method.replace('[', '_').replace(']', '')
@@ -134,7 +142,7 @@ def run_cell(get_config, root, labeled, seed, method, extra=''):
     config = get_config(f'method={name},labeled={labeled},seed={seed},'
                         f'teacher={teacher_dir}{extra}')
     _override(config, overrides)
-    distillation.run(config, workdir)
+    _finished(distillation.run(config, workdir))
   summary = _json(done)
   out['student'] = summary['student/test/accuracy']
   out['agreement'] = summary['student/test_agreement']
