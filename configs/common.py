@@ -58,7 +58,9 @@ def base_config():
       carve='random',
       carve_seed=0,
       train_on='labeled',    # which part the model trains on
-      augment='',            # '', 'flip', 'crop_flip'
+      augment='',            # '', 'flip', 'crop_flip', 'inception_crop'
+      image_size=0,          # >0: resize variable-size images (ImageNet)
+      test_split='test',     # the held-out split (ImageNet: 'validation')
       prefetch=2,
       # Out-of-distribution unlabeled data: another dataset's train images
       # (resized) replace the unlabeled part; set data.unlabeled=0.

@@ -54,6 +54,13 @@ def validate(config):
   check_choice('data.train_on', config.data.train_on, PARTS)
   if config.data.augment:
     check_choice('data.augment', config.data.augment, pipeline.AUGMENTATIONS)
+  resized = config.data.image_size > 0
+  if (config.data.augment == 'inception_crop' and not resized) or (
+      resized and config.data.augment in ('crop_flip', 'flip')):
+    raise ConfigError(
+        f'data.augment={config.data.augment!r} does not fit data.image_size='
+        f'{config.data.image_size}; valid choices: inception_crop or "" with '
+        'image_size > 0, crop_flip, flip or "" without')
   for name in eval_names(config):
     check_choice('eval_splits entry', name, EVAL_SPLITS)
   for key in ('batch_size', 'eval_batch_size', 'log_every_steps',
@@ -81,7 +88,7 @@ def validate_for_data(config, data):
     raise ConfigError(
         f'model {config.model_name!r} does not fit dataset '
         f'{config.data.name!r} ({data.spec.task}); valid choices: '
-        + ('transformer_lm' if lm else 'mlp, cnn, resnet'))
+        + ('transformer_lm' if lm else 'cnn, mlp, resnet, resnet_imagenet'))
   if not len(data.parts[config.data.train_on]):
     raise ConfigError(f'data.train_on={config.data.train_on!r} is empty; '
                       'set data.labeled/validation/unlabeled sizes')

@@ -115,7 +115,8 @@ def _teacher_outputs(config, data, parts, model, variables, step, t_dir,
   d = config.distill
   cache = teacher_cache.TeacherCache(os.path.join(t_dir, 'teacher_cache'))
   digest = teacher_cache.params_digest(variables)
-  preprocess = pipeline.preprocessor(data.spec)
+  preprocess = pipeline.preprocessor(data.spec,
+                                     image_size=config.data.image_size)
   logits, rebuilt = {}, []
   for name in parts:
     part = data.parts[name]
@@ -199,7 +200,8 @@ def run(config, workdir):
   t_model = models.build(t_config.model_name, data.num_classes,
                          t_config.model_dtype, **t_config.model.to_dict())
   mesh = sharding.make_mesh(config.mesh)
-  preprocess = pipeline.preprocessor(data.spec)
+  preprocess = pipeline.preprocessor(data.spec,
+                                     image_size=config.data.image_size)
   d = config.distill
 
   parts = ['validation', 'unlabeled', 'test'] + (

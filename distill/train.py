@@ -69,7 +69,7 @@ def load_data(data_cfg):
   load = (datasets.load_split_in_memory if data_cfg.in_memory
           else datasets.load_split)
   train = load(data_cfg, 'train')
-  test = load(data_cfg, 'test')
+  test = load(data_cfg, data_cfg.get('test_split', 'test'))
   carved = splits.carve(len(train), data_cfg.labeled, data_cfg.validation,
                         data_cfg.unlabeled, data_cfg.carve_seed,
                         data_cfg.carve)
@@ -145,9 +145,10 @@ class Trainer:
                                           default=self.total_steps)
     self.tx, self.schedule = optim.make(config.optimizer, config.schedule,
                                         self.total_steps, warmup)
-    self.preprocess_train = pipeline.preprocessor(self.data.spec,
-                                                  config.data.augment)
-    self.preprocess_eval = pipeline.preprocessor(self.data.spec)
+    self.preprocess_train = pipeline.preprocessor(
+        self.data.spec, config.data.augment, config.data.image_size)
+    self.preprocess_eval = pipeline.preprocessor(
+        self.data.spec, image_size=config.data.image_size)
     self.batch_sharding = sharding.batch_sharding(self.mesh)
     self._build_state()
     self._build_steps()

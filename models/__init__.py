@@ -14,13 +14,14 @@ import jax.numpy as jnp
 from distill.errors import ConfigError, check_choice
 from models.cnn import SmallCNN
 from models.mlp import MLP
-from models.resnet import CifarResNet
+from models.resnet import CifarResNet, ImageNetResNet
 from models.transformer import TransformerLM
 
 MODELS = {
     'mlp': MLP,
     'cnn': SmallCNN,
     'resnet': CifarResNet,
+    'resnet_imagenet': ImageNetResNet,
     'transformer_lm': TransformerLM,
 }
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}

@@ -58,3 +58,64 @@ class CifarResNet(nn.Module):
     self.sow('intermediates', 'pre_logits', x)
     return layers.Dense(self.num_classes, names=('embed', 'classes'),
                         dtype=self.dtype, name='head')(x).astype(jnp.float32)
+
+
+class Bottleneck(nn.Module):
+  """1x1 -> 3x3 -> 1x1 (x4) block of ResNet-50/101/152."""
+  features: int
+  strides: int = 1
+  residual: str = 'standard'
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    y = layers.conv(self.features, (1, 1), 1, self.dtype, name='conv1')(x)
+    y = nn.relu(layers.batch_norm(train, self.dtype, name='bn1')(y))
+    y = layers.conv(self.features, (3, 3), self.strides, self.dtype,
+                    name='conv2')(y)
+    y = nn.relu(layers.batch_norm(train, self.dtype, name='bn2')(y))
+    y = layers.conv(4 * self.features, (1, 1), 1, self.dtype, name='conv3')(y)
+    y = layers.batch_norm(train, self.dtype, name='bn3')(y)
+    shortcut = x
+    if x.shape[-1] != 4 * self.features or self.strides != 1:
+      shortcut = layers.conv(4 * self.features, (1, 1), self.strides,
+                             self.dtype, name='proj')(x)
+      shortcut = layers.batch_norm(train, self.dtype, name='proj_bn')(shortcut)
+    return nn.relu(residual_module(self.residual, name='residual')(shortcut, y))
+
+
+IMAGENET_DEPTHS = {18: ('basic', (2, 2, 2, 2)), 34: ('basic', (3, 4, 6, 3)),
+                   50: ('bottleneck', (3, 4, 6, 3)),
+                   101: ('bottleneck', (3, 4, 23, 3)),
+                   152: ('bottleneck', (3, 8, 36, 3))}
+
+
+class ImageNetResNet(nn.Module):
+  """ResNet-18/34/50/101/152 (He et al. 2016, table 1): 7x7/2 stem and
+  3x3/2 max-pool, four stages of widths (64, 128, 256, 512) x `width`."""
+  num_classes: int
+  depth: int = 50
+  width: float = 1.0
+  residual: str = 'standard'
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    if self.depth not in IMAGENET_DEPTHS:
+      raise ConfigError(f'model.depth={self.depth} is not an ImageNet ResNet '
+                        'depth; valid choices: 18, 34, 50, 101, 152')
+    kind, blocks = IMAGENET_DEPTHS[self.depth]
+    block = BasicBlock if kind == 'basic' else Bottleneck
+    widths = [max(1, int(round(w * self.width))) for w in (64, 128, 256, 512)]
+    x = layers.conv(widths[0], (7, 7), 2, self.dtype, name='stem')(
+        x.astype(self.dtype))
+    x = nn.relu(layers.batch_norm(train, self.dtype, name='stem_bn')(x))
+    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding='SAME')
+    for stage, (w, n) in enumerate(zip(widths, blocks)):
+      for b in range(n):
+        x = block(w, 2 if stage and not b else 1, self.residual, self.dtype,
+                  name=f'stage{stage}_block{b}')(x, train)
+    x = jnp.mean(x, axis=(1, 2))
+    self.sow('intermediates', 'pre_logits', x)
+    return layers.Dense(self.num_classes, names=('embed', 'classes'),
+                        dtype=self.dtype, name='head')(x).astype(jnp.float32)

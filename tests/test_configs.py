@@ -8,6 +8,7 @@ import tensorflow_datasets as tfds
 
 from conftest import REPO, shared_file
 from distill import train
+from distill.data import datasets
 from launch.main import execute
 
 CONFIGS = sorted(
@@ -23,7 +24,9 @@ NEEDS_SHARED = {'cifar10_teacher': 'cifar10_jpeg.tar.gz',
 def test_every_config_is_listed():
   assert {'digits_teacher', 'cifar10_teacher', 'mnist5k_teacher',
           'mnist1d_teacher', 'shakespeare_lm', 'tfds_teacher',
-          'digits_distill', 'mnist5k_distill'} <= set(CONFIGS)
+          'digits_distill', 'mnist5k_distill', 'cifar10_distill',
+          'digits_ood_distill', 'tfds_distill', 'imagenet_distill'
+          } <= set(CONFIGS)
 
 
 @pytest.mark.parametrize('name', CONFIGS)
@@ -34,7 +37,7 @@ def test_runlocal_two_steps(name, tmp_path):
     config.data.manual_dir = os.path.dirname(path)
     if 'teacher' in config:
       config.teacher.config.data.manual_dir = os.path.dirname(path)
-  if name.startswith('tfds_'):       # TFDS catalog sets: mock data
+  if config.data.name not in datasets.OFFLINE:   # TFDS catalog: mock data
     with tfds.testing.mock_data(num_examples=32):
       result = execute(config, str(tmp_path))
   else:

@@ -234,3 +234,23 @@ def test_concat_and_with_targets():
   assert out['teacher']['w'].tolist() == [6, 0, 4, 5]
   with pytest.raises(ValueError, match='has 2 rows, the part has 5'):
     datasets.WithTargets(a, {'w': np.zeros(2)})
+
+
+def test_resizing_crops_for_variable_size_images():
+  rng = np.random.default_rng(0)
+  images = np.empty(2, object)
+  images[:] = [rng.integers(0, 255, (40, 60, 3), dtype=np.uint8),
+               rng.integers(0, 255, (90, 30, 3), dtype=np.uint8)]
+  raw = {'image': images, 'label': np.array([1, 2]), 'id': np.arange(2)}
+  spec = datasets.DatasetSpec('image', 'classification', mean=(0.,) * 3,
+                              std=(1.,) * 3)
+  evaluated = pipeline.preprocessor(spec, image_size=16)(raw, None)
+  trained = pipeline.preprocessor(spec, 'inception_crop', 16)(
+      raw, np.random.default_rng(1))
+  assert evaluated['inputs'].shape == trained['inputs'].shape == (2, 16, 16, 3)
+  # The center crop of a constant image is that constant.
+  flat = np.empty(1, object)
+  flat[:] = [np.full((50, 80, 3), 7, np.uint8)]
+  out = pipeline.preprocessor(spec, image_size=8)(
+      {'image': flat, 'label': np.array([0]), 'id': np.arange(1)}, None)
+  assert np.all(out['inputs'] == 7)

@@ -27,6 +27,7 @@ def run_launcher(*args):
     ('--config.modle_name=mlp', "error: unknown config key 'modle_name'"),
     ('--config.model_name=vit',
      "error: unknown model 'vit'; valid choices: cnn, mlp, resnet, "
+     'resnet_imagenet, '
      'transformer_lm'),
     ('--config.optimizer.name=lion',
      "error: unknown optimizer.name 'lion'; valid choices: adam, adamw, sgd"),
@@ -68,7 +69,8 @@ def bad(**overrides):
     (dict(**{'schedule.name': 'step'}),
      "unknown schedule.name 'step'; valid choices: constant, cosine, linear"),
     (dict(**{'data.augment': 'mixup'}),
-     "unknown data.augment 'mixup'; valid choices: crop_flip, flip"),
+     "unknown data.augment 'mixup'; valid choices: crop_flip, flip, "
+     'inception_crop'),
     (dict(**{'data.train_on': 'test'}),
      "unknown data.train_on 'test'; valid choices: labeled, unlabeled, "
      'validation'),

@@ -28,6 +28,16 @@ def test_resnet_sizes_match_the_paper_family(depth, expected):
   assert abs(n_params(v) - expected) / expected < 0.06
 
 
+@pytest.mark.parametrize('depth,millions', [(18, 11.69), (50, 25.56)])
+def test_imagenet_resnet_sizes(depth, millions):
+  """torchvision's ResNet-18 has 11.69M and ResNet-50 25.56M parameters."""
+  model = models.build('resnet_imagenet', 1000, depth=depth)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
+                                             jnp.zeros((1, 64, 64, 3))))
+  n = sum(x.size for x in jax.tree.leaves(nn.meta.unbox(shapes['params'])))
+  assert abs(n / 1e6 - millions) < 0.05
+
+
 def test_resnet_width_multiplier_and_output():
   model = models.build('resnet', 10, depth=8, width=2.0)
   x = jnp.zeros((2, 32, 32, 3))
@@ -93,7 +103,8 @@ def test_rope_is_relative():
 
 
 def test_unknown_model_and_option_errors():
-  with pytest.raises(ConfigError, match='valid choices: cnn, mlp, resnet'):
+  with pytest.raises(ConfigError, match='valid choices: cnn, mlp, resnet, '
+                     'resnet_imagenet, transformer_lm'):
     models.build('vit', 10)
   with pytest.raises(ConfigError, match='valid choices: depth, residual, '
                      'width'):

@@ -28,7 +28,6 @@ class DatasetSpec:
   label_key: Optional[str] = 'label'
   mean: Any = None          # per-channel mean of uint8 inputs (0..255 scale)
   std: Any = None
-  image_size: Optional[int] = None
 
 
 _CIFAR_MEAN = (125.3, 123.0, 113.9)
@@ -50,14 +49,14 @@ def _shakespeare(cfg, data_dir):
 OFFLINE: dict[str, tuple[Callable[..., Any], DatasetSpec]] = {
     'digits': (lambda cfg, d: builders.Digits(data_dir=d),
                DatasetSpec('image', 'classification', mean=(127.5,),
-                           std=(127.5,), image_size=8)),
+                           std=(127.5,))),
     'mnist5k': (lambda cfg, d: builders.Mnist5k(data_dir=d),
                 DatasetSpec('image', 'classification', mean=(33.3,),
-                            std=(78.6,), image_size=28)),
+                            std=(78.6,))),
     'mnist1d': (_mnist1d, DatasetSpec('signal', 'classification')),
     'cifar10_jpeg': (lambda cfg, d: builders.Cifar10Jpeg(data_dir=d),
                      DatasetSpec('image', 'classification', mean=_CIFAR_MEAN,
-                                 std=_CIFAR_STD, image_size=32)),
+                                 std=_CIFAR_STD)),
     'tiny_shakespeare': (_shakespeare,
                          DatasetSpec('tokens', 'lm', label_key=None)),
 }
@@ -66,6 +65,7 @@ OFFLINE: dict[str, tuple[Callable[..., Any], DatasetSpec]] = {
 _CATALOG_STATS = {
     'cifar10': (_CIFAR_MEAN, _CIFAR_STD),
     'cifar100': ((129.3, 124.1, 112.4), (68.2, 65.4, 70.4)),
+    'imagenet2012': ((123.7, 116.3, 103.5), (58.4, 57.1, 57.4)),
     'mnist': ((33.3,), (78.6,)),
     'fashion_mnist': ((72.9,), (90.0,)),
 }
@@ -130,9 +130,17 @@ class Source:
       items = self._ds.__getitems__(keys)
     except TypeError:  # tfds.testing.mock_data's sources read one at a time
       items = [self._ds[k] for k in keys]
-    out = {k: np.stack([np.asarray(it[k]) for it in items])
-           for k in items[0] if k != 'id' and not isinstance(
-               items[0][k], (str, bytes))}
+    out = {}
+    for k in items[0]:
+      if k == 'id' or isinstance(items[0][k], (str, bytes)):
+        continue
+      values = [np.asarray(it[k]) for it in items]
+      if len({v.shape for v in values}) > 1:   # variable-size images
+        arr = np.empty(len(values), object)
+        arr[:] = values
+        out[k] = arr
+      else:
+        out[k] = np.stack(values)
     ids = np.asarray([it.get('id', -1) for it in items])
     # Our builders store an integer id; catalog sets may have none, or a
     # string one (e.g. cifar10's 'train_16399'): then the index in the split,

@@ -16,9 +16,14 @@ import threading
 import numpy as np
 
 
-def preprocessor(spec, augment='', num_classes=None):
-  """Returns `fn(raw_batch, rng) -> batch` with keys inputs/label|targets/id/mask."""
-  del num_classes
+def preprocessor(spec, augment='', image_size=0):
+  """Returns `fn(raw_batch, rng) -> batch` with keys inputs/label|targets/id/mask.
+
+  `image_size > 0` resizes images (ImageNet-style sets of variable size): for
+  evaluation, the shorter side to image_size / 0.875 then a center crop;
+  for training with augment='inception_crop', a random-resized crop (area
+  8-100%, aspect 3/4-4/3) and a flip.
+  """
   mean = None if spec.mean is None else np.asarray(spec.mean, np.float32)
   std = None if spec.std is None else np.asarray(spec.std, np.float32)
 
@@ -29,7 +34,11 @@ def preprocessor(spec, augment='', num_classes=None):
       out['inputs'] = x[:, :-1].astype(np.int32)
       out['targets'] = x[:, 1:].astype(np.int32)
     else:
-      if augment and rng is not None:
+      if image_size:
+        train = augment == 'inception_crop' and rng is not None
+        x = np.stack([inception_crop(im, image_size, rng) if train
+                      else center_crop(im, image_size) for im in x])
+      elif augment and rng is not None:
         x = AUGMENTATIONS[augment](x, rng)
       x = x.astype(np.float32)
       if mean is not None:
@@ -62,7 +71,40 @@ def flip(images, rng):
   return np.where(f[:, None, None, None], images[:, :, ::-1], images)
 
 
-AUGMENTATIONS = {'crop_flip': crop_flip, 'flip': flip}
+def _resize(image, height, width):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  return np.asarray(Image.fromarray(image).resize(
+      (width, height), Image.Resampling.BILINEAR))
+
+
+def center_crop(image, size, crop_fraction=0.875):
+  """Shorter side to size / crop_fraction, then the central size x size."""
+  h, w = image.shape[:2]
+  scale = size / crop_fraction / min(h, w)
+  nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+  image = _resize(image, nh, nw)
+  top, left = (nh - size) // 2, (nw - size) // 2
+  return image[top:top + size, left:left + size]
+
+
+def inception_crop(image, size, rng, area=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+  """A random crop of random area and aspect ratio, resized, maybe flipped."""
+  h, w = image.shape[:2]
+  for _ in range(10):
+    target = rng.uniform(*area) * h * w
+    aspect = np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1])))
+    ch, cw = int(round(np.sqrt(target / aspect))), int(round(np.sqrt(
+        target * aspect)))
+    if 0 < ch <= h and 0 < cw <= w:
+      top, left = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+      image = image[top:top + ch, left:left + cw]
+      break
+  image = _resize(image, size, size)
+  return image[:, ::-1] if rng.random() < 0.5 else image
+
+
+AUGMENTATIONS = {'crop_flip': crop_flip, 'flip': flip,
+                 'inception_crop': None}   # applied with data.image_size
 
 
 class TrainBatches:
