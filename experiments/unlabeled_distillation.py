@@ -54,6 +54,9 @@ _TABLE = flags.DEFINE_enum('table', 'quickstart', list(TABLES),
                            'Which table to run.')
 _WORKDIR = flags.DEFINE_string('workdir', 'workdirs/experiments',
                                'Where runs live (resumable).')
+_REPORT_ONLY = flags.DEFINE_bool(
+    'report_only', False, 'Only tabulate the cells already finished (while '
+    'a long table is still running); trains nothing.')
 _RESULTS = flags.DEFINE_string(
     'results', '', 'Where the table, JSON and plot go (default: '
     'experiments/results, or the workdir for the quickstart).')
@@ -103,6 +106,27 @@ def _finished(result):
   return result
 
 
+def read_cell(root, labeled, seed, method):
+  """A finished cell's numbers, or None (for --report_only)."""
+  cell = os.path.join(root, f'labeled={labeled}', f'seed={seed}')
+  teacher = os.path.join(cell, 'teacher', 'final_metrics.json')
+  name = 'labels_only' if method == 'labels_only' else _cell_dir(method)
+  done = os.path.join(cell, name, 'final_metrics.json' if
+                      method == 'labels_only' else 'summary.json')
+  if not (os.path.exists(teacher) and os.path.exists(done)):
+    return None
+  out = {'teacher': _json(teacher)['test/accuracy']}
+  result = _json(done)
+  out['student'] = result.get('test/accuracy',
+                              result.get('student/test/accuracy'))
+  return out
+
+
+def _cell_dir(method):
+  return (method.replace('[', '_').replace(']', '').replace(';', '_')
+          .replace('=', '-'))
+
+
 def run_cell(get_config, root, labeled, seed, method, extra=''):
   """One student (or the labels-only row); returns its test accuracy.
 
@@ -133,8 +157,7 @@ def run_cell(get_config, root, labeled, seed, method, extra=''):
       _finished(train.train(student, workdir, data=data))
     out['student'] = _json(done)['test/accuracy']
     return out
-  workdir = os.path.join(cell, method.replace('[', '_').replace(']', '')
-                         .replace(';', '_').replace('=', '-'))
+  workdir = os.path.join(cell, _cell_dir(method))
   done = os.path.join(workdir, 'summary.json')
   if not os.path.exists(done):
     print(f'-- {method} labeled={labeled} seed={seed}', flush=True)
@@ -159,15 +182,22 @@ def table_markdown(name, spec, cells, seconds):
     for n in spec['labeled']:
       key = 'labels_only' if row == 'teacher' else row
       field = 'teacher' if row == 'teacher' else 'student'
-      xs = [100 * cells[f'{n}/{s}/{key}'][field] for s in spec['seeds']]
-      vals.append(f'{np.mean(xs):.2f} ± {np.std(xs):.2f}')
+      xs = [100 * cells[f'{n}/{s}/{key}'][field] for s in spec['seeds']
+            if cells.get(f'{n}/{s}/{key}')]
+      if len(xs) == len(spec['seeds']):
+        vals.append(f'{np.mean(xs):.2f} ± {np.std(xs):.2f}')
+      else:
+        vals.append(f'({len(xs)}/{len(spec["seeds"])} seeds done)' + (
+            f' {np.mean(xs):.2f}' if xs else ''))
     label = {'labels_only': 'student on labels only'}.get(row, row)
     lines.append(f'| {label} | ' + ' | '.join(vals) + ' |')
   return (f'### {name}: student test accuracy (%), mean ± std over seeds '
           f'{list(spec["seeds"])}\n\n' + '\n'.join(lines) +
           f'\n\nCommand: `python -m experiments.unlabeled_distillation '
-          f'--table={name}`; config `{spec["config"]}`; this run took '
-          f'{seconds / 60:.1f} min of compute for the cells it ran.\n')
+          f'--table={name}`; config `{spec["config"]}`; ' + (
+              'a report of the cells finished so far.\n' if seconds is None
+              else f'this run took {seconds / 60:.1f} min of compute for '
+              'the cells it ran.\n'))
 
 
 def plot(name, spec, cells, path):
@@ -182,7 +212,8 @@ def plot(name, spec, cells, path):
   for row in ['teacher', 'labels_only'] + list(spec['methods']):
     key = 'labels_only' if row == 'teacher' else row
     field = 'teacher' if row == 'teacher' else 'student'
-    ys = [[100 * cells[f'{n}/{s}/{key}'][field] for s in spec['seeds']]
+    ys = [[100 * cells[f'{n}/{s}/{key}'][field] for s in spec['seeds']
+           if cells.get(f'{n}/{s}/{key}')] or [np.nan]
           for n in spec['labeled']]
     ax.errorbar(spec['labeled'], [np.mean(y) for y in ys],
                 yerr=[np.std(y) for y in ys], marker='o', capsize=3,
@@ -197,7 +228,7 @@ def plot(name, spec, cells, path):
   fig.savefig(path, dpi=120)
 
 
-def run_table(name, workdir, results):
+def run_table(name, workdir, results, report_only=False):
   spec = TABLES[name]
   get_config = _load_config_module(spec['config']).get_config
   root = os.path.join(workdir, spec.get('share', name))
@@ -205,10 +236,11 @@ def run_table(name, workdir, results):
   for n in spec['labeled']:
     for s in spec['seeds']:
       for method in ('labels_only',) + tuple(spec['methods']):
-        cells[f'{n}/{s}/{method}'] = run_cell(get_config, root, n, s, method,
-                                              spec.get('extra', ''))
+        cells[f'{n}/{s}/{method}'] = (
+            read_cell(root, n, s, method) if report_only else
+            run_cell(get_config, root, n, s, method, spec.get('extra', '')))
   seconds = time.time() - start
-  md = table_markdown(name, spec, cells, seconds)
+  md = table_markdown(name, spec, cells, None if report_only else seconds)
   os.makedirs(results, exist_ok=True)
   with open(os.path.join(results, f'{name}.md'), 'w') as f:
     f.write(md)
@@ -227,7 +259,7 @@ def main(argv):
   results = _RESULTS.value or (
       os.path.join(_WORKDIR.value, 'quickstart')
       if _TABLE.value == 'quickstart' else RESULTS)
-  run_table(_TABLE.value, _WORKDIR.value, results)
+  run_table(_TABLE.value, _WORKDIR.value, results, _REPORT_ONLY.value)
 
 
 if __name__ == '__main__':

@@ -23,6 +23,11 @@ def test_table_runs_and_resumes_without_retraining(tmp_path, monkeypatch):
   before = os.path.getmtime(done)
   again = exp.run_table('tiny', str(tmp_path / 'runs'), str(tmp_path / 'res'))
   assert again == cells and os.path.getmtime(done) == before
+  report = exp.run_table('tiny', str(tmp_path / 'runs'),
+                         str(tmp_path / 'report'), report_only=True)
+  for key, value in cells.items():
+    assert report[key]['student'] == value['student']
+    assert report[key]['teacher'] == value['teacher']
 
 
 def test_method_specs_carry_config_overrides():
