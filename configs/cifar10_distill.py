@@ -13,7 +13,6 @@ cost so the whole 3 sizes x 3 seeds x 7 rows table fits the CPU budget.
 """
 from configs import cifar10_teacher
 from configs import common
-from distill import distillation
 
 
 def get_config(arg=None):
@@ -21,17 +20,17 @@ def get_config(arg=None):
                          teacher='', seed=0, teacher_steps=600,
                          student_steps=400, runlocal=False,
                          manual_dir='../shared/datasets')
-  c = common.base_config()
-  c.seed = arg.seed
-  c.data.name = 'cifar10_jpeg'
+  teacher = cifar10_teacher.get_config(
+      f'manual_dir={arg.manual_dir}' + (',runlocal' if arg.runlocal else ''))
+  if arg.runlocal:
+    arg.validation = teacher.data.validation
+  else:
+    teacher.total_epochs = -1.0
+    teacher.total_steps = arg.teacher_steps
+    teacher.eval_every_epochs = -1.0
+  c = common.unlabeled_student(arg, 'cifar10_jpeg', teacher)
   c.data.manual_dir = arg.manual_dir
-  c.data.labeled = arg.labeled
-  c.data.validation = arg.validation
-  c.data.unlabeled = -1
-  c.data.carve_seed = arg.seed
-  c.data.train_on = 'unlabeled'
   c.data.augment = 'crop_flip'
-  c.method = arg.method
   c.model_name = 'cnn'
   c.model.widths = (16, 32, 64)
   c.batch_size = 128
@@ -42,25 +41,12 @@ def get_config(arg=None):
   c.optimizer.weight_decay = 0.0
   c.log_every_steps = 100
   c.checkpoint_every_steps = 300
-
-  teacher = cifar10_teacher.get_config(
-      f'labeled={arg.labeled},validation={arg.validation},'
-      f'manual_dir={arg.manual_dir}' + (',runlocal' if arg.runlocal else ''))
-  teacher.seed = arg.seed
-  teacher.data.carve_seed = arg.seed
-  if not arg.runlocal:
-    teacher.total_epochs = -1.0
-    teacher.total_steps = arg.teacher_steps
-    teacher.eval_every_epochs = -1.0
-  c.teacher = dict(workdir=arg.teacher, config=teacher)
-  c.distill = distillation.distill_defaults()
   c.distill.predict_batch_size = 1000
   if arg.runlocal:
     c.total_steps = 2
     c.log_every_steps = 1
     c.batch_size = 16
     c.eval_batch_size = 200
-    c.data.validation = 200
     c.eval_splits = 'validation'
     c.distill.predict_batch_size = 200
   return c

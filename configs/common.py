@@ -98,3 +98,41 @@ def base_config():
   c.tensorboard = True
   c.progress = True                   # print a progress line when logging
   return c
+
+
+def override(config, overrides):
+  """Sets dotted keys: override(c, {'optimizer.lr': 0.1}). Returns config."""
+  for key, value in overrides.items():
+    node = config
+    *path, last = key.split('.')
+    for part in path:
+      node = node[part]
+    node[last] = value
+  return config
+
+
+def unlabeled_student(arg, dataset, teacher):
+  """The shared part of a distillation config: a student on the unlabeled
+  part of `dataset`, carved by `arg.seed` like its `teacher` config.
+
+  `arg` has method, labeled, validation, seed and teacher (a trained
+  teacher's workdir, or '' to train `teacher` first).
+  """
+  from distill import distillation  # pylint: disable=g-import-not-at-top
+  c = base_config()
+  c.seed = arg.seed
+  c.data.name = dataset
+  c.data.labeled = arg.labeled
+  c.data.validation = arg.validation
+  c.data.unlabeled = -1
+  c.data.carve_seed = arg.seed
+  c.data.train_on = 'unlabeled'
+  c.method = arg.method
+  teacher.seed = arg.seed
+  teacher.data.labeled = arg.labeled
+  teacher.data.validation = arg.validation
+  teacher.data.unlabeled = -1
+  teacher.data.carve_seed = arg.seed
+  c.teacher = dict(workdir=arg.teacher, config=teacher)
+  c.distill = distillation.distill_defaults()
+  return c

@@ -10,21 +10,16 @@ configs/digits_distill.py.
 """
 from configs import common
 from configs import mnist5k_teacher
-from distill import distillation
 
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, method='slam', labeled=200, validation=200,
                          teacher='', seed=0, runlocal=False)
-  c = common.base_config()
-  c.seed = arg.seed
-  c.data.name = 'mnist5k'
-  c.data.labeled = arg.labeled
-  c.data.validation = arg.validation
-  c.data.unlabeled = -1
-  c.data.carve_seed = arg.seed
-  c.data.train_on = 'unlabeled'
-  c.method = arg.method
+  teacher = mnist5k_teacher.get_config('runlocal' if arg.runlocal else None)
+  if not arg.runlocal:
+    teacher.total_epochs = 60.0
+    teacher.eval_every_epochs = 30.0
+  c = common.unlabeled_student(arg, 'mnist5k', teacher)
   c.model_name = 'mlp'
   c.model.hidden = (64,)
   c.model.dropout = 0.0
@@ -35,17 +30,6 @@ def get_config(arg=None):
   c.optimizer.weight_decay = 0.0
   c.eval_every_epochs = 10.0
   c.log_every_steps = 200
-
-  teacher = mnist5k_teacher.get_config(
-      f'labeled={arg.labeled},validation={arg.validation}'
-      + (',runlocal' if arg.runlocal else ''))
-  teacher.seed = arg.seed
-  teacher.data.carve_seed = arg.seed
-  if not arg.runlocal:
-    teacher.total_epochs = 60.0
-    teacher.eval_every_epochs = 30.0
-  c.teacher = dict(workdir=arg.teacher, config=teacher)
-  c.distill = distillation.distill_defaults()
   if arg.runlocal:
     c.total_epochs = -1.0
     c.total_steps = 2

@@ -24,6 +24,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from configs import common
 from distill import distillation
 from distill import train
 
@@ -86,16 +87,6 @@ def parse_method(spec):
     except (ValueError, SyntaxError):
       overrides[key] = value
   return name, overrides
-
-
-def _override(config, overrides):
-  """Sets dotted keys of an (unlocked) config."""
-  for key, value in overrides.items():
-    node = config
-    *path, last = key.split('.')
-    for p in path:
-      node = node[p]
-    node[last] = value
 
 
 def _finished(result):
@@ -164,7 +155,7 @@ def run_cell(get_config, root, labeled, seed, method, extra=''):
     name, overrides = parse_method(method)
     config = get_config(f'method={name},labeled={labeled},seed={seed},'
                         f'teacher={teacher_dir}{extra}')
-    _override(config, overrides)
+    common.override(config, overrides)
     _finished(distillation.run(config, workdir))
   summary = _json(done)
   out['student'] = summary['student/test/accuracy']

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from configs import digits_distill
+from configs import common, digits_distill
 from distill import distillation, teacher_cache, train
 from distill.errors import ConfigError
 
@@ -14,13 +14,7 @@ from distill.errors import ConfigError
 def cfg(method, teacher='', **kw):
   c = digits_distill.get_config(f'method={method},runlocal')
   c.teacher.workdir = teacher
-  for k, v in kw.items():
-    node = c
-    *path, last = k.split('.')
-    for p in path:
-      node = node[p]
-    node[last] = v
-  return c
+  return common.override(c, kw)
 
 
 @pytest.fixture(scope='module')

@@ -52,14 +52,7 @@ def test_bad_config_argument(tmp_path):
 
 
 def bad(**overrides):
-  c = digits_teacher.get_config('runlocal')
-  for key, value in overrides.items():
-    node = c
-    *path, last = key.split('.')
-    for p in path:
-      node = node[p]
-    node[last] = value
-  return c
+  return common.override(digits_teacher.get_config('runlocal'), overrides)
 
 
 @pytest.mark.parametrize('overrides,match', [
