@@ -27,15 +27,6 @@ _MULTIHOST = flags.DEFINE_bool(
     'Call jax.distributed.initialize() first (multi-host TPU/GPU).')
 
 
-def execute(config, workdir):
-  """Runs a config: the distillation pipeline if it has a `teacher` block,
-  else plain training (a teacher, or any supervised model)."""
-  from distill import distillation, train  # pylint: disable=g-import-not-at-top
-  if 'teacher' in config:
-    return distillation.run(config, workdir)
-  return train.train(config, workdir)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -47,6 +38,7 @@ def main(argv):
   if _MULTIHOST.value:
     jax.distributed.initialize()
   from distill.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  from distill.run import execute  # pylint: disable=g-import-not-at-top
   try:
     result = execute(_CONFIG.value, _WORKDIR.value)
   except ConfigError as e:

@@ -9,7 +9,7 @@ import tensorflow_datasets as tfds
 from conftest import REPO, shared_file
 from distill import train
 from distill.data import datasets
-from launch.main import execute
+from distill.run import execute
 
 CONFIGS = sorted(
     os.path.splitext(os.path.basename(p))[0]
