@@ -48,6 +48,14 @@ TABLES = {
     'cifar10': dict(config='configs/cifar10_distill.py',
                     labeled=(1000, 2500, 5000), seeds=(0, 1, 2),
                     methods=ALL_METHODS),
+    # Looking for the cause of the students' shortfall on CIFAR-10: longer
+    # student training, and SLaM's normalised mixing (one seed, 1000 labels).
+    'cifar10_checks': dict(
+        config='configs/cifar10_distill.py', labeled=(1000,), seeds=(0,),
+        share='cifar10',
+        methods=('vanilla', 'vanilla[total_steps=1600]',
+                 'slam', 'slam[method_kw.normalize=True]',
+                 'slam[method_kw.normalize=True;total_steps=1600]')),
 }
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
 
