@@ -12,6 +12,15 @@ from models import layers
 from models.residual import residual_module
 
 
+def _shortcut(x, features, strides, dtype, train):
+  """Identity, or 1x1 conv + BN ('proj', 'proj_bn') when the shape changes.
+  Called inside a block's compact __call__, so the layers are the block's."""
+  if x.shape[-1] == features and strides == 1:
+    return x
+  x = layers.conv(features, (1, 1), strides, dtype, name='proj')(x)
+  return layers.batch_norm(train, dtype, name='proj_bn')(x)
+
+
 class BasicBlock(nn.Module):
   features: int
   strides: int = 1
@@ -25,11 +34,7 @@ class BasicBlock(nn.Module):
     y = nn.relu(layers.batch_norm(train, self.dtype, name='bn1')(y))
     y = layers.conv(self.features, (3, 3), 1, self.dtype, name='conv2')(y)
     y = layers.batch_norm(train, self.dtype, name='bn2')(y)
-    shortcut = x
-    if x.shape[-1] != self.features or self.strides != 1:
-      shortcut = layers.conv(self.features, (1, 1), self.strides, self.dtype,
-                             name='proj')(x)
-      shortcut = layers.batch_norm(train, self.dtype, name='proj_bn')(shortcut)
+    shortcut = _shortcut(x, self.features, self.strides, self.dtype, train)
     return nn.relu(residual_module(self.residual, name='residual')(shortcut, y))
 
 
@@ -76,11 +81,8 @@ class Bottleneck(nn.Module):
     y = nn.relu(layers.batch_norm(train, self.dtype, name='bn2')(y))
     y = layers.conv(4 * self.features, (1, 1), 1, self.dtype, name='conv3')(y)
     y = layers.batch_norm(train, self.dtype, name='bn3')(y)
-    shortcut = x
-    if x.shape[-1] != 4 * self.features or self.strides != 1:
-      shortcut = layers.conv(4 * self.features, (1, 1), self.strides,
-                             self.dtype, name='proj')(x)
-      shortcut = layers.batch_norm(train, self.dtype, name='proj_bn')(shortcut)
+    shortcut = _shortcut(x, 4 * self.features, self.strides, self.dtype,
+                         train)
     return nn.relu(residual_module(self.residual, name='residual')(shortcut, y))
 
 
