@@ -79,7 +79,7 @@ def test_kill9_then_resume_gives_the_same_final_metrics(reference, tmp_path):
   killed_at = saved_steps(workdir)[-1]
   assert killed_at < STEPS
   out = finish(launch(workdir))
-  assert f'Resumed from' in out and f'at step {killed_at}' in out
+  assert 'Resumed from' in out and f'at step {killed_at}' in out
   assert final_metrics(workdir) == final_metrics(reference)
 
 

@@ -15,7 +15,6 @@ The builders are not registered in the TFDS catalog (TFDS already has a
 our names first and falls back to the catalog.
 """
 import dataclasses
-import io
 import os
 import tarfile
 

@@ -295,7 +295,7 @@ def load_split(cfg, split):
   return Source(ds)
 
 
-def num_classes(cfg, source=None):
+def num_classes(cfg):
   """Number of classes (or vocabulary size for LM data)."""
   if cfg.name == 'tiny_shakespeare':
     return len(_builder(cfg).info.metadata['vocab'])
