@@ -10,6 +10,8 @@ Teacher: CIFAR ResNet-8 (78k parameters) trained on `labeled` images for
 the teacher's cached outputs over the unlabeled rest of the 50k train images
 (500 validation). Fixed step budgets (not epochs) keep every cell the same
 cost so the whole 3 sizes x 3 seeds x 7 rows table fits the CPU budget.
+`student=resnet` swaps in a ResNet-8 student whose residual is `residual`
+(standard or a LAuReL variant, e.g. laurel_rw_lr) with rank `rank`.
 """
 from configs import cifar10_teacher
 from configs import common
@@ -18,7 +20,8 @@ from configs import common
 def get_config(arg=None):
   arg = common.parse_arg(arg, method='slam', labeled=2500, validation=500,
                          teacher='', seed=0, teacher_steps=600,
-                         student_steps=400, runlocal=False,
+                         student_steps=400, student='cnn',
+                         residual='standard', rank=16, runlocal=False,
                          manual_dir='../shared/datasets')
   teacher = cifar10_teacher.get_config(
       f'manual_dir={arg.manual_dir}' + (',runlocal' if arg.runlocal else ''))
@@ -31,8 +34,14 @@ def get_config(arg=None):
   c = common.unlabeled_student(arg, 'cifar10_jpeg', teacher)
   c.data.manual_dir = arg.manual_dir
   c.data.augment = 'crop_flip'
-  c.model_name = 'cnn'
-  c.model.widths = (16, 32, 64)
+  if arg.student == 'resnet':    # a ResNet-8 student, LAuReL-ready
+    c.model_name = 'resnet'
+    c.model.depth = 8
+    c.model.width = 1.0
+    common.set_residual(c.model, arg.residual, arg.rank)
+  else:
+    c.model_name = arg.student
+    c.model.widths = (16, 32, 64)
   c.batch_size = 128
   c.eval_batch_size = 1000
   c.total_steps = arg.student_steps

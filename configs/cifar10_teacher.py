@@ -7,7 +7,8 @@
 
 Arguments: labeled (training labels, a seeded sample of the 50k train
 images), validation (held out of train, default 500), depth (CIFAR ResNet
-depth, 8/20/32/56/110), width (multiplier), epochs, runlocal (2 steps).
+depth, 8/20/32/56/110), width (multiplier), epochs, residual (standard or a
+LAuReL variant, e.g. laurel_rw_lr), rank (LAuReL's r), runlocal (2 steps).
 The archive is prepared once into the TFDS data dir (about a minute).
 Figures (2-core CPU) are in the README.
 """
@@ -16,7 +17,8 @@ from configs import common
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, labeled=5000, validation=500, depth=8,
-                         width=1.0, epochs=50.0, runlocal=False,
+                         width=1.0, epochs=50.0, residual='standard',
+                         rank=16, runlocal=False,
                          manual_dir='../shared/datasets')
   c = common.base_config()
   c.data.name = 'cifar10_jpeg'
@@ -28,6 +30,7 @@ def get_config(arg=None):
   c.model_name = 'resnet'
   c.model.depth = arg.depth
   c.model.width = arg.width
+  common.set_residual(c.model, arg.residual, arg.rank)
   c.batch_size = 128
   c.eval_batch_size = 1000
   c.total_epochs = arg.epochs

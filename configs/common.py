@@ -111,6 +111,24 @@ def override(config, overrides):
   return config
 
 
+def set_residual(model, residual='standard', rank=16, a_init='xavier'):
+  """The residual connection of a ResNet or Transformer `model` config:
+  'standard' or a LAuReL variant (models/laurel.py), with every LAuReL option
+  present so that any can be set from the command line, e.g.
+  `--config.model.residual=laurel_rw_lr --config.model.residual_kw.rank=32`.
+  """
+  model.residual = residual
+  model.residual_kw = ml_collections.ConfigDict(dict(
+      rank=rank,            # LR / low-rank PA: r
+      pa_k=3,               # PA: activations mixed, x_i included
+      rw_mode='sigmoid',    # RW: sigmoid (starts at 1, 1) | softmax (0.5, 0.5)
+      rw_vector=False,      # RW: per-channel alpha, beta instead of scalars
+      a_init=a_init,        # LR: xavier (ResNets) | colorth (LLMs)
+      pa_h='identity',      # PA alone: identity | lowrank
+  ))
+  return model
+
+
 def unlabeled_student(arg, dataset, teacher):
   """The shared part of a distillation config: a student on the unlabeled
   part of `dataset`, carved by `arg.seed` like its `teacher` config.

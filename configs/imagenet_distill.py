@@ -34,6 +34,7 @@ def _base(arg, depth):
   c.model_name = 'resnet_imagenet'
   c.model.depth = depth
   c.model.width = 1.0
+  common.set_residual(c.model)
   c.model_dtype = 'bfloat16'
   c.batch_size = arg.batch
   c.eval_batch_size = 1000

@@ -4,7 +4,8 @@
         --workdir=/tmp/distill/shakespeare_lm
 
 Arguments: layers, width, heads, mlp (hidden size), positions (learned |
-rope), seq_len (window), steps, runlocal (2 steps), manual_dir (folder or path
+rope), seq_len (window), steps, residual (standard or a LAuReL variant, e.g.
+laurel_rw_lr), rank (LAuReL's r), scan (layers under nn.scan), runlocal (2 steps), manual_dir (folder or path
 of tiny_shakespeare.txt, default ../shared/datasets). Accuracy is next-char
 accuracy; loss is nats per character.
 """
@@ -14,6 +15,7 @@ from configs import common
 def get_config(arg=None):
   arg = common.parse_arg(arg, layers=4, width=128, heads=4, mlp=512,
                          positions='rope', seq_len=128, steps=2000,
+                         residual='standard', rank=16, scan=False,
                          runlocal=False, manual_dir='../shared/datasets')
   c = common.base_config()
   c.data.name = 'tiny_shakespeare'
@@ -28,6 +30,8 @@ def get_config(arg=None):
   c.model.mlp_dim = arg.mlp
   c.model.max_len = arg.seq_len
   c.model.positions = arg.positions
+  c.model.scan_layers = arg.scan
+  common.set_residual(c.model, arg.residual, arg.rank, a_init='colorth')
   c.batch_size = 64
   c.eval_batch_size = 100
   c.total_steps = arg.steps

@@ -45,6 +45,7 @@ def get_config(arg=None):
   c.model_name = 'resnet'
   c.model.depth = arg.student_depth
   c.model.width = 1.0
+  common.set_residual(c.model)
   c.batch_size = arg.batch
   c.eval_batch_size = 1000
   c.total_epochs = arg.epochs

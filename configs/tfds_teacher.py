@@ -7,6 +7,7 @@ internet), e.g. CIFAR-10/100 or MNIST as TFDS ships them.
 
 Arguments: dataset (a TFDS name with `image` and `label` features of a fixed
 size), labeled, validation, depth/width of the CIFAR ResNet, epochs,
+residual/rank (standard or a LAuReL variant and its rank),
 runlocal (2 steps; the tests run it on TFDS mock data).
 """
 from configs import common
@@ -14,7 +15,8 @@ from configs import common
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, dataset='cifar10', labeled=-1, validation=1000,
-                         depth=20, width=1.0, epochs=100.0, runlocal=False)
+                         depth=20, width=1.0, epochs=100.0,
+                         residual='standard', rank=16, runlocal=False)
   c = common.base_config()
   c.data.name = arg.dataset
   c.data.labeled = arg.labeled
@@ -24,6 +26,7 @@ def get_config(arg=None):
   c.model_name = 'resnet'
   c.model.depth = arg.depth
   c.model.width = arg.width
+  common.set_residual(c.model, arg.residual, arg.rank)
   c.batch_size = 128
   c.eval_batch_size = 1000
   c.total_epochs = arg.epochs

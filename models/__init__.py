@@ -12,6 +12,8 @@ import dataclasses
 import jax.numpy as jnp
 
 from distill.errors import ConfigError, check_choice
+from models import laurel  # noqa: F401  (registers the LAuReL residuals)
+from models import residual
 from models.cnn import SmallCNN
 from models.mlp import MLP
 from models.resnet import CifarResNet, ImageNetResNet
@@ -40,4 +42,8 @@ def build(name, num_classes, dtype='float32', **kwargs):
                       f'{name!r}; valid choices: {", ".join(sorted(fields))}')
   kwargs = {k: tuple(v) if isinstance(v, list) else v
             for k, v in kwargs.items()}
+  if 'residual_kw' in kwargs:
+    kwargs['residual_kw'] = residual.freeze_options(kwargs['residual_kw'])
+  if 'residual' in kwargs:                           # checks name and options
+    residual.history_length(kwargs['residual'], kwargs.get('residual_kw'))
   return cls(num_classes=num_classes, dtype=DTYPES[dtype], **kwargs)

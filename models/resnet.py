@@ -2,14 +2,16 @@
 
 ResNet-8/20/32/56/110 are `depth=8/20/32/56/110`; `width` multiplies the
 stage widths (16, 32, 64). Shortcuts that change shape use a 1x1 conv + BN
-(option B). The residual sum is the swappable `models.residual` piece.
+(option B). The residual sum is the swappable `models.residual` piece
+(`residual`, `residual_kw`): it acts on the (projected) shortcut, and the
+history of earlier block inputs that LAuReL-PA reads restarts at each stage.
 """
 import flax.linen as nn
 import jax.numpy as jnp
 
 from distill.errors import ConfigError
 from models import layers
-from models.residual import residual_module
+from models import residual as residual_lib
 
 
 def _shortcut(x, features, strides, dtype, train):
@@ -21,21 +23,31 @@ def _shortcut(x, features, strides, dtype, train):
   return layers.batch_norm(train, dtype, name='proj_bn')(x)
 
 
+def _combine(block, shortcut, y, prev):
+  """relu(residual(shortcut, y)) and the history after this block."""
+  prev = residual_lib.fit_history(prev, shortcut)
+  out = residual_lib.residual_module(
+      block.residual, block.residual_kw, dtype=block.dtype,
+      name='residual')(shortcut, y, prev)
+  return nn.relu(out), residual_lib.push_history(prev, shortcut)
+
+
 class BasicBlock(nn.Module):
   features: int
   strides: int = 1
   residual: str = 'standard'
+  residual_kw: tuple = ()
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, train=False):
+  def __call__(self, x, prev=(), train=False):
     y = layers.conv(self.features, (3, 3), self.strides, self.dtype,
                     name='conv1')(x)
     y = nn.relu(layers.batch_norm(train, self.dtype, name='bn1')(y))
     y = layers.conv(self.features, (3, 3), 1, self.dtype, name='conv2')(y)
     y = layers.batch_norm(train, self.dtype, name='bn2')(y)
     shortcut = _shortcut(x, self.features, self.strides, self.dtype, train)
-    return nn.relu(residual_module(self.residual, name='residual')(shortcut, y))
+    return _combine(self, shortcut, y, prev)
 
 
 class CifarResNet(nn.Module):
@@ -43,6 +55,7 @@ class CifarResNet(nn.Module):
   depth: int = 20
   width: float = 1.0
   residual: str = 'standard'
+  residual_kw: tuple = ()
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -55,10 +68,13 @@ class CifarResNet(nn.Module):
     x = layers.conv(widths[0], (3, 3), 1, self.dtype, name='stem')(
         x.astype(self.dtype))
     x = nn.relu(layers.batch_norm(train, self.dtype, name='stem_bn')(x))
+    prev = residual_lib.init_history(
+        residual_lib.history_length(self.residual, self.residual_kw), x)
     for stage, w in enumerate(widths):
       for b in range(blocks):
-        x = BasicBlock(w, 2 if stage and not b else 1, self.residual,
-                       self.dtype, name=f'stage{stage}_block{b}')(x, train)
+        x, prev = BasicBlock(w, 2 if stage and not b else 1, self.residual,
+                             self.residual_kw, self.dtype,
+                             name=f'stage{stage}_block{b}')(x, prev, train)
     x = jnp.mean(x, axis=(1, 2))
     self.sow('intermediates', 'pre_logits', x)
     return layers.Dense(self.num_classes, names=('embed', 'classes'),
@@ -70,10 +86,11 @@ class Bottleneck(nn.Module):
   features: int
   strides: int = 1
   residual: str = 'standard'
+  residual_kw: tuple = ()
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, train=False):
+  def __call__(self, x, prev=(), train=False):
     y = layers.conv(self.features, (1, 1), 1, self.dtype, name='conv1')(x)
     y = nn.relu(layers.batch_norm(train, self.dtype, name='bn1')(y))
     y = layers.conv(self.features, (3, 3), self.strides, self.dtype,
@@ -83,7 +100,7 @@ class Bottleneck(nn.Module):
     y = layers.batch_norm(train, self.dtype, name='bn3')(y)
     shortcut = _shortcut(x, 4 * self.features, self.strides, self.dtype,
                          train)
-    return nn.relu(residual_module(self.residual, name='residual')(shortcut, y))
+    return _combine(self, shortcut, y, prev)
 
 
 IMAGENET_DEPTHS = {18: ('basic', (2, 2, 2, 2)), 34: ('basic', (3, 4, 6, 3)),
@@ -99,6 +116,7 @@ class ImageNetResNet(nn.Module):
   depth: int = 50
   width: float = 1.0
   residual: str = 'standard'
+  residual_kw: tuple = ()
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -113,10 +131,13 @@ class ImageNetResNet(nn.Module):
         x.astype(self.dtype))
     x = nn.relu(layers.batch_norm(train, self.dtype, name='stem_bn')(x))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding='SAME')
+    prev = residual_lib.init_history(
+        residual_lib.history_length(self.residual, self.residual_kw), x)
     for stage, (w, n) in enumerate(zip(widths, blocks)):
       for b in range(n):
-        x = block(w, 2 if stage and not b else 1, self.residual, self.dtype,
-                  name=f'stage{stage}_block{b}')(x, train)
+        x, prev = block(w, 2 if stage and not b else 1, self.residual,
+                        self.residual_kw, self.dtype,
+                        name=f'stage{stage}_block{b}')(x, prev, train)
     x = jnp.mean(x, axis=(1, 2))
     self.sow('intermediates', 'pre_logits', x)
     return layers.Dense(self.num_classes, names=('embed', 'classes'),

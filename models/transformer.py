@@ -2,7 +2,8 @@
 
 Sized by `num_layers`, `width`, `num_heads`, `mlp_dim`; positions are
 `learned` (an embedding table of `max_len`) or `rope` (rotary, no params).
-Residual sums go through the swappable `models.residual` piece.
+Each block's residual goes through the swappable `models.residual` piece
+(`residual`, `residual_kw`; LAuReL in `models/laurel.py`).
 """
 import flax.linen as nn
 import jax
@@ -10,7 +11,7 @@ import jax.numpy as jnp
 
 from distill.errors import check_choice
 from models import layers
-from models.residual import residual_module
+from models import residual as residual_lib
 
 POSITIONS = ('learned', 'rope')
 
@@ -71,30 +72,54 @@ class CausalSelfAttention(nn.Module):
 
 
 class DecoderBlock(nn.Module):
+  """Pre-norm attention then MLP. The block's branch is
+  f(x) = a + m with a = attn(norm(x)) and m = mlp(norm(x + a)), and its output
+  is `residual(x, f(x), prev)`: with the standard residual exactly the usual
+  x + a + m, and one LAuReL instance per block (the paper's placement)."""
   num_heads: int
   mlp_dim: int
   positions: str = 'learned'
   dropout: float = 0.0
   residual: str = 'standard'
+  residual_kw: tuple = ()
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, train=False):
+  def __call__(self, x, prev=(), train=False):
     drop = nn.Dropout(self.dropout, deterministic=not train)
-    y = CausalSelfAttention(self.num_heads, self.positions, self.dtype,
-                            name='attn')(RMSNorm(dtype=self.dtype,
-                                                 name='norm1')(x))
-    x = residual_module(self.residual, name='residual1')(x, drop(y))
-    y = RMSNorm(dtype=self.dtype, name='norm2')(x)
+    a = drop(CausalSelfAttention(self.num_heads, self.positions, self.dtype,
+                                 name='attn')(RMSNorm(dtype=self.dtype,
+                                                      name='norm1')(x)))
+    y = RMSNorm(dtype=self.dtype, name='norm2')(x + a)
     y = layers.Dense(self.mlp_dim, ('embed', 'mlp'), dtype=self.dtype,
                      name='mlp_in')(y)
-    y = layers.Dense(x.shape[-1], ('mlp', 'embed'), dtype=self.dtype,
-                     name='mlp_out')(nn.gelu(y))
-    return residual_module(self.residual, name='residual2')(x, drop(y))
+    m = drop(layers.Dense(x.shape[-1], ('mlp', 'embed'), dtype=self.dtype,
+                          name='mlp_out')(nn.gelu(y)))
+    out = residual_lib.residual_module(
+        self.residual, self.residual_kw, dtype=self.dtype,
+        name='residual')(x, a + m, prev)
+    return out, residual_lib.push_history(prev, x)
+
+
+class ScannedBlocks(nn.Module):
+  """`DecoderBlock` as the body of `nn.scan` over layers: carry (x, prev)."""
+  block: dict
+  train: bool = False
+
+  @nn.compact
+  def __call__(self, carry, _):
+    x, prev = carry
+    x, prev = DecoderBlock(**self.block, name='block')(x, prev, self.train)
+    return (x, prev), None
 
 
 class TransformerLM(nn.Module):
-  """Token ids (batch, seq) -> next-token logits (batch, seq, vocab)."""
+  """Token ids (batch, seq) -> next-token logits (batch, seq, vocab).
+
+  `scan_layers=True` runs the blocks under `nn.scan` (one compiled body,
+  parameters stacked on a leading 'layers' axis under params/blocks/block);
+  the residual history LAuReL-PA reads is then part of the fixed-size carry.
+  """
   num_classes: int                # vocabulary size
   num_layers: int = 4
   width: int = 128
@@ -104,6 +129,8 @@ class TransformerLM(nn.Module):
   positions: str = 'learned'
   dropout: float = 0.0
   residual: str = 'standard'
+  residual_kw: tuple = ()
+  scan_layers: bool = False
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -120,10 +147,21 @@ class TransformerLM(nn.Module):
                        (self.max_len, self.width))
       x = x + pos[None, :tokens.shape[1]].astype(self.dtype)
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    for i in range(self.num_layers):
-      x = DecoderBlock(self.num_heads, self.mlp_dim, self.positions,
-                       self.dropout, self.residual, self.dtype,
-                       name=f'block{i}')(x, train)
+    prev = residual_lib.init_history(
+        residual_lib.history_length(self.residual, self.residual_kw), x)
+    block = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim,
+                 positions=self.positions, dropout=self.dropout,
+                 residual=self.residual, residual_kw=self.residual_kw,
+                 dtype=self.dtype)
+    if self.scan_layers:
+      scanned = nn.scan(ScannedBlocks, variable_axes={'params': 0},
+                        split_rngs={'params': True, 'dropout': True},
+                        length=self.num_layers,
+                        metadata_params={nn.PARTITION_NAME: 'layers'})
+      (x, _), _ = scanned(block, train, name='blocks')((x, prev), None)
+    else:
+      for i in range(self.num_layers):
+        x, prev = DecoderBlock(**block, name=f'block{i}')(x, prev, train)
     x = RMSNorm(dtype=self.dtype, name='final_norm')(x)
     self.sow('intermediates', 'pre_logits', x)
     return layers.Dense(self.num_classes, ('embed', 'vocab'), use_bias=False,

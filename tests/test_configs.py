@@ -18,6 +18,7 @@ CONFIGS = sorted(
 
 NEEDS_SHARED = {'cifar10_teacher': 'cifar10_jpeg.tar.gz',
                 'cifar10_distill': 'cifar10_jpeg.tar.gz',
+                'cifar10_laurel_distill': 'cifar10_jpeg.tar.gz',
                 'shakespeare_lm': 'tiny_shakespeare.txt'}
 
 

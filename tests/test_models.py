@@ -107,7 +107,7 @@ def test_unknown_model_and_option_errors():
                      'resnet_imagenet, transformer_lm'):
     models.build('vit', 10)
   with pytest.raises(ConfigError, match='valid choices: depth, residual, '
-                     'width'):
+                     'residual_kw, width'):
     models.build('resnet', 10, dept=20)
 
 
@@ -115,8 +115,14 @@ def test_residual_is_swappable():
   """A registered residual variant is picked up by name in every block."""
   @residual.register('test_scaled')
   class Scaled(nn.Module):  # pylint: disable=unused-variable
+    dtype: object = jnp.float32
+
+    @classmethod
+    def history_length(cls, **unused_kw):
+      return 0
+
     @nn.compact
-    def __call__(self, x, fx):
+    def __call__(self, x, fx, prev=()):
       a = self.param('alpha', nn.initializers.constant(0.5), ())
       return x + a * fx
   try:
@@ -129,8 +135,9 @@ def test_residual_is_swappable():
                       num_heads=2, mlp_dim=16, max_len=4,
                       residual='test_scaled')
     v = init(lm, jnp.zeros((1, 4), jnp.int32))
-    assert 'alpha' in v['params']['block1']['residual2']
+    assert 'alpha' in v['params']['block1']['residual']
   finally:
     del residual.RESIDUALS['test_scaled']
-  with pytest.raises(ConfigError, match='valid choices: standard'):
+  with pytest.raises(ConfigError, match='valid choices: laurel_lr, .* '
+                     'standard'):
     residual.residual_module('laurel_xx')
