@@ -30,6 +30,7 @@ def get_config(arg=None):
   c.model_name = 'resnet'
   c.model.depth = arg.depth
   c.model.width = arg.width
+  c.model.extra_blocks = (0, 0, 0)   # naive scaling: blocks per stage added
   common.set_residual(c.model, arg.residual, arg.rank)
   c.batch_size = 128
   c.eval_batch_size = 1000

@@ -51,9 +51,13 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
+  """`extra_blocks` adds identity blocks to each stage beyond the depth's
+  (depth - 2) / 6, e.g. (1, 0, 0): the "baseline + 1 layer" naive scaling
+  that LAuReL is compared with."""
   num_classes: int
   depth: int = 20
   width: float = 1.0
+  extra_blocks: tuple = (0, 0, 0)
   residual: str = 'standard'
   residual_kw: tuple = ()
   dtype: jnp.dtype = jnp.float32
@@ -63,6 +67,9 @@ class CifarResNet(nn.Module):
     if (self.depth - 2) % 6 or self.depth < 8:
       raise ConfigError(f'model.depth={self.depth} is not a CIFAR ResNet '
                         'depth 6n+2; valid choices: 8, 20, 32, 44, 56, 110')
+    if len(self.extra_blocks) != 3 or min(self.extra_blocks) < 0:
+      raise ConfigError(f'model.extra_blocks={self.extra_blocks} must be '
+                        'three non-negative block counts, one per stage')
     blocks = (self.depth - 2) // 6
     widths = [max(1, int(round(w * self.width))) for w in (16, 32, 64)]
     x = layers.conv(widths[0], (3, 3), 1, self.dtype, name='stem')(
@@ -71,7 +78,7 @@ class CifarResNet(nn.Module):
     prev = residual_lib.init_history(
         residual_lib.history_length(self.residual, self.residual_kw), x)
     for stage, w in enumerate(widths):
-      for b in range(blocks):
+      for b in range(blocks + self.extra_blocks[stage]):
         x, prev = BasicBlock(w, 2 if stage and not b else 1, self.residual,
                              self.residual_kw, self.dtype,
                              name=f'stage{stage}_block{b}')(x, prev, train)

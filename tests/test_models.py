@@ -106,8 +106,8 @@ def test_unknown_model_and_option_errors():
   with pytest.raises(ConfigError, match='valid choices: cnn, mlp, resnet, '
                      'resnet_imagenet, transformer_lm'):
     models.build('vit', 10)
-  with pytest.raises(ConfigError, match='valid choices: depth, residual, '
-                     'residual_kw, width'):
+  with pytest.raises(ConfigError, match='valid choices: depth, extra_blocks, '
+                     'residual, residual_kw, width'):
     models.build('resnet', 10, dept=20)
 
 
