@@ -75,6 +75,12 @@ def base_config():
   c.method = 'supervised'
   c.method_kw = ml_collections.ConfigDict()
   c.init_from = ''           # workdir of a run to start from (fine-tuning)
+  # Initialisation from a trained teacher (LMs): method '' (the model's own
+  # init) or 'guide' (distill/guide.py: PCA of the teacher's embeddings, first
+  # block folded and selected). `teacher`: the teacher's workdir ('' inside a
+  # distillation config: its teacher).
+  c.init = ml_collections.ConfigDict(dict(
+      method='', teacher='', preserve_logit_scale=True))
 
   c.batch_size = 128
   c.eval_batch_size = 500
@@ -83,7 +89,7 @@ def base_config():
   c.total_epochs = -1.0
   c.optimizer = ml_collections.ConfigDict(dict(
       name='sgd', lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
-      b1=0.9, b2=0.999, grad_clip=0.0))
+      b1=0.9, b2=0.999, grad_clip=0.0, frozen=''))
   c.schedule = ml_collections.ConfigDict(dict(
       name='cosine', warmup_steps=-1, warmup_epochs=-1.0, end_lr_factor=0.0))
 

@@ -58,6 +58,10 @@ def distill_defaults():
       finetune_lr=1e-3,
       cache_topk=0,              # >0: cache only the top-k teacher logits
       predict_batch_size=500,
+      # Online: the teacher runs inside every student step on the student's
+      # own training data (LMs: per-token outputs too large to cache); no
+      # labeling pass, no fitted state.
+      online=False,
   ))
 
 
@@ -189,6 +193,8 @@ def _softmax(x):
 
 def run(config, workdir):
   """The whole pipeline; returns (and writes) the summary."""
+  if config.distill.get('online'):
+    return run_online(config, workdir)
   _check(config)
   os.makedirs(workdir, exist_ok=True)
   data = train.load_data(config.data)
@@ -250,6 +256,56 @@ def run(config, workdir):
     summary.update({f'finetuned/{k}': v for k, v in final.items()})
   summary['student/test_agreement'] = float(np.mean(
       s_test.argmax(-1) == logits['test'].argmax(-1)))
+  tmp = os.path.join(workdir, 'summary.json.tmp')
+  with open(tmp, 'w') as f:
+    json.dump(summary, f, indent=1, sort_keys=True)
+  os.replace(tmp, os.path.join(workdir, 'summary.json'))
+  return summary
+
+
+def run_online(config, workdir):
+  """Online distillation (and GUIDE initialisation) for language models: the
+  teacher trains first as in `run`, then the student trains on the same data
+  with the teacher's logits computed in its train step. `method='supervised'`
+  trains the student on the data alone (still GUIDE-initialised if
+  `init.method='guide'`). `init.teacher=''` means this config's teacher."""
+  check_choice('method', config.method, ['supervised'] +
+               sorted(methods.DISTILLATION))
+  if config.method in ('weighted', 'slam'):
+    raise ConfigError(f'method {config.method!r} needs per-example state '
+                      'fitted on a labeled validation split; online '
+                      'distillation supports vanilla, hard, taylor_ce, '
+                      'pseudo_label or supervised')
+  os.makedirs(workdir, exist_ok=True)
+  data = train.load_data(config.data)
+  t_dir = config.teacher.workdir or os.path.join(workdir, 'teacher')
+  if not config.teacher.workdir:
+    print(f'== teacher: training in {t_dir}', flush=True)
+    if train.train(config.teacher.config, t_dir).get('preempted'):
+      return {'preempted': True}
+  t_config, t_vars, _ = ckpt_lib.load_trained(t_dir)
+  if t_config.data.name != config.data.name:
+    raise ConfigError(f'teacher data {t_config.data.name!r} differs from '
+                      f'student data {config.data.name!r}')
+  t_model = models.build(t_config.model_name, data.num_classes,
+                         t_config.model_dtype, **t_config.model.to_dict())
+  s_config = _student_config(config)
+  if s_config.init.method and not s_config.init.teacher:
+    s_config.init.teacher = os.path.abspath(t_dir)
+  s_dir = os.path.join(workdir, 'student')
+  print(f'== student ({config.method}, init {config.init.method or "own"}): '
+        f'training in {s_dir}', flush=True)
+  teacher = (t_model, t_vars) if config.method != 'supervised' else None
+  trainer = train.Trainer(s_config, s_dir, data=data, teacher=teacher)
+  final = trainer.run()
+  if final.get('preempted'):
+    return final
+  t_final = os.path.join(t_dir, 'final_metrics.json')
+  summary = {'method': config.method, 'init': config.init.method or 'own'}
+  if os.path.exists(t_final):
+    with open(t_final) as f:
+      summary.update({f'teacher/{k}': v for k, v in json.load(f).items()})
+  summary.update({f'student/{k}': v for k, v in final.items()})
   tmp = os.path.join(workdir, 'summary.json.tmp')
   with open(tmp, 'w') as f:
     json.dump(summary, f, indent=1, sort_keys=True)

@@ -101,8 +101,10 @@ def _distill_metrics(student_out, teacher_logits, batch):
   """Agreement with the teacher, and true-label accuracy where the batch
   carries labels (never used for training on the unlabeled part)."""
   agree = (jnp.argmax(student_out, -1) == jnp.argmax(teacher_logits, -1))
-  metrics = {'teacher_agreement': (jnp.sum(agree * batch['mask']),
-                                   jnp.sum(batch['mask']))}
+  w = example_weights(batch, student_out)
+  metrics = {'teacher_agreement': (jnp.sum(agree * w), jnp.sum(w))}
+  if 'targets' in batch:              # a language model's next tokens
+    metrics.update(classification_metrics(student_out, batch['targets'], w))
   if 'label' in batch:  # -1: an out-of-distribution example, no true label
     metrics.update(classification_metrics(
         student_out, batch['label'],
@@ -111,6 +113,8 @@ def _distill_metrics(student_out, teacher_logits, batch):
 
 
 def _finish(per_example, weights, student_out, teacher, batch):
+  if per_example.ndim == 2 and weights.ndim == 1:     # (batch, tokens)
+    weights = jnp.broadcast_to(weights[:, None], per_example.shape)
   loss, total = weighted_mean(per_example, weights)
   metrics = {'loss': (loss * total, total)}
   metrics.update(_distill_metrics(student_out, teacher['logits'], batch))

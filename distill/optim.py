@@ -3,7 +3,10 @@
     tx, schedule = optim.make(config.optimizer, config.schedule, total_steps,
                               warmup_steps)
 
-Weight decay applies to kernels only (ndim > 1), never to biases or norms.
+Weight decay applies to kernels only (ndim > 1), never to biases, norms or
+scalars (LAuReL's alpha, beta, gamma). `optimizer.frozen` names top-level
+parameter collections that never change (comma-separated, e.g. 'embed' for
+GUIDE's frozen teacher table).
 """
 import jax
 import optax
@@ -58,4 +61,13 @@ def make(opt_cfg, sched_cfg, total_steps, warmup_steps):
     parts.append(optax.adamw(schedule, b1=opt_cfg.get('b1', 0.9),
                              b2=opt_cfg.get('b2', 0.999), weight_decay=wd,
                              mask=_kernel_mask))
-  return optax.chain(*parts), schedule
+  tx = optax.chain(*parts)
+  frozen = [f.strip() for f in opt_cfg.get('frozen', '').split(',')
+            if f.strip()]
+  if frozen:
+    def labels(params):
+      return {k: jax.tree.map(lambda _, k=k: 'frozen' if k in frozen
+                              else 'train', v) for k, v in params.items()}
+    tx = optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()},
+                               labels)
+  return tx, schedule

@@ -112,9 +112,12 @@ class Trainer:
   """Holds what a run is made of; `run()` trains and returns final metrics."""
 
   def __init__(self, config, workdir, data=None, devices=None,
-               train_part=None):
+               train_part=None, teacher=None):
     """`train_part` replaces `data.parts[config.data.train_on]`: a student's
     unlabeled examples joined with teacher targets (distill/distillation.py).
+    `teacher` = (model, variables): a frozen teacher run inside the train step
+    on every batch, its logits in `batch['teacher']['logits']` (online
+    distillation, for LMs whose per-token outputs are too large to cache).
     """
     config_lib.validate(config)
     self.config = config
@@ -130,11 +133,12 @@ class Trainer:
                                      **config.method_kw.to_dict())
     if train_part is None:
       train_part = self.data.parts[config.data.train_on]
-      if config.method in methods.DISTILLATION:
+      if config.method in methods.DISTILLATION and teacher is None:
         raise ConfigError(
             f'method {config.method!r} learns from a teacher: give the '
             'config a teacher block (see configs/digits_distill.py)')
     self.train_part = train_part
+    self.teacher = teacher
     self.steps_per_epoch = math.ceil(len(train_part) / config.batch_size)
     self.total_steps = config_lib.duration(config, 'total',
                                            self.steps_per_epoch)
@@ -183,8 +187,12 @@ class Trainer:
                               rngs={'dropout': rng})
     return self.model.apply(variables, inputs, train=False), model_state
 
-  def _train_step(self, state, batch):
+  def _train_step(self, state, batch, teacher_vars=None):
     rng = jax.random.fold_in(state.rng, state.step)
+    if teacher_vars is not None:
+      t_logits = self.teacher[0].apply(teacher_vars, batch['inputs'],
+                                       train=False)
+      batch = dict(batch, teacher={'logits': jax.lax.stop_gradient(t_logits)})
 
     def loss_of(params):
       out, new_model_state = self._apply(params, state.model_state,
@@ -213,10 +221,23 @@ class Trainer:
 
   def _build_steps(self):
     rep = sharding.replicated(self.mesh)
-    self.train_step = jax.jit(
-        self._train_step, in_shardings=(self.state_sharding,
-                                        self.batch_sharding),
-        out_shardings=(self.state_sharding, rep), donate_argnums=0)
+    if self.teacher is None:
+      self.train_step = jax.jit(
+          self._train_step, in_shardings=(self.state_sharding,
+                                          self.batch_sharding),
+          out_shardings=(self.state_sharding, rep), donate_argnums=0)
+    else:
+      t_model, t_vars = self.teacher
+      t_abstract = jax.eval_shape(lambda: t_model.init(
+          jax.random.PRNGKey(0), self._example_inputs))
+      t_shardings = sharding.shardings_from_boxed(t_abstract, self.mesh)
+      t_shardings = {k: t_shardings[k] for k in t_vars}
+      t_vars = jax.device_put(t_vars, t_shardings)
+      step = jax.jit(
+          self._train_step, in_shardings=(self.state_sharding,
+                                          self.batch_sharding, t_shardings),
+          out_shardings=(self.state_sharding, rep), donate_argnums=0)
+      self.train_step = lambda state, batch: step(state, batch, t_vars)
     self.eval_step = jax.jit(
         self._eval_step, in_shardings=(self.state_sharding.params,
                                        self.state_sharding.model_state,
@@ -257,6 +278,41 @@ class Trainer:
                         f'this model ({e})') from e
     print(f'Initialised from {workdir} (step {step}).', flush=True)
 
+  def init_from_teacher(self, init_cfg):
+    """GUIDE: the student's parameters projected from a trained teacher's
+    (distill/guide.py); jitted, output sharded like the student's state."""
+    from distill import guide  # pylint: disable=g-import-not-at-top
+    if init_cfg.method != 'guide':
+      raise ConfigError(f'init.method={init_cfg.method!r}; valid choices: '
+                        "'' (the model's own init), guide")
+    if self.config.model_name != 'transformer_lm':
+      raise ConfigError('init.method=guide projects Transformer LMs; '
+                        f'model is {self.config.model_name!r}')
+    if not init_cfg.teacher:
+      raise ConfigError('init.method=guide needs init.teacher (a trained '
+                        'teacher workdir)')
+    t_config, variables, step = ckpt_lib.load_trained(init_cfg.teacher)
+    if t_config.model_name != 'transformer_lm':
+      raise ConfigError(f'init.teacher={init_cfg.teacher} is a '
+                        f'{t_config.model_name!r}, not a transformer_lm')
+    positions = self.config.model.get('positions', 'learned')
+    if t_config.model.get('positions', 'learned') != positions:
+      raise ConfigError('init.method=guide: teacher and student must use the '
+                        'same model.positions')
+    t_params = variables['params']
+    guide.check_compatible(t_params, self.state.params, positions)
+    project = jax.jit(functools.partial(
+        guide.project, positions=positions,
+        preserve_logit_scale=init_cfg.preserve_logit_scale),
+                      out_shardings=self.state_sharding.params)
+    with jax.set_mesh(self.mesh):
+      params = project(t_params, self.state.params)
+      opt_state = jax.jit(self.tx.init, out_shardings=(
+          self.state_sharding.opt_state))(params)
+    self.state = self.state.replace(params=params, opt_state=opt_state)
+    print(f'GUIDE: initialised from the teacher in {init_cfg.teacher} '
+          f'(step {step}).', flush=True)
+
   # --- the loop ---------------------------------------------------------------
   def run(self):
     config, workdir = self.config, self.workdir
@@ -277,6 +333,8 @@ class Trainer:
             flush=True)
     elif config.get('init_from'):
       self.init_from(config.init_from)
+    elif config.get('init') and config.init.method:
+      self.init_from_teacher(config.init)
     writer = MetricWriter(workdir, config.tensorboard and is_main,
                           enabled=is_main)
     batches = pipeline.TrainBatches(

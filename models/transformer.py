@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from distill.errors import check_choice
+from distill.errors import ConfigError, check_choice
 from models import layers
 from models import residual as residual_lib
 
@@ -119,6 +119,9 @@ class TransformerLM(nn.Module):
   `scan_layers=True` runs the blocks under `nn.scan` (one compiled body,
   parameters stacked on a leading 'layers' axis under params/blocks/block);
   the residual history LAuReL-PA reads is then part of the fixed-size carry.
+  `tie_embeddings` computes the logits with the embedding table;
+  `embed_from=D` keeps a (vocab, D) table (and positions) and a learned
+  projection to `width` (GUIDE's trainable-projection reading).
   """
   num_classes: int                # vocabulary size
   num_layers: int = 4
@@ -131,12 +134,18 @@ class TransformerLM(nn.Module):
   residual: str = 'standard'
   residual_kw: tuple = ()
   scan_layers: bool = False
+  tie_embeddings: bool = False
+  embed_from: int = 0
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, tokens, train=False):
     check_choice('model.positions', self.positions, POSITIONS)
-    embed = nn.Embed(self.num_classes, self.width, dtype=self.dtype,
+    if self.embed_from and self.tie_embeddings:
+      raise ConfigError('model.embed_from (a projected embedding table) '
+                        'cannot be combined with model.tie_embeddings')
+    table_width = self.embed_from or self.width
+    embed = nn.Embed(self.num_classes, table_width, dtype=self.dtype,
                      embedding_init=layers.partitioned(
                          nn.initializers.normal(0.02), ('vocab', 'embed')),
                      name='embed')
@@ -144,8 +153,13 @@ class TransformerLM(nn.Module):
     if self.positions == 'learned':
       pos = self.param('pos_embed', layers.partitioned(
           nn.initializers.normal(0.02), (None, 'embed')),
-                       (self.max_len, self.width))
+                       (self.max_len, table_width))
       x = x + pos[None, :tokens.shape[1]].astype(self.dtype)
+    if self.embed_from:       # GUIDE's trainable projection of a wider table
+      proj = self.param('embed_proj', layers.partitioned(
+          nn.initializers.lecun_normal(), (None, 'embed')),
+                        (self.embed_from, self.width))
+      x = x @ proj.astype(self.dtype)
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
     prev = residual_lib.init_history(
         residual_lib.history_length(self.residual, self.residual_kw), x)
@@ -164,5 +178,7 @@ class TransformerLM(nn.Module):
         x, prev = DecoderBlock(**block, name=f'block{i}')(x, prev, train)
     x = RMSNorm(dtype=self.dtype, name='final_norm')(x)
     self.sow('intermediates', 'pre_logits', x)
+    if self.tie_embeddings:
+      return embed.attend(x).astype(jnp.float32)
     return layers.Dense(self.num_classes, ('embed', 'vocab'), use_bias=False,
                         dtype=self.dtype, name='head')(x).astype(jnp.float32)

@@ -1,0 +1,73 @@
+"""GUIDE on a character LM: a teacher LM, then a smaller student initialised
+from it (GUIDE) and/or distilled from its logits, on Tiny Shakespeare.
+
+    python -m launch.main --config=configs/guide_lm.py:init=guide,method=vanilla \
+        --workdir=/tmp/distill/guide_kd
+    python -m experiments.guide        # the four regimes x 3 seeds, one table
+
+Arguments:
+  init     '' (random) | guide (distill/guide.py)
+  method   supervised (the data alone) | vanilla (logit distillation, online)
+  scale    cpu (teacher 4 x 128, student 2 x 64; minutes here) | paper (a
+           ~1.2B teacher, 24 x 2048, and a ~0.3B student, 24 x 1024, for a
+           TPU slice with fsdp; see the README)
+  teacher  a trained teacher's workdir ('' trains it in <workdir>/teacher)
+  steps, teacher_steps, seed, trainable_projection (GUIDE's learned-M
+  reading: frozen teacher table, trainable projection), runlocal (2 steps),
+  manual_dir (folder of tiny_shakespeare.txt).
+Both models read the same 65-character vocabulary and 64-character windows;
+teacher and student use the same optimizer and token budget per step.
+"""
+from configs import common
+from configs import shakespeare_lm
+from distill import distillation
+from distill.errors import check_choice
+
+SCALES = {
+    # (layers, width, heads, mlp) of teacher and student
+    'cpu': ((4, 128, 4, 512), (2, 64, 2, 256)),
+    'paper': ((24, 2048, 16, 8192), (24, 1024, 8, 4096)),
+}
+
+
+def _lm(arg, size, steps):
+  layers, width, heads, mlp = size
+  c = shakespeare_lm.get_config(
+      f'layers={layers},width={width},heads={heads},mlp={mlp},'
+      f'positions=learned,seq_len={arg.seq_len},steps={steps},'
+      f'manual_dir={arg.manual_dir}' + (',runlocal' if arg.runlocal else ''))
+  c.seed = arg.seed
+  c.batch_size = 32 if arg.scale == 'cpu' else 256
+  c.eval_every_steps = max(1, steps // 8) if not arg.runlocal else -1
+  c.log_every_steps = min(c.log_every_steps, max(1, steps // 8))
+  c.checkpoint_every_steps = max(1, steps // 2)
+  c.tensorboard = False
+  if arg.scale == 'paper' and not arg.runlocal:
+    c.mesh.data, c.mesh.fsdp = 1, -1
+    c.model_dtype = 'bfloat16'
+    c.model.scan_layers = True
+    c.optimizer.lr = 3e-4
+  return c
+
+
+def get_config(arg=None):
+  arg = common.parse_arg(arg, init='', method='supervised', scale='cpu',
+                         teacher='', steps=600, teacher_steps=1500, seed=0,
+                         seq_len=64, trainable_projection=False,
+                         runlocal=False, manual_dir='../shared/datasets')
+  check_choice("guide_lm scale", arg.scale, SCALES)
+  t_size, s_size = SCALES[arg.scale]
+  teacher = _lm(arg, t_size, arg.teacher_steps)
+  teacher.seed = 0                     # one teacher for every student seed
+  c = _lm(arg, s_size, arg.steps)
+  if arg.runlocal:                     # the runlocal LM: 1 x 32; teacher 1 x 64
+    teacher.model.width, teacher.model.mlp_dim = 64, 128
+  c.method = arg.method
+  c.init.method = arg.init
+  if arg.trainable_projection:
+    c.model.embed_from = teacher.model.width
+    c.optimizer.frozen = 'embed,pos_embed'
+  c.teacher = dict(workdir=arg.teacher, config=teacher)
+  c.distill = distillation.distill_defaults()
+  c.distill.online = True
+  return c
