@@ -1,0 +1,189 @@
+"""Reproduces GUIDE's comparison (Trinh, Menghani, Vee 2025) on Tiny
+Shakespeare at CPU scale: one teacher LM, then a smaller student under four
+regimes with the same token budget, for each seed.
+
+    python -m experiments.guide                  # cpu scale, 3 seeds
+    python -m experiments.guide --seeds=0 --steps=60 --teacher_steps=60 \
+        --workdir=/tmp/guide_smoke                # a smoke run
+
+Regimes: `random` (the student's own init, trained on the data), `kd`
+(online logit distillation from the teacher), `guide` (GUIDE init, trained
+on the data), `guide+kd` (both). Table: final test loss (nats/char) and the
+teacher-student gap reduction, the paper's measure:
+    (L_random - L_method) / (L_random - L_teacher),
+at the first evaluation and at the end; plot: validation loss curves.
+Cells that finished are skipped (rerun to resume). Writes
+`experiments/results/guide_<scale>.{md,json,png}` (the default results
+folder only for the default budget).
+"""
+import json
+import os
+import sys
+import time
+
+import numpy as np
+from absl import app
+from absl import flags
+from absl import logging
+
+from configs import guide_lm
+from distill import distillation
+from distill import logging_utils
+from distill import train
+
+REGIMES = {'random': dict(init='', method='supervised'),
+           'kd': dict(init='', method='vanilla'),
+           'guide': dict(init='guide', method='supervised'),
+           'guide+kd': dict(init='guide', method='vanilla')}
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
+
+_SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'Student seeds.')
+_STEPS = flags.DEFINE_integer('steps', 600, 'Student steps (token budget).')
+_TEACHER_STEPS = flags.DEFINE_integer('teacher_steps', 1500, 'Teacher steps.')
+_SCALE = flags.DEFINE_enum('scale', 'cpu', list(guide_lm.SCALES),
+                           'Model sizes (configs/guide_lm.py).')
+_WORKDIR = flags.DEFINE_string('workdir', 'workdirs/guide',
+                               'Where runs live (resumable).')
+_MANUAL_DIR = flags.DEFINE_string('manual_dir', '../shared/datasets',
+                                  'Folder of tiny_shakespeare.txt.')
+_RESULTS = flags.DEFINE_string('results', '', 'Where the table goes '
+                               '(default: experiments/results for the '
+                               'default budget, else the workdir).')
+
+
+def _arg(regime, seed, steps, teacher_steps, scale, manual_dir, teacher=''):
+  r = REGIMES[regime]
+  return (f'init={r["init"]},method={r["method"]},seed={seed},steps={steps},'
+          f'teacher_steps={teacher_steps},scale={scale},'
+          f'manual_dir={manual_dir}' + (f',teacher={teacher}' if teacher
+                                        else ''))
+
+
+def _json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def run_cells(workdir, seeds, steps, teacher_steps, scale, manual_dir):
+  teacher_dir = os.path.join(workdir, 'teacher')
+  if not os.path.exists(os.path.join(teacher_dir, 'final_metrics.json')):
+    print('-- teacher', flush=True)
+    config = guide_lm.get_config(_arg('random', 0, steps, teacher_steps,
+                                      scale, manual_dir))
+    if train.train(config.teacher.config, teacher_dir).get('preempted'):
+      sys.exit(143)
+  cells = {}
+  for seed in seeds:
+    for regime in REGIMES:
+      cell = os.path.join(workdir, regime.replace('+', '_'), f'seed={seed}')
+      done = os.path.join(cell, 'summary.json')
+      if not os.path.exists(done):
+        print(f'-- {regime} seed={seed}', flush=True)
+        config = guide_lm.get_config(_arg(regime, seed, steps, teacher_steps,
+                                          scale, manual_dir, teacher_dir))
+        if distillation.run(config, cell).get('preempted'):
+          sys.exit(143)
+      curve = [(r['step'], r['validation/loss'])
+               for r in logging_utils.read_metrics(os.path.join(cell,
+                                                                'student'))
+               if 'validation/loss' in r]
+      cells[(regime, seed)] = dict(summary=_json(done), curve=curve)
+  teacher = _json(os.path.join(teacher_dir, 'final_metrics.json'))
+  return teacher, cells
+
+
+def gap_reduction(loss_random, loss_method, loss_teacher):
+  return (loss_random - loss_method) / (loss_random - loss_teacher)
+
+
+def markdown(teacher, cells, seeds, args, seconds):
+  first_step = min(c['curve'][0][0] for c in cells.values())
+  lines = ['| regime | test loss, mean ± std | gap closed at the end (%) | '
+           f'validation loss at step {first_step} | gap closed at step '
+           f'{first_step} (%) |', '|---|---|---|---|---|']
+  t_loss = teacher['test/loss']
+  t_val = teacher['validation/loss']
+  for regime in REGIMES:
+    final = [cells[(regime, s)]['summary']['student/test/loss'] for s in seeds]
+    early = [cells[(regime, s)]['curve'][0][1] for s in seeds]
+    gaps = [gap_reduction(cells[('random', s)]['summary']['student/test/loss'],
+                          cells[(regime, s)]['summary']['student/test/loss'],
+                          t_loss) for s in seeds]
+    early_gaps = [gap_reduction(cells[('random', s)]['curve'][0][1],
+                                cells[(regime, s)]['curve'][0][1], t_val)
+                  for s in seeds]
+    lines.append(f'| {regime} | {np.mean(final):.4f} ± {np.std(final):.4f} | '
+                 f'{100 * np.mean(gaps):.1f} ± {100 * np.std(gaps):.1f} | '
+                 f'{np.mean(early):.4f} | {100 * np.mean(early_gaps):.1f} |')
+  lines.append(f'| teacher | {t_loss:.4f} | | {t_val:.4f} (final) | |')
+  return ('### GUIDE on Tiny Shakespeare: student test loss (nats/char) over '
+          f'seeds {list(seeds)}\n\n' + '\n'.join(lines) +
+          f'\n\nTeacher {args["teacher"]}, student {args["student"]}, '
+          f'{args["steps"]} student steps of {args["tokens"]} tokens. Gap '
+          'closed = (L_random - L) / (L_random - L_teacher), per seed, then '
+          'averaged.\nCommand: `python -m experiments.guide' +
+          args['flags'] + f'`; this run took {seconds / 60:.1f} min.\n')
+
+
+def plot(teacher, cells, seeds, path):
+  try:
+    import matplotlib  # pylint: disable=g-import-not-at-top
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    print('matplotlib is not installed: no plot')
+    return
+  fig, ax = plt.subplots(figsize=(6.5, 4))
+  for regime in REGIMES:
+    curves = [cells[(regime, s)]['curve'] for s in seeds]
+    steps = [p[0] for p in curves[0]]
+    ys = np.array([[p[1] for p in c] for c in curves])
+    ax.plot(steps, ys.mean(0), marker='o', label=regime)
+    ax.fill_between(steps, ys.min(0), ys.max(0), alpha=0.2)
+  ax.axhline(teacher['validation/loss'], color='gray', linestyle='--',
+             label='teacher (final)')
+  ax.set_xlabel('student step')
+  ax.set_ylabel('validation loss (nats/char)')
+  ax.set_title('GUIDE vs distillation, Tiny Shakespeare')
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  tfds.disable_progress_bar()
+  seeds = [int(s) for s in _SEEDS.value]
+  start = time.time()
+  teacher, cells = run_cells(_WORKDIR.value, seeds, _STEPS.value,
+                             _TEACHER_STEPS.value, _SCALE.value,
+                             _MANUAL_DIR.value)
+  default = (_STEPS.value, _TEACHER_STEPS.value, _SCALE.value) == (
+      600, 1500, 'cpu') and len(seeds) == 3
+  results = _RESULTS.value or (RESULTS if default else _WORKDIR.value)
+  t_size, s_size = guide_lm.SCALES[_SCALE.value]
+  cfg = guide_lm.get_config(f'scale={_SCALE.value}')
+  flag_str = '' if default else (
+      f' --seeds={",".join(map(str, seeds))} --steps={_STEPS.value} '
+      f'--teacher_steps={_TEACHER_STEPS.value} --scale={_SCALE.value}')
+  args = dict(teacher='%d layers x %d (heads %d, MLP %d)' % t_size,
+              student='%d layers x %d (heads %d, MLP %d)' % s_size,
+              steps=_STEPS.value, flags=flag_str,
+              tokens=cfg.batch_size * cfg.data.seq_len)
+  md = markdown(teacher, cells, seeds, args, time.time() - start)
+  os.makedirs(results, exist_ok=True)
+  name = f'guide_{_SCALE.value}'
+  with open(os.path.join(results, f'{name}.md'), 'w') as f:
+    f.write(md)
+  with open(os.path.join(results, f'{name}.json'), 'w') as f:
+    json.dump({'teacher': teacher,
+               'cells': {f'{r}/seed={s}': v for (r, s), v in cells.items()}},
+              f, indent=1, sort_keys=True)
+  plot(teacher, cells, seeds, os.path.join(results, f'{name}.png'))
+  print(md)
+
+
+if __name__ == '__main__':
+  sys.exit(app.run(main))
