@@ -9,8 +9,9 @@ Arguments:
   init     '' (random) | guide (distill/guide.py)
   method   supervised (the data alone) | vanilla (logit distillation, online)
   scale    cpu (teacher 4 x 128, student 2 x 64; minutes here) | paper (a
-           ~1.2B teacher, 24 x 2048, and a ~0.3B student, 24 x 1024, for a
-           TPU slice with fsdp; see the README)
+           1.2B teacher, 24 layers x 2048, and a 0.4B student, 20 x 1280,
+           head dim 128 in both; bfloat16, layers scanned, FSDP over the
+           slice; for a TPU pod with a tokenized LM dataset)
   teacher  a trained teacher's workdir ('' trains it in <workdir>/teacher)
   steps, teacher_steps, seed, trainable_projection (GUIDE's learned-M
   reading: frozen teacher table, trainable projection), runlocal (2 steps),
@@ -26,7 +27,7 @@ from distill.errors import check_choice
 SCALES = {
     # (layers, width, heads, mlp) of teacher and student
     'cpu': ((4, 128, 4, 512), (2, 64, 2, 256)),
-    'paper': ((24, 2048, 16, 8192), (24, 1024, 8, 4096)),
+    'paper': ((24, 2048, 16, 8192), (20, 1280, 10, 5120)),
 }
 
 

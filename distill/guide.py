@@ -79,8 +79,10 @@ def dims(params):
   vocab, width = params['embed']['embedding'].shape
   if 'embed_proj' in params:
     width = params['embed_proj'].shape[1]
-  _, heads, head_dim = _block0(params)['attn']['query']['kernel'].shape
-  mlp = _block0(params)['mlp_in']['dense']['kernel'].shape[-1]
+  scanned = 'block0' not in params       # stacked on a leading layer axis
+  block = params['blocks']['block'] if scanned else params['block0']
+  _, heads, head_dim = block['attn']['query']['kernel'].shape[scanned:]
+  mlp = block['mlp_in']['dense']['kernel'].shape[-1]
   return vocab, width, heads, head_dim, mlp
 
 

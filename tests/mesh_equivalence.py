@@ -5,7 +5,10 @@
 
 Trains the same small CNN (with BatchNorm) for a few steps on a 1-device
 mesh, an 8-way data-parallel mesh and an 8-way FSDP mesh, and writes the
-per-step losses and the parameter bytes held per device.
+per-step losses and the parameter bytes held per device. Also projects a
+teacher LM into a student with GUIDE on the FSDP x model mesh (teacher and
+student sharded) and writes the largest difference from the 1-device result,
+and the LAuReL LM's output on that mesh against one device.
 """
 import json
 import os
@@ -58,8 +61,55 @@ def main(out):
                            param_bytes_per_device=per_device,
                            val_accuracy=final['validation/accuracy'],
                            val_loss=final['validation/loss'])
+  results['guide'] = guide_on_mesh()
   with open(out, 'w') as f:
     json.dump(results, f)
+
+
+def guide_on_mesh():
+  """GUIDE's projection and a LAuReL LM, sharded vs on one device."""
+  import functools  # pylint: disable=g-import-not-at-top
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import models  # pylint: disable=g-import-not-at-top
+  from distill import guide  # pylint: disable=g-import-not-at-top
+  tokens = jnp.zeros((8, 16), jnp.int32)
+  mesh = sharding.make_mesh(dict(data=1, fsdp=4, model=2))
+  out = {}
+  built = {}
+  for role, width, heads, mlp, residual in (
+      ('teacher', 64, 4, 128, 'standard'),
+      ('student', 32, 2, 64, 'laurel_rw_lr_pa')):
+    model = models.build('transformer_lm', 16, num_layers=2, width=width,
+                         num_heads=heads, mlp_dim=mlp, max_len=16,
+                         residual=residual, residual_kw={'rank': 4})
+    init = functools.partial(model.init, jax.random.PRNGKey(len(role)),
+                             tokens)
+    shardings = sharding.shardings_from_boxed(jax.eval_shape(init), mesh)
+    host = nn.meta.unbox(init())
+    placed = jax.jit(lambda: nn.meta.unbox(init()),
+                     out_shardings=shardings)()
+    built[role] = (model, host, placed, shardings)
+  (_, t_host, t_placed, _) = built['teacher']
+  (s_model, s_host, s_placed, s_shardings) = built['student']
+  single = guide.project(t_host['params'], s_host['params'])
+  with jax.set_mesh(mesh):
+    sharded = jax.jit(guide.project, out_shardings=s_shardings['params'])(
+        t_placed['params'], s_placed['params'])
+  out['max_abs_diff'] = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                            for a, b in zip(jax.tree.leaves(single),
+                                            jax.tree.leaves(sharded)))
+  out['student_sharded_leaves'] = sum(
+      len(x.sharding.device_set) > 1 and not x.sharding.is_fully_replicated
+      for x in jax.tree.leaves(sharded))
+  x = jax.random.randint(jax.random.PRNGKey(3), (8, 16), 0, 16)
+  with jax.set_mesh(mesh):
+    y_mesh = jax.jit(s_model.apply)({'params': sharded}, x)
+  y_one = s_model.apply({'params': single}, x)
+  out['laurel_output_diff'] = float(np.max(np.abs(np.asarray(y_mesh) -
+                                                  np.asarray(y_one))))
+  return out
 
 
 if __name__ == '__main__':

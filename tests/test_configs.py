@@ -19,7 +19,8 @@ CONFIGS = sorted(
 NEEDS_SHARED = {'cifar10_teacher': 'cifar10_jpeg.tar.gz',
                 'cifar10_distill': 'cifar10_jpeg.tar.gz',
                 'cifar10_laurel_distill': 'cifar10_jpeg.tar.gz',
-                'shakespeare_lm': 'tiny_shakespeare.txt'}
+                'shakespeare_lm': 'tiny_shakespeare.txt',
+                'guide_lm': 'tiny_shakespeare.txt'}
 
 
 def test_every_config_is_listed():

@@ -216,3 +216,22 @@ def test_trainable_projection_folds_into_a_plain_table():
   assert not np.any(updates['embed']['embedding'])
   assert not np.any(updates['pos_embed'])
   assert np.all(updates['embed_proj'] != 0)
+
+
+def test_paper_scale_config_sizes():
+  """configs/guide_lm.py:scale=paper: a ~1.2B teacher and a ~0.4B student
+  that GUIDE can project into (checked on shapes only: nothing allocated)."""
+  from configs import guide_lm  # pylint: disable=g-import-not-at-top
+  c = guide_lm.get_config('scale=paper')
+  sizes = {}
+  for role, cfg in (('teacher', c.teacher.config), ('student', c)):
+    model = models.build(cfg.model_name, 65, cfg.model_dtype,
+                         **cfg.model.to_dict())
+    shapes = jax.eval_shape(lambda m=model: m.init(
+        jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32)))
+    sizes[role] = nn.meta.unbox(shapes['params'])
+  n = {r: sum(x.size for x in jax.tree.leaves(p)) / 1e9
+       for r, p in sizes.items()}
+  assert 1.1 < n['teacher'] < 1.3 and 0.35 < n['student'] < 0.45, n
+  guide.check_compatible(sizes['teacher'], sizes['student'], 'learned')
+  assert c.mesh.fsdp == -1 and c.model.scan_layers

@@ -45,6 +45,15 @@ def test_fsdp_stores_an_eighth_of_the_parameters(results):
   assert 0.125 <= ratio < 0.14, ratio
 
 
+def test_guide_projection_on_a_sharded_mesh(results):
+  """GUIDE projects a teacher sharded over fsdp x model into a sharded
+  student (LAuReL residuals) exactly as on one device."""
+  g = results['guide']
+  assert g['max_abs_diff'] < 1e-4     # float32 SVD, sharded reductions
+  assert g['student_sharded_leaves'] > 0
+  assert g['laurel_output_diff'] < 1e-4
+
+
 class FakeMesh:
   shape = {'data': 2, 'fsdp': 4, 'model': 1}
 
