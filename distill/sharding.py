@@ -99,6 +99,8 @@ def shardings_from_boxed(abstract_tree, mesh, rules=LOGICAL_RULES):
   metadata, optimizer scalars) are replicated.
   """
   def one(x):
+    if _is_box(x) and not hasattr(x.value, 'shape'):
+      return x.value      # an empty node (optax's MaskedNode): no arrays
     if _is_box(x):
       return NamedSharding(mesh, spec_for(x.value.shape, x.names, mesh, rules))
     return NamedSharding(mesh, P())

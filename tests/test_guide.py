@@ -235,3 +235,31 @@ def test_paper_scale_config_sizes():
   assert 1.1 < n['teacher'] < 1.3 and 0.35 < n['student'] < 0.45, n
   guide.check_compatible(sizes['teacher'], sizes['student'], 'learned')
   assert c.mesh.fsdp == -1 and c.model.scan_layers
+
+
+def test_guide_and_distillation_train_end_to_end(tmp_path):
+  """configs/guide_lm.py (runlocal): teacher, then a GUIDE-initialised
+  student with the trainable projection, distilled online; its frozen
+  teacher table stays the teacher's, and it folds into a plain student."""
+  import os  # pylint: disable=g-import-not-at-top
+  from conftest import shared_file  # pylint: disable=g-import-not-at-top
+  from configs import guide_lm  # pylint: disable=g-import-not-at-top
+  from distill import checkpoint, distillation  # pylint: disable=g-import-not-at-top
+  folder = os.path.dirname(shared_file('tiny_shakespeare.txt'))
+  c = guide_lm.get_config(f'init=guide,method=vanilla,runlocal,'
+                          f'trainable_projection,manual_dir={folder}')
+  summary = distillation.run(c, str(tmp_path))
+  assert summary['init'] == 'guide' and summary['student/step'] == 2
+  _, teacher, _ = checkpoint.load_trained(str(tmp_path / 'teacher'))
+  config, student, _ = checkpoint.load_trained(str(tmp_path / 'student'))
+  np.testing.assert_array_equal(student['params']['embed']['embedding'],
+                                teacher['params']['embed']['embedding'])
+  plain = dict(config.model.to_dict(), embed_from=0)
+  model = models.build('transformer_lm', 65, **plain)
+  tokens = jnp.zeros((1, 8), jnp.int32)
+  full = models.build('transformer_lm', 65, **config.model.to_dict())
+  np.testing.assert_allclose(
+      model.apply({'params': guide.fold_projection(student['params'])},
+                  tokens),
+      full.apply({'params': student['params']}, tokens), rtol=1e-5,
+      atol=1e-5)
