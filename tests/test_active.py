@@ -1,0 +1,110 @@
+"""Active-distillation selection: the RAD game against an exact LP, its
+limits, dependent rounding, and every strategy's contract."""
+import numpy as np
+import pytest
+from scipy.optimize import linprog
+
+from distill import active
+from distill.errors import ConfigError
+
+
+def lp_value(g, b, m):
+  """The game's optimum by LP (the top-m sum in its dual form):
+  max sum p g - m t - sum u  s.t.  u_i >= p_i g_i - t, u >= 0,
+  sum p = b, 0 <= p <= 1."""
+  n = len(g)
+  # variables: p (n), t (1), u (n); linprog minimises
+  cost = np.concatenate([-g, [m], np.ones(n)])
+  a_ub = np.hstack([np.diag(g), -np.ones((n, 1)), -np.eye(n)])
+  a_eq = np.concatenate([np.ones(n), [0.0], np.zeros(n)])[None]
+  bounds = [(0, 1)] * n + [(None, None)] + [(0, None)] * n
+  res = linprog(cost, A_ub=a_ub, b_ub=np.zeros(n), A_eq=a_eq, b_eq=[b],
+                bounds=bounds, method='highs')
+  assert res.status == 0
+  return -res.fun
+
+
+@pytest.mark.parametrize('seed', range(40))
+def test_rad_allocation_matches_the_exact_lp(seed):
+  rng = np.random.default_rng(seed)
+  n = int(rng.integers(5, 80))
+  g = rng.random(n) ** rng.uniform(0.3, 3)
+  b = int(rng.integers(1, n))
+  m = int(rng.integers(0, n))
+  p = active.rad_probabilities(g, b, m)
+  assert abs(p.sum() - b) < 1e-9
+  assert p.min() >= 0 and p.max() <= 1
+  ours, best = active.game_value(p, g, m), lp_value(g, b, m)
+  assert ours >= best - 1e-6 * max(1.0, abs(best)), (ours, best)
+
+
+def test_m_zero_is_margin_top_b():
+  rng = np.random.default_rng(0)
+  probs = rng.dirichlet(np.ones(10), size=200)
+  p = active.rad_probabilities(1 - active.margins(probs), 30, 0)
+  np.testing.assert_array_equal(np.flatnonzero(p), active.select(
+      'margin', 30, rng, probs=probs))
+  np.testing.assert_array_equal(
+      active.select('rad', 30, np.random.default_rng(1), probs=probs, m=0),
+      active.select('margin', 30, rng, probs=probs))
+
+
+def test_more_expected_errors_spread_the_budget():
+  g = np.random.default_rng(1).random(500)
+  support = [np.sum(active.rad_probabilities(g, 50, m) > 1e-9)
+             for m in (0, 10, 100, 300)]
+  assert support[0] == 50
+  assert support == sorted(support) and support[-1] > 100
+
+
+def test_depround_keeps_the_count_and_the_marginals():
+  rng = np.random.default_rng(0)
+  p = active.rad_probabilities(rng.random(40), 7, 10)
+  assert 0 < np.sum((p > 0) & (p < 1))          # fractional entries exist
+  draws = 20_000
+  counts = np.zeros(40)
+  for _ in range(draws):
+    chosen = active.depround(p, rng)
+    assert len(chosen) == 7 and len(np.unique(chosen)) == 7
+    counts[chosen] += 1
+  # binomial standard error <= 0.0036: allow 5 of them
+  np.testing.assert_allclose(counts / draws, p, atol=0.018)
+
+
+def test_depround_refuses_a_fractional_total():
+  with pytest.raises(ValueError, match='integer sum'):
+    active.depround(np.array([0.5, 0.7]), np.random.default_rng(0))
+
+
+@pytest.mark.parametrize('name', sorted(active.STRATEGIES))
+def test_every_strategy_returns_b_distinct_pool_indices(name):
+  rng = np.random.default_rng(0)
+  probs = rng.dirichlet(np.ones(10), size=300)
+  emb = rng.normal(size=(300, 8))
+  chosen = active.select(name, 25, rng, probs=probs, embeddings=emb,
+                         labeled_embeddings=emb[:5], m=40)
+  assert len(chosen) == 25 and len(np.unique(chosen)) == 25
+  assert chosen.min() >= 0 and chosen.max() < 300
+
+
+def test_margin_entropy_and_kcenter_pick_what_they_say():
+  probs = np.array([[0.9, 0.1, 0.0], [0.4, 0.35, 0.25], [0.5, 0.5, 0.0],
+                    [1.0, 0.0, 0.0]])
+  rng = np.random.default_rng(0)
+  np.testing.assert_array_equal(active.select('margin', 2, rng, probs=probs),
+                                [1, 2])
+  np.testing.assert_array_equal(active.select('entropy', 1, rng,
+                                              probs=probs), [1])
+  emb = np.array([[0.0], [0.1], [5.0], [10.0]])
+  np.testing.assert_array_equal(
+      active.select('kcenter', 1, rng, embeddings=emb,
+                    labeled_embeddings=np.array([[0.0]])), [3])
+
+
+def test_bad_strategy_and_budget_errors():
+  probs = np.full((10, 2), 0.5)
+  with pytest.raises(ConfigError, match='valid choices: entropy, kcenter, '
+                     'margin, rad, random'):
+    active.select('badge', 3, np.random.default_rng(0), probs=probs)
+  with pytest.raises(ConfigError, match='cannot select b=11 of a pool of 10'):
+    active.select('margin', 11, np.random.default_rng(0), probs=probs)
