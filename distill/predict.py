@@ -15,19 +15,32 @@ from distill import sharding
 from distill.data import pipeline
 
 
-def logits(model, variables, part, preprocess, mesh, batch_size):
-  """Model logits (float32) for every example of `part`, in order."""
+def logits(model, variables, part, preprocess, mesh, batch_size,
+           features=False):
+  """Model logits (float32) for every example of `part`, in order; with
+  `features=True` also the sown `pre_logits` (e.g. for k-center selection),
+  as a pair (logits, features)."""
   batch_sh = sharding.batch_sharding(mesh)
   shards = math.lcm(sharding.batch_shards(mesh), jax.process_count())
   batch_size = -(-batch_size // shards) * shards     # a multiple of shards
   rep = sharding.replicated(mesh)
   variables = jax.device_put(variables, rep)
-  apply = jax.jit(lambda v, x: model.apply(v, x, train=False),
-                  in_shardings=(rep, batch_sh), out_shardings=batch_sh)
+  def run(v, x):
+    if not features:
+      return model.apply(v, x, train=False)
+    out, inter = model.apply(v, x, train=False, mutable=['intermediates'])
+    return out, inter['intermediates']['pre_logits'][0]
+
+  apply = jax.jit(run, in_shardings=(rep, batch_sh), out_shardings=batch_sh)
   outs = []
   for batch in pipeline.eval_batches(part, batch_size, preprocess,
                                      jax.process_index(), jax.process_count()):
     x = sharding.put_batch(batch['inputs'], batch_sh)
     out = apply(variables, x)
-    outs.append(np.asarray(multihost_utils.process_allgather(out, tiled=True)))
-  return np.concatenate(outs)[:len(part)].astype(np.float32)
+    outs.append(jax.tree.map(np.asarray, multihost_utils.process_allgather(
+        out, tiled=True)))
+  if not outs:
+    raise ValueError('predict.logits: the part is empty')
+  joined = jax.tree.map(lambda *a: np.concatenate(a)[:len(part)].astype(
+      np.float32), *outs)
+  return joined

@@ -108,3 +108,65 @@ def test_bad_strategy_and_budget_errors():
     active.select('badge', 3, np.random.default_rng(0), probs=probs)
   with pytest.raises(ConfigError, match='cannot select b=11 of a pool of 10'):
     active.select('margin', 11, np.random.default_rng(0), probs=probs)
+
+
+# --- the active loop ------------------------------------------------------
+
+
+def _active_config(strategy, method='vanilla', teacher=''):
+  from configs import active_distill  # pylint: disable=g-import-not-at-top
+  c = active_distill.get_config(
+      f'dataset=digits,strategy={strategy},method={method},budget=60,'
+      f'per_round=20,initial=20,steps=20' + (f',teacher={teacher}'
+                                             if teacher else ''))
+  c.teacher.config.total_epochs = -1.0
+  c.teacher.config.total_steps = 40
+  c.progress = False
+  return c
+
+
+def test_teacher_runs_only_on_selected_points_and_resume_keeps_them(
+    tmp_path):
+  """rad + slam: the ledger's forward passes are exactly the selected pool
+  points (plus the validation pass); a run cut after round 1 resumes with
+  the same selections and the same final student."""
+  import json  # pylint: disable=g-import-not-at-top
+  from distill import active_distillation  # pylint: disable=g-import-not-at-top
+  work = tmp_path / 'run'
+  out = active_distillation.run(_active_config('rad', 'slam'), str(work))
+  state = json.loads((work / 'rounds.json').read_text())
+  selected = state['initial'] + sum((r['chosen'] for r in state['rounds']),
+                                    [])
+  assert len(selected) == len(set(selected)) == 60
+  ledger = np.load(work / 'ledger.npz')
+  assert sorted(ledger['positions'].tolist()) == sorted(selected)
+  assert int(ledger['forward_passes']) == 60 == out['forward_passes']
+  assert out['validation_forward_passes'] == 150
+  assert [r['queries'] for r in state['rounds']] == [20, 40]
+  assert state['final']['queries'] == 60 and state['m'] > 0
+  # cut after round 1: forget rounds >= 1 and the later students
+  import shutil  # pylint: disable=g-import-not-at-top
+  cut = dict(state, rounds=state['rounds'][:1])
+  cut.pop('final')
+  (work / 'rounds.json').write_text(json.dumps(cut))
+  for r in (1, 2):
+    shutil.rmtree(work / f'round{r}')
+  again = active_distillation.run(_active_config('rad', 'slam'), str(work))
+  state2 = json.loads((work / 'rounds.json').read_text())
+  assert [r['chosen'] for r in state2['rounds']] == [
+      r['chosen'] for r in state['rounds']]
+  assert again['round2/test_accuracy'] == out['round2/test_accuracy']
+  assert again['forward_passes'] == 60      # nothing queried twice
+
+
+def test_active_budget_errors(tmp_path):
+  from distill import active_distillation  # pylint: disable=g-import-not-at-top
+  c = _active_config('margin')
+  c.active.budget = 10_000
+  with pytest.raises(ConfigError, match='active.budget=10000 exceeds the '
+                     'pool'):
+    active_distillation.run(c, str(tmp_path))
+  c = _active_config('margin')
+  c.active.initial = 0
+  with pytest.raises(ConfigError, match=r'active.initial=0 must be in \[1'):
+    active_distillation.run(c, str(tmp_path))

@@ -1,0 +1,61 @@
+"""Active distillation under a teacher-query budget (RAD and baselines).
+
+    python -m launch.main --config=configs/active_distill.py:dataset=mnist5k,strategy=rad \
+        --workdir=/tmp/distill/active_rad
+
+Builds on the dataset's distillation config (teacher on `labeled` examples,
+student architecture, validation split) and adds the `active` block
+(distill/active_distillation.py). Arguments: dataset (digits | mnist5k |
+cifar10), strategy (random | margin | entropy | kcenter | rad), method (the
+student's loss: vanilla, hard, slam, ...), budget (total pool queries),
+per_round, initial, steps (student steps per round), warm_start, labeled,
+seed, teacher (a trained teacher's workdir), runlocal, manual_dir.
+"""
+from configs import cifar10_distill
+from configs import common
+from configs import digits_distill
+from configs import mnist5k_distill
+from distill import active_distillation
+from distill.errors import check_choice
+
+BASES = {'digits': digits_distill, 'mnist5k': mnist5k_distill,
+         'cifar10': cifar10_distill}
+DEFAULTS = {  # labeled, budget (initial included), per_round, initial,
+              # student steps per round
+    'digits': (100, 400, 100, 100, 150),
+    'mnist5k': (200, 1500, 300, 300, 300),
+    'cifar10': (2500, 15000, 3500, 1000, 400),
+}
+
+
+def get_config(arg=None):
+  arg = common.parse_arg(arg, dataset='mnist5k', strategy='rad',
+                         method='vanilla', budget=-1, per_round=-1,
+                         initial=-1, steps=-1, labeled=-1, warm_start=False,
+                         seed=0, teacher='', runlocal=False,
+                         manual_dir='../shared/datasets')
+  check_choice('active_distill dataset', arg.dataset, BASES)
+  labeled, budget, per_round, initial, steps = DEFAULTS[arg.dataset]
+  pick = lambda v, d: d if v < 0 else v  # noqa: E731
+  base_arg = (f'method={arg.method},labeled={pick(arg.labeled, labeled)},'
+              f'seed={arg.seed}' + (f',teacher={arg.teacher}'
+                                    if arg.teacher else '')
+              + (',runlocal' if arg.runlocal else ''))
+  if arg.dataset == 'cifar10':
+    base_arg += f',manual_dir={arg.manual_dir}'
+  c = BASES[arg.dataset].get_config(base_arg)
+  c.total_epochs = -1.0
+  c.total_steps = pick(arg.steps, steps)
+  c.eval_every_epochs = -1.0
+  c.eval_every_steps = -1
+  c.eval_splits = 'test'
+  c.active = active_distillation.active_defaults()
+  c.active.strategy = arg.strategy
+  c.active.budget = pick(arg.budget, budget)
+  c.active.per_round = pick(arg.per_round, per_round)
+  c.active.initial = pick(arg.initial, initial)
+  c.active.warm_start = arg.warm_start
+  if arg.runlocal:
+    c.total_steps = 2
+    c.active.budget, c.active.per_round, c.active.initial = 8, 4, 4
+  return c

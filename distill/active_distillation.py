@@ -1,0 +1,259 @@
+"""Active distillation, round by round, under a budget of teacher queries.
+
+    python -m launch.main --config=configs/active_distill.py:strategy=rad \
+        --workdir=/tmp/distill/active_rad
+
+A config with a `teacher` block and an `active` block runs:
+1. the teacher (trained on the labeled part, or loaded), as in
+   `distill/distillation.py`;
+2. the teacher on the validation part (queries counted): its accuracy gives
+   m, the expected number of pool points it mislabels (RAD's adversary);
+3. an initial set of `active.initial` random pool points, queried;
+4. for each round: a student trains on the points queried so far (their
+   teacher outputs; from scratch, or from the previous round's student with
+   `active.warm_start`); one sharded pass of the student over the pool gives
+   the inputs of the strategy (`distill/active.py`: probabilities, and
+   features for k-center); the strategy picks `active.per_round` points;
+   only those are sent to the teacher. Rounds continue until
+   `active.budget` queries were made, and a last student trains on them.
+
+The teacher is only ever run on the validation part and on selected pool
+points: `ledger.npz` holds every queried pool position with its logits and
+the count of teacher forward passes. `rounds.json` (written atomically after
+each round) holds the selections and each round's student test accuracy,
+number of queries, and the share of queried points the teacher labels
+wrongly (from the pool's true labels, read for this diagnostic only). A
+killed run resumes at its last finished round with the same selections.
+"""
+import json
+import os
+
+import ml_collections
+import numpy as np
+
+import models
+from distill import active
+from distill import distillation
+from distill import methods
+from distill import predict
+from distill import sharding
+from distill import train
+from distill.data import datasets
+from distill.data import pipeline
+from distill.errors import ConfigError, check_choice
+
+
+def active_defaults():
+  """The `config.active` block, with defaults."""
+  return ml_collections.ConfigDict(dict(
+      strategy='rad',       # random | margin | entropy | kcenter | rad
+      budget=1000,          # total teacher queries on the pool, initial
+                            # set included
+      per_round=250,        # queries per round (b)
+      initial=250,          # random pool points queried before round 1
+      warm_start=False,     # next round's student starts from this one's
+      m=-1,                 # RAD's expected mislabeled points; -1: from
+                            # the teacher's validation error x pool size
+  ))
+
+
+class Ledger:
+  """Teacher outputs of the pool points queried so far, on disk; the only
+  way this pipeline runs the teacher on the pool."""
+
+  def __init__(self, path, teacher_fn):
+    self.path = path
+    self.teacher_fn = teacher_fn
+    self.positions = np.zeros(0, np.int64)
+    self.logits = None
+    self.forward_passes = 0
+    if os.path.exists(path):
+      with np.load(path) as f:
+        self.positions = f['positions']
+        self.logits = f['logits']
+        self.forward_passes = int(f['forward_passes'])
+
+  def query(self, positions):
+    positions = np.asarray(positions, np.int64)
+    new = np.setdiff1d(positions, self.positions)
+    if len(new):
+      out = self.teacher_fn(new)
+      self.forward_passes += len(new)
+      self.positions = np.concatenate([self.positions, new])
+      self.logits = out if self.logits is None else np.concatenate(
+          [self.logits, out])
+      tmp = self.path + '.tmp.npz'
+      np.savez(tmp, positions=self.positions, logits=self.logits,
+               forward_passes=self.forward_passes)
+      os.replace(tmp, self.path)
+    return self.lookup(positions)
+
+  def lookup(self, positions):
+    where = {int(p): i for i, p in enumerate(self.positions)}
+    missing = [int(p) for p in positions if int(p) not in where]
+    if missing:
+      raise KeyError(f'pool positions never queried: {missing[:5]}')
+    return self.logits[[where[int(p)] for p in positions]]
+
+
+def _check(config, pool_size):
+  a = config.active
+  check_choice('active.strategy', a.strategy, active.STRATEGIES)
+  for name in ('budget', 'per_round'):
+    if a[name] <= 0:
+      raise ConfigError(f'active.{name}={a[name]} must be positive')
+  if not 0 < a.initial <= a.budget:
+    raise ConfigError(f'active.initial={a.initial} must be in [1, '
+                      f'active.budget={a.budget}] (the first student needs '
+                      'queried points)')
+  if a.budget > pool_size:
+    raise ConfigError(f'active.budget={a.budget} exceeds the pool of '
+                      f'{pool_size} unlabeled examples')
+
+
+def _write_json(path, obj):
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=1, sort_keys=True)
+  os.replace(tmp, path)
+
+
+def _softmax(x):
+  e = np.exp(x - x.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+def _labels(part):
+  return part.get(np.arange(len(part)))['label']
+
+
+def run(config, workdir):
+  """The active loop; returns (and writes) `rounds.json`'s content."""
+  if config.method not in methods.DISTILLATION:
+    raise ConfigError(f'method {config.method!r} does not learn from a '
+                      'teacher; valid choices: '
+                      f'{", ".join(sorted(methods.DISTILLATION))}')
+  os.makedirs(workdir, exist_ok=True)
+  data = train.load_data(config.data)
+  pool = data.parts['unlabeled']
+  _check(config, len(pool))
+  a = config.active
+  teacher = distillation._teacher(config, workdir, data)  # pylint: disable=protected-access
+  if teacher is None:
+    return {'preempted': True}
+  t_config, t_vars, _, _ = teacher
+  t_model = models.build(t_config.model_name, data.num_classes,
+                         t_config.model_dtype, **t_config.model.to_dict())
+  mesh = sharding.make_mesh(config.mesh)
+  preprocess = pipeline.preprocessor(data.spec,
+                                     image_size=config.data.image_size)
+  batch = config.distill.predict_batch_size
+
+  def teacher_on(part):
+    return predict.logits(t_model, t_vars, part, preprocess, mesh, batch)
+
+  ledger = Ledger(os.path.join(workdir, 'ledger.npz'),
+                  lambda pos: teacher_on(datasets.Subset(pool, pos)))
+  rounds_path = os.path.join(workdir, 'rounds.json')
+  state = {'rounds': []}
+  if os.path.exists(rounds_path):
+    with open(rounds_path) as f:
+      state = json.load(f)
+  val_labels = _labels(data.parts['validation'])
+  val_path = os.path.join(workdir, 'validation_logits.npy')
+  if not os.path.exists(val_path):
+    val_logits = teacher_on(data.parts['validation'])
+    with open(val_path + '.tmp', 'wb') as f:
+      np.save(f, val_logits)
+    os.replace(val_path + '.tmp', val_path)
+    state['validation_forward_passes'] = len(val_labels)
+  val_logits = np.load(val_path)
+  state['teacher_val_accuracy'] = float(np.mean(
+      val_logits.argmax(-1) == val_labels))
+  m = (a.m if a.m >= 0 else active.expected_errors(
+      state['teacher_val_accuracy'], len(pool)))
+  state['m'] = m
+  pool_labels = _labels(pool)            # diagnostics only
+  rng0 = np.random.default_rng([config.seed, 0])
+  if 'initial' not in state:
+    state['initial'] = (np.sort(rng0.choice(len(pool), a.initial,
+                                            replace=False)).tolist()
+                        if a.initial else [])
+    ledger.query(state['initial'])
+    _write_json(rounds_path, state)
+  selected = list(state['initial'])
+  for r in state['rounds']:
+    selected += r['chosen']
+  n_rounds = -(-(a.budget - a.initial) // a.per_round)
+  previous = None
+  for r in range(n_rounds + 1):
+    done = r < len(state['rounds'])
+    if done and r < n_rounds:
+      previous = os.path.join(workdir, f'round{r}')
+      continue
+    s_dir = os.path.join(workdir, f'round{r}')
+    queried = np.asarray(sorted(set(selected)), np.int64)
+    targets = {'logits': ledger.lookup(queried)}
+    fitted, _ = distillation._fit(  # pylint: disable=protected-access
+        config, _softmax(val_logits), val_labels,
+        _softmax(targets['logits']))
+    targets.update(fitted)          # weighted: weights; slam: alpha, k
+    s_config = distillation._student_config(config)  # pylint: disable=protected-access
+    if a.warm_start and previous:
+      s_config.init_from = previous
+    print(f'== round {r}: student on {len(queried)} queried points '
+          f'({config.method})', flush=True)
+    trainer = train.Trainer(s_config, s_dir, data=data,
+                            train_part=datasets.WithTargets(
+                                datasets.Subset(pool, queried), targets))
+    final = trainer.run()
+    if final.get('preempted'):
+      return final
+    wrong = float(np.mean(targets['logits'].argmax(-1) !=
+                          pool_labels[queried]))
+    record = {'round': r, 'queries': int(len(queried)),
+              'test_accuracy': final.get('test/accuracy'),
+              'teacher_wrong_share': wrong,
+              'forward_passes': ledger.forward_passes}
+    if r == n_rounds:
+      state['final'] = record
+      _write_json(rounds_path, state)
+      break
+    rest = np.setdiff1d(np.arange(len(pool)), queried)
+    variables = {'params': trainer.state.params, **trainer.state.model_state}
+    probs_logits, feats = predict.logits(
+        trainer.model, variables, datasets.Subset(pool, rest), preprocess,
+        mesh, batch, features=True)
+    labeled_feats = None
+    if a.strategy == 'kcenter':
+      _, labeled_feats = predict.logits(
+          trainer.model, variables, datasets.Subset(pool, queried),
+          preprocess, mesh, batch, features=True)
+    b = min(a.per_round, a.budget - len(queried))
+    rng = np.random.default_rng([config.seed, r + 1])
+    probs = _softmax(probs_logits)
+    chosen = rest[active.select(a.strategy, b, rng, probs=probs,
+                                embeddings=feats,
+                                labeled_embeddings=labeled_feats, m=m)]
+    chosen_logits = ledger.query(chosen)
+    record.update(chosen=[int(i) for i in chosen],
+                  chosen_teacher_wrong_share=float(np.mean(
+                      chosen_logits.argmax(-1) != pool_labels[chosen])))
+    state['rounds'].append(record)
+    _write_json(rounds_path, state)
+    selected += record['chosen']
+    previous = s_dir
+  state['forward_passes'] = ledger.forward_passes
+  _write_json(rounds_path, state)
+  return summary(state)
+
+
+def summary(state):
+  """rounds.json without the selections: one line per round."""
+  keep = ('queries', 'test_accuracy', 'teacher_wrong_share',
+          'chosen_teacher_wrong_share')
+  out = {k: state[k] for k in ('m', 'teacher_val_accuracy', 'forward_passes',
+                               'validation_forward_passes') if k in state}
+  for r in state['rounds'] + [state['final']]:
+    out.update({f'round{r["round"]}/{k}': r[k] for k in keep if k in r})
+  return out
