@@ -7,7 +7,7 @@ machine (one run; absolute figures printed only as context).
 
 Models: the CIFAR ResNet-8 (width 0.5, r=2) and the 6-layer character LM
 (width 64, r=8) of the LAuReL tables (experiments/laurel.py), on synthetic
-inputs of the real shapes. Step time is the median over `rounds` rounds,
+inputs of the real shapes. Step time is the best of `rounds` rounds,
 interleaved across variants so that machine drift affects all alike; peak
 memory is XLA's compiled estimate for the jitted train step (arguments +
 outputs + temporaries - donated aliases).

@@ -1,5 +1,6 @@
 """Train-step cost of model variants, measured in one process: parameters,
-median step time over interleaved rounds, and XLA's peak-memory estimate.
+the best step time over interleaved rounds (the least disturbed by
+other load), and XLA's peak-memory estimate.
 Used by experiments/laurel.py (cost columns) and experiments/bench_laurel.py.
 """
 import time
@@ -83,7 +84,7 @@ def measure(configs, data, steps=10, rounds=3):
       run['times'].append((time.perf_counter() - start) / steps)
       run['state'] = state
   return {label: dict(params=run['params'], peak_bytes=run['peak_bytes'],
-                      step_s=float(np.median(run['times'])))
+                      step_s=float(np.min(run['times'])))
           for label, run in runs.items()}
 
 
