@@ -22,8 +22,8 @@ def run_launcher(*args):
 @pytest.mark.parametrize('flag,expected', [
     ('--config.optimizer.lrr=0.1',
      "error: unknown config key 'optimizer.lrr'; valid choices in "
-     'config.optimizer: b1, b2, grad_clip, lr, momentum, name, nesterov, '
-     'weight_decay'),
+     'config.optimizer: b1, b2, frozen, grad_clip, lr, momentum, name, '
+     'nesterov, weight_decay'),
     ('--config.modle_name=mlp', "error: unknown config key 'modle_name'"),
     ('--config.model_name=vit',
      "error: unknown model 'vit'; valid choices: cnn, mlp, resnet, "
