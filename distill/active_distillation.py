@@ -118,15 +118,6 @@ def _write_json(path, obj):
   os.replace(tmp, path)
 
 
-def _softmax(x):
-  e = np.exp(x - x.max(-1, keepdims=True))
-  return e / e.sum(-1, keepdims=True)
-
-
-def _labels(part):
-  return part.get(np.arange(len(part)))['label']
-
-
 def run(config, workdir):
   """The active loop; returns (and writes) `rounds.json`'s content."""
   if config.method not in methods.DISTILLATION:
@@ -159,7 +150,7 @@ def run(config, workdir):
   if os.path.exists(rounds_path):
     with open(rounds_path) as f:
       state = json.load(f)
-  val_labels = _labels(data.parts['validation'])
+  val_labels = distillation._labels(data.parts['validation'])
   val_path = os.path.join(workdir, 'validation_logits.npy')
   if not os.path.exists(val_path):
     val_logits = teacher_on(data.parts['validation'])
@@ -173,7 +164,7 @@ def run(config, workdir):
   m = (a.m if a.m >= 0 else active.expected_errors(
       state['teacher_val_accuracy'], len(pool)))
   state['m'] = m
-  pool_labels = _labels(pool)            # diagnostics only
+  pool_labels = distillation._labels(pool)            # diagnostics only
   rng0 = np.random.default_rng([config.seed, 0])
   if 'initial' not in state:
     state['initial'] = (np.sort(rng0.choice(len(pool), a.initial,
@@ -195,8 +186,8 @@ def run(config, workdir):
     queried = np.asarray(sorted(set(selected)), np.int64)
     targets = {'logits': ledger.lookup(queried)}
     fitted, _ = distillation._fit(  # pylint: disable=protected-access
-        config, _softmax(val_logits), val_labels,
-        _softmax(targets['logits']))
+        config, distillation._softmax(val_logits), val_labels,
+        distillation._softmax(targets['logits']))
     targets.update(fitted)          # weighted: weights; slam: alpha, k
     s_config = distillation._student_config(config)  # pylint: disable=protected-access
     if a.warm_start and previous:
@@ -231,7 +222,7 @@ def run(config, workdir):
           preprocess, mesh, batch, features=True)
     b = min(a.per_round, a.budget - len(queried))
     rng = np.random.default_rng([config.seed, r + 1])
-    probs = _softmax(probs_logits)
+    probs = distillation._softmax(probs_logits)
     chosen = rest[active.select(a.strategy, b, rng, probs=probs,
                                 embeddings=feats,
                                 labeled_embeddings=labeled_feats, m=m)]

@@ -27,6 +27,7 @@ from absl import logging
 from configs import active_distill
 from distill import active_distillation
 from distill import train
+from experiments import plotting
 
 STRATEGIES = ('random', 'margin', 'entropy', 'kcenter', 'rad')
 TABLES = {
@@ -119,12 +120,8 @@ def markdown(name, states, seeds, seconds):
 
 
 def plot(name, states, seeds, path):
-  try:
-    import matplotlib  # pylint: disable=g-import-not-at-top
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    print('matplotlib is not installed: no plot')
+  plt = plotting.pyplot()
+  if plt is None:
     return
   fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4))
   for strategy, (q, mean, std, wrong) in curves(states, seeds).items():

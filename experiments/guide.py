@@ -30,6 +30,7 @@ from configs import guide_lm
 from distill import distillation
 from distill import logging_utils
 from distill import train
+from experiments import plotting
 
 REGIMES = {'random': dict(init='', method='supervised'),
            'kd': dict(init='', method='vanilla'),
@@ -126,12 +127,8 @@ def markdown(teacher, cells, seeds, args, seconds):
 
 
 def plot(teacher, cells, seeds, path):
-  try:
-    import matplotlib  # pylint: disable=g-import-not-at-top
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    print('matplotlib is not installed: no plot')
+  plt = plotting.pyplot()
+  if plt is None:
     return
   fig, ax = plt.subplots(figsize=(6.5, 4))
   for regime in REGIMES:

@@ -28,6 +28,7 @@ from absl import logging
 from configs import cifar10_teacher, common, shakespeare_lm
 from distill import train
 from experiments import costs as cost_lib
+from experiments import plotting
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
 
@@ -210,12 +211,8 @@ def markdown(name, table, cells, cost, seconds):
 
 
 def plot(name, table, cells, cost, path):
-  try:
-    import matplotlib  # pylint: disable=g-import-not-at-top
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    print('matplotlib is not installed: no plot')
+  plt = plotting.pyplot()
+  if plt is None:
     return
   scale = 100.0 if table['higher'] else 1.0
   ylabel = 'test accuracy (%)' if table['higher'] else 'test loss (nats/char)'

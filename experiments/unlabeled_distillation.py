@@ -27,6 +27,7 @@ from absl import logging
 from configs import common
 from distill import distillation
 from distill import train
+from experiments import plotting
 
 ALL_METHODS = ('vanilla', 'hard', 'weighted', 'slam', 'taylor_ce',
                'pseudo_label')
@@ -200,12 +201,8 @@ def table_markdown(name, spec, cells, seconds):
 
 
 def plot(name, spec, cells, path):
-  try:
-    import matplotlib  # pylint: disable=g-import-not-at-top
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    print('matplotlib is not installed: no plot (pip install -e .[plot])')
+  plt = plotting.pyplot()
+  if plt is None:
     return
   fig, ax = plt.subplots(figsize=(6, 4))
   for row in ['teacher', 'labels_only'] + list(spec['methods']):
