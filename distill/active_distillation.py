@@ -53,7 +53,9 @@ def active_defaults():
       initial=250,          # random pool points queried before round 1
       warm_start=False,     # next round's student starts from this one's
       m=-1,                 # RAD's expected mislabeled points; -1: from
-                            # the teacher's validation error x pool size
+                            # the teacher's validation error rate x m_over
+      m_over='pool',        # pool: error x unlabeled pool size (the spec's
+                            # reading); round: error x this round's b
   ))
 
 
@@ -96,9 +98,13 @@ class Ledger:
     return self.logits[[where[int(p)] for p in positions]]
 
 
+M_OVER = ('pool', 'round')
+
+
 def _check(config, pool_size):
   a = config.active
   check_choice('active.strategy', a.strategy, active.STRATEGIES)
+  check_choice('active.m_over', a.m_over, M_OVER)
   for name in ('budget', 'per_round'):
     if a[name] <= 0:
       raise ConfigError(f'active.{name}={a[name]} must be positive')
@@ -161,9 +167,12 @@ def run(config, workdir):
   val_logits = np.load(val_path)
   state['teacher_val_accuracy'] = float(np.mean(
       val_logits.argmax(-1) == val_labels))
-  m = (a.m if a.m >= 0 else active.expected_errors(
-      state['teacher_val_accuracy'], len(pool)))
-  state['m'] = m
+  def expected_errors(b):
+    if a.m >= 0:
+      return a.m
+    return active.expected_errors(state['teacher_val_accuracy'],
+                                  len(pool) if a.m_over == 'pool' else b)
+  state['m'] = expected_errors(a.per_round)
   pool_labels = distillation._labels(pool)            # diagnostics only
   rng0 = np.random.default_rng([config.seed, 0])
   if 'initial' not in state:
@@ -225,7 +234,8 @@ def run(config, workdir):
     probs = distillation._softmax(probs_logits)
     chosen = rest[active.select(a.strategy, b, rng, probs=probs,
                                 embeddings=feats,
-                                labeled_embeddings=labeled_feats, m=m)]
+                                labeled_embeddings=labeled_feats,
+                                m=expected_errors(b))]
     chosen_logits = ledger.query(chosen)
     record.update(chosen=[int(i) for i in chosen],
                   chosen_teacher_wrong_share=float(np.mean(

@@ -170,3 +170,17 @@ def test_active_budget_errors(tmp_path):
   c.active.initial = 0
   with pytest.raises(ConfigError, match=r'active.initial=0 must be in \[1'):
     active_distillation.run(c, str(tmp_path))
+
+
+def test_m_over_round_takes_the_error_rate_over_b(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  from distill import active_distillation  # pylint: disable=g-import-not-at-top
+  c = _active_config('rad')
+  c.active.budget, c.active.m_over = 40, 'round'
+  active_distillation.run(c, str(tmp_path / 'run'))
+  state = json.loads((tmp_path / 'run' / 'rounds.json').read_text())
+  assert state['m'] == active.expected_errors(state['teacher_val_accuracy'],
+                                              20)
+  c.active.m_over = 'batch'
+  with pytest.raises(ConfigError, match="unknown active.m_over 'batch'; valid choices: pool, round"):
+    active_distillation.run(c, str(tmp_path / 'other'))
