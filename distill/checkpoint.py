@@ -47,6 +47,41 @@ class Checkpointer:
             extra=ocp.args.JsonRestore()))
     return out.state, out.extra
 
+  def restore_latest_good(self, abstract_state):
+    """(step, state, extra) of the newest checkpoint that reads back.
+
+    A checkpoint that fails to restore (truncated or corrupted files) is
+    moved aside to `checkpoints_unreadable/<step>` (kept for inspection,
+    never deleted), the run says so, and the next older one is tried.
+    Returns (None, None, None) when no checkpoint is readable.
+    """
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        state, extra = self.restore(abstract_state, step)
+        return step, state, extra
+      except Exception as e:  # pylint: disable=broad-except
+        reason = str(e).strip().splitlines()[0][:200] if str(e) else (
+            type(e).__name__)
+        aside = self._set_aside(step)
+        print(f'checkpoint at step {step} is unreadable ({reason}); moved '
+              f'it to {aside} and falling back to the previous one.',
+              flush=True)
+    return None, None, None
+
+  def _set_aside(self, step):
+    """Moves an unreadable step out of the manager's sight (main process)."""
+    src = os.path.join(self.directory, str(step))
+    dst_root = self.directory + '_unreadable'
+    dst = os.path.join(dst_root, str(step))
+    if jax.process_index() == 0 and os.path.exists(src):
+      os.makedirs(dst_root, exist_ok=True)
+      n = 1
+      while os.path.exists(dst):
+        dst, n = os.path.join(dst_root, f'{step}.{n}'), n + 1
+      os.replace(src, dst)
+    self.manager.reload()
+    return dst
+
   def wait(self):
     self.manager.wait_until_finished()
 

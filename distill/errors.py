@@ -1,4 +1,5 @@
-"""The one exception type for bad user input (configs, flags, paths)."""
+"""Exceptions the entry point turns into one-line messages: bad user input
+(configs, flags, paths) and a diverged run."""
 
 
 class ConfigError(ValueError):
@@ -12,3 +13,8 @@ def check_choice(what, value, choices):
     raise ConfigError(f'unknown {what} {value!r}; valid choices: '
                       f'{", ".join(map(str, choices))}')
   return value
+
+
+class Diverged(FloatingPointError):
+  """The training loss became NaN or infinite; names the step. The run
+  stops without saving, so the last good checkpoint stays the newest."""

@@ -41,6 +41,7 @@ from distill.data import datasets
 from distill.data import pipeline
 from distill.data import splits
 from distill.errors import ConfigError
+from distill.errors import Diverged
 from distill.logging_utils import MetricWriter, format_duration
 
 
@@ -322,9 +323,12 @@ class Trainer:
     checkpointer = ckpt_lib.Checkpointer(workdir, config.keep_checkpoints)
     extra = {'data': {'next_step': 0}, 'chrono': {'train_seconds': 0.0}}
     start = 0
+    restored = (None,)
     if checkpointer.latest_step() is not None:
       target = ckpt_lib.abstract_like(self.state, self.state_sharding)
-      self.state, extra = checkpointer.restore(target)
+      restored = checkpointer.restore_latest_good(target)
+    if restored[0] is not None:
+      _, self.state, extra = restored
       start = int(jax.device_get(self.state.step))
       if extra['data']['next_step'] != start:
         raise RuntimeError(f'checkpoint at step {start} holds data position '
@@ -356,12 +360,13 @@ class Trainer:
         step += 1
         window_steps += 1
         last = step == self.total_steps
+        stop = preempted.is_set()
+        saving = step % config.checkpoint_every_steps == 0 or last or stop
+        if step % config.log_every_steps == 0 or last or saving:
+          _check_finite(pending, step, checkpointer)
         if step % config.log_every_steps == 0 or last:
           logs = _reduce(pending)
           pending = []
-          if not np.isfinite(logs['train/loss']):
-            raise FloatingPointError(f'loss is {logs["train/loss"]} at step '
-                                     f'{step}')
           elapsed = time.time() - window_start
           train_seconds += elapsed
           logs['examples_per_sec'] = window_steps * config.batch_size / elapsed
@@ -379,8 +384,7 @@ class Trainer:
           t0 = time.time()
           writer.write(step, self.evaluate(eval_names))
           window_start += time.time() - t0
-        stop = preempted.is_set()
-        if step % config.checkpoint_every_steps == 0 or last or stop:
+        if saving:
           extra = {'data': batches.state(),
                    'chrono': {'train_seconds': train_seconds}}
           checkpointer.save(step, self.state, extra, force=True)
@@ -400,6 +404,21 @@ class Trainer:
       preempted.restore()
       writer.close()
       checkpointer.close()
+
+
+def _check_finite(pending, step, checkpointer):
+  """Raises Diverged naming the first step of `pending` (the steps up to
+  `step`) whose loss is not finite; nothing is saved after it."""
+  losses = np.array([float(m['loss'][0]) for m in jax.device_get(pending)])
+  bad = np.flatnonzero(~np.isfinite(losses))
+  if len(bad):
+    first = step - len(losses) + 1 + int(bad[0])
+    kept = checkpointer.latest_step()
+    raise Diverged(f'loss is {losses[bad[0]]} at step {first}; stopped '
+                   'without saving'
+                   + (f', the last good checkpoint (step {kept}) is kept in '
+                      f'{checkpointer.directory}' if kept is not None
+                      else ' (no checkpoint yet)'))
 
 
 def _reduce(pending):

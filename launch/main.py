@@ -37,13 +37,16 @@ def main(argv):
   tfds.disable_progress_bar()
   if _MULTIHOST.value:
     jax.distributed.initialize()
-  from distill.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  from distill.errors import ConfigError, Diverged  # pylint: disable=g-import-not-at-top
   from distill.run import execute  # pylint: disable=g-import-not-at-top
   try:
     result = execute(_CONFIG.value, _WORKDIR.value)
   except ConfigError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
+  except Diverged as e:
+    print(f'diverged: {e}', file=sys.stderr)
+    sys.exit(3)
   if result.get('preempted'):
     sys.exit(143)
   if jax.process_index() == 0:

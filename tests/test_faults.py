@@ -1,0 +1,101 @@
+"""Faults that must lose nothing: a corrupted or truncated latest checkpoint
+falls back to the previous good one, and a NaN loss stops the run naming the
+step without overwriting the last good checkpoint. (kill -9 and SIGTERM
+during training: tests/test_checkpoint.py; during distillation and an active
+round: tests/test_distillation.py, tests/test_active.py.)"""
+import json
+import os
+
+import jax.numpy as jnp
+import pytest
+
+from configs import common, digits_teacher
+from distill import train
+from distill.errors import Diverged
+
+
+def _config(steps):
+  return common.override(digits_teacher.get_config(), {
+      'total_steps': steps, 'total_epochs': -1.0, 'eval_every_epochs': -1.0,
+      'checkpoint_every_steps': 50, 'log_every_steps': 50,
+      'keep_checkpoints': 3, 'tensorboard': False, 'progress': False})
+
+
+def _steps(workdir, sub='checkpoints'):
+  d = os.path.join(workdir, sub)
+  return sorted(int(s.split('.')[0]) for s in os.listdir(d)
+                if s.split('.')[0].isdigit()) if os.path.isdir(d) else []
+
+
+def _final(workdir):
+  with open(os.path.join(workdir, 'final_metrics.json')) as f:
+    m = json.load(f)
+  m.pop('train_seconds')
+  return m
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('reference'))
+  train.train(_config(150), workdir)
+  return workdir
+
+
+def _truncate(path):
+  for root, _, files in os.walk(path):
+    for name in files:
+      full = os.path.join(root, name)
+      size = os.path.getsize(full)
+      with open(full, 'r+b') as f:
+        f.truncate(size // 2)
+
+
+def _garble(path):
+  for root, _, files in os.walk(path):
+    for name in files:
+      full = os.path.join(root, name)
+      size = os.path.getsize(full)
+      with open(full, 'r+b') as f:
+        f.write(b'\x00garbage' * max(1, size // 8))
+
+
+@pytest.mark.parametrize('damage', [_truncate, _garble])
+def test_unreadable_latest_checkpoint_falls_back_to_the_previous(
+    reference, tmp_path, capsys, damage):
+  workdir = str(tmp_path)
+  train.train(_config(150), workdir)
+  assert _steps(workdir) == [50, 100, 150]
+  os.remove(os.path.join(workdir, 'final_metrics.json'))
+  damage(os.path.join(workdir, 'checkpoints', '150'))
+  # the same command again: resumes from step 100 and redoes 100..150
+  final = train.train(_config(150), workdir)
+  out = capsys.readouterr().out
+  assert 'checkpoint at step 150 is unreadable' in out, out[-2000:]
+  assert 'falling back to the previous one' in out
+  assert 'at step 100.' in out
+  assert _steps(workdir, 'checkpoints_unreadable') == [150]   # kept aside
+  assert final['step'] == 150
+  assert _final(workdir) == _final(reference)
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(
+    tmp_path):
+  workdir = str(tmp_path)
+  trainer = train.Trainer(_config(150), workdir)
+  step_fn = trainer.train_step
+
+  def poisoned(state, batch):          # loss is NaN from step 62 on
+    state, metrics = step_fn(state, batch)
+    s, c = metrics['loss']
+    bad = jnp.where(state.step >= 62, jnp.nan, 0.0)
+    return state, dict(metrics, loss=(s + bad, c))
+
+  trainer.train_step = poisoned
+  with pytest.raises(Diverged, match=r'loss is nan at step 62; stopped '
+                     r'without saving, the last good checkpoint \(step 50\)'):
+    trainer.run()
+  assert _steps(workdir) == [50]
+  assert not os.path.exists(os.path.join(workdir, 'final_metrics.json'))
+  # the kept checkpoint still restores: a clean rerun resumes from it
+  final = train.train(_config(150), workdir)
+  assert final['step'] == 150
