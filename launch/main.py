@@ -8,7 +8,13 @@
 `--config=FILE:ARG` passes ARG to the file's `get_config(arg)`; any
 `--config.KEY=VALUE` overrides a key (unknown keys are an error). Rerunning
 the same command resumes from the workdir's newest checkpoint. On a multi-host
-TPU slice pass `--multihost` (or set DISTILL_MULTIHOST=1) on every host.
+TPU slice pass `--multihost` (or set DISTILL_MULTIHOST=1) on every host
+(launch/tpu.py does); elsewhere add --coordinator=HOST:PORT, --num_processes
+and --process_id, e.g. two local CPU processes:
+
+    for i in 0 1; do JAX_PLATFORMS=cpu python -m launch.main --multihost \
+        --coordinator=localhost:8476 --num_processes=2 --process_id=$i \
+        --config=configs/digits_teacher.py --workdir=/tmp/mh & done
 """
 import json
 import os
@@ -25,6 +31,35 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory of the run.')
 _MULTIHOST = flags.DEFINE_bool(
     'multihost', os.environ.get('DISTILL_MULTIHOST', '') == '1',
     'Call jax.distributed.initialize() first (multi-host TPU/GPU).')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator', os.environ.get('DISTILL_COORDINATOR', ''),
+    'host:port of process 0, where the platform cannot find it (CPU/GPU '
+    'clusters, local multi-process tests); empty: auto-detected (TPU).')
+_NUM_PROCESSES = flags.DEFINE_integer(
+    'num_processes', int(os.environ.get('DISTILL_NUM_PROCESSES', '0')),
+    'Number of processes, with --coordinator.')
+_PROCESS_ID = flags.DEFINE_integer(
+    'process_id', int(os.environ.get('DISTILL_PROCESS_ID', '-1')),
+    "This process's index, with --coordinator.")
+
+
+def initialize_distributed():
+  """jax.distributed.initialize from the flags (auto-detected on TPU)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if not _COORDINATOR.value:
+    jax.distributed.initialize()
+    return
+  if _NUM_PROCESSES.value < 1 or not 0 <= _PROCESS_ID.value < (
+      _NUM_PROCESSES.value):
+    raise app.UsageError(
+        f'--coordinator needs --num_processes >= 1 and --process_id in [0, '
+        f'num_processes); got {_NUM_PROCESSES.value} and {_PROCESS_ID.value}')
+  if jax.config.jax_platforms == 'cpu' or os.environ.get(
+      'JAX_PLATFORMS') == 'cpu':
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                             num_processes=_NUM_PROCESSES.value,
+                             process_id=_PROCESS_ID.value)
 
 
 def main(argv):
@@ -36,7 +71,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   tfds.disable_progress_bar()
   if _MULTIHOST.value:
-    jax.distributed.initialize()
+    initialize_distributed()
   from distill.errors import ConfigError, Diverged  # pylint: disable=g-import-not-at-top
   from distill.run import execute  # pylint: disable=g-import-not-at-top
   try:
