@@ -113,13 +113,16 @@ class Trainer:
   """Holds what a run is made of; `run()` trains and returns final metrics."""
 
   def __init__(self, config, workdir, data=None, devices=None,
-               train_part=None, teacher=None):
+               train_part=None, teacher=None, abstract=False):
     """`train_part` replaces `data.parts[config.data.train_on]`: a student's
     unlabeled examples joined with teacher targets (distill/distillation.py).
     `teacher` = (model, variables): a frozen teacher run inside the train step
     on every batch, its logits in `batch['teacher']['logits']` (online
     distillation, for LMs whose per-token outputs are too large to cache).
+    `abstract`: the state (and teacher variables) are shapes with shardings,
+    nothing is allocated: for `compile_train_step` (launch/compile_check.py).
     """
+    self.abstract = abstract
     config_lib.validate(config)
     self.config = config
     self.workdir = workdir
@@ -174,6 +177,11 @@ class Trainer:
     rng = jax.random.PRNGKey(self.config.seed)
     abstract = jax.eval_shape(self._init_fn, rng)
     self.state_sharding = sharding.shardings_from_boxed(abstract, self.mesh)
+    if self.abstract:
+      self.state = jax.tree.map(
+          lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+          nn.meta.unbox(abstract), self.state_sharding)
+      return
     init = jax.jit(lambda r: nn.meta.unbox(self._init_fn(r)),
                    out_shardings=self.state_sharding)
     with jax.set_mesh(self.mesh):
@@ -222,8 +230,9 @@ class Trainer:
 
   def _build_steps(self):
     rep = sharding.replicated(self.mesh)
+    self._teacher_args = ()
     if self.teacher is None:
-      self.train_step = jax.jit(
+      self.train_step = self._train_step_jit = jax.jit(
           self._train_step, in_shardings=(self.state_sharding,
                                           self.batch_sharding),
           out_shardings=(self.state_sharding, rep), donate_argnums=0)
@@ -233,17 +242,43 @@ class Trainer:
           jax.random.PRNGKey(0), self._example_inputs))
       t_shardings = sharding.shardings_from_boxed(t_abstract, self.mesh)
       t_shardings = {k: t_shardings[k] for k in t_vars}
-      t_vars = jax.device_put(t_vars, t_shardings)
-      step = jax.jit(
+      if self.abstract:
+        t_vars = jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+            nn.meta.unbox({k: t_abstract[k] for k in t_vars}), t_shardings)
+      else:
+        t_vars = jax.device_put(t_vars, t_shardings)
+      step = self._train_step_jit = jax.jit(
           self._train_step, in_shardings=(self.state_sharding,
                                           self.batch_sharding, t_shardings),
           out_shardings=(self.state_sharding, rep), donate_argnums=0)
+      self._teacher_args = (t_vars,)
       self.train_step = lambda state, batch: step(state, batch, t_vars)
     self.eval_step = jax.jit(
         self._eval_step, in_shardings=(self.state_sharding.params,
                                        self.state_sharding.model_state,
                                        self.batch_sharding),
         out_shardings=rep)
+
+  def batch_shapes(self):
+    """The global train batch as ShapeDtypeStructs with the batch sharding
+    (shapes from one preprocessed example of the train part)."""
+    one = self.preprocess_train(self.train_part.get(np.arange(1)),
+                                np.random.default_rng(0))
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(
+            (self.config.batch_size,) + np.shape(x)[1:], np.asarray(x).dtype,
+            sharding=self.batch_sharding), one)
+
+  def compile_train_step(self):
+    """Lowers and compiles the train step for this mesh without running it
+    (works on an abstract Trainer); returns the compiled executable."""
+    state = self.state if self.abstract else jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+        self.state, self.state_sharding)
+    with jax.set_mesh(self.mesh):
+      return self._train_step_jit.lower(state, self.batch_shapes(),
+                                        *self._teacher_args).compile()
 
   # --- evaluation -------------------------------------------------------------
   def evaluate(self, names):

@@ -10,32 +10,7 @@ import ml_collections
 import numpy as np
 
 from distill import sharding, train
-from distill.data import datasets
-
-
-class Synthetic:
-  """A training part of random examples with the real data's shapes."""
-
-  def __init__(self, example, n=512, seed=0):
-    rng = np.random.default_rng(seed)
-    self.arrays = {}
-    for k, v in example.items():
-      v = np.asarray(v)
-      if k == 'id':
-        self.arrays[k] = np.arange(n)
-      elif v.dtype.kind in 'iu':
-        hi = max(int(v.max()) + 1, 2)
-        self.arrays[k] = rng.integers(0, hi, (n,) + v.shape[1:]).astype(
-            v.dtype)
-      else:
-        self.arrays[k] = rng.normal(size=(n,) + v.shape[1:]).astype(v.dtype)
-    self.indices = np.arange(n)
-
-  def __len__(self):
-    return len(self.indices)
-
-  def get(self, idx):
-    return {k: v[np.asarray(idx)] for k, v in self.arrays.items()}
+from distill.data import synthetic
 
 
 def peak_bytes(trainer, state, batch):
@@ -100,19 +75,5 @@ def relative(costs, base):
 
 
 def synthetic_data(config):
-  """A stand-in dataset with the config's shapes (no dataset files needed):
-  CIFAR-shaped images, or windows of a 65-character vocabulary."""
-  if config.model_name == 'transformer_lm':
-    spec = datasets.DatasetSpec('tokens', 'lm', label_key=None)
-    example = {'tokens': np.full((1, config.data.seq_len + 1), 64, np.int32),
-               'id': np.zeros(1, np.int64)}
-    classes = 65
-  else:
-    spec = datasets.DatasetSpec('image', 'classification',
-                                mean=(127.5,) * 3, std=(64.0,) * 3)
-    example = {'image': np.full((1, 32, 32, 3), 255, np.uint8),
-               'label': np.full(1, 9, np.int64), 'id': np.zeros(1, np.int64)}
-    classes = 10
-  part = Synthetic(example, n=max(64, config.batch_size))
-  return train.Data(spec, {p: part for p in ('labeled', 'validation',
-                                             'unlabeled', 'test')}, classes)
+  """A stand-in dataset with the config's shapes (no dataset files needed)."""
+  return synthetic.data_like(config)
