@@ -75,7 +75,12 @@ def main(argv):
   from distill.errors import ConfigError, Diverged  # pylint: disable=g-import-not-at-top
   from distill.run import execute  # pylint: disable=g-import-not-at-top
   try:
-    result = execute(_CONFIG.value, _WORKDIR.value)
+    workdir = local_path(_WORKDIR.value, '--workdir')
+    config = _CONFIG.value
+    if config.data.get('data_dir'):
+      config.data.data_dir = local_path(config.data.data_dir,
+                                        '--config.data.data_dir')
+    result = execute(config, workdir)
   except ConfigError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
@@ -87,6 +92,22 @@ def main(argv):
   if jax.process_index() == 0:
     print('final: ' + json.dumps({k: round(v, 4) if isinstance(v, float) else v
                                   for k, v in result.items()}), flush=True)
+
+
+def local_path(path, what):
+  """gs://bucket/x -> /gcs/bucket/x where the bucket is mounted there with
+  Cloud Storage FUSE (launch/tpu_bootstrap.sh mounts it on TPU workers);
+  other paths unchanged."""
+  from distill.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  if not path.startswith('gs://'):
+    return path
+  bucket = path[len('gs://'):].split('/')[0]
+  mounted = os.path.join('/gcs', bucket)
+  if not os.path.ismount(mounted):
+    raise ConfigError(f'{what}={path}: bucket {bucket} is not mounted at '
+                      f'{mounted}; mount it with gcsfuse (launch/tpu.py does '
+                      'on TPU workers) or give a local path')
+  return mounted + path[len('gs://') + len(bucket):]
 
 
 def _load_config_file(spec):

@@ -62,3 +62,123 @@ def test_compile_check_bad_input_is_one_line(args, expected):
                                 '--devices=8', *args)
   assert code != 0
   assert expected in err.strip().splitlines()[-1], err[-1000:]
+
+
+# --- the Cloud TPU launcher -------------------------------------------------
+
+TPU_ARGS = ['--name=kd-v4', '--zone=us-central2-b', '--project=my-proj',
+            '--accelerator=v4-32', '--capacity=spot',
+            '--config=configs/imagenet_distill.py:method=slam',
+            '--workdir=gs://my-bucket/kd/in_slam',
+            '--data_dir=gs://my-bucket/tfds']
+
+
+def _head():
+  return subprocess.run(['git', '-C', REPO, 'rev-parse', 'HEAD'],
+                        capture_output=True, text=True,
+                        check=True).stdout.strip()
+
+
+def test_tpu_dry_run_prints_the_exact_commands():
+  proc = subprocess.run(
+      [sys.executable, '-m', 'launch.tpu', *TPU_ARGS, '--dry_run', '--',
+       '--config.batch_size=2048'], cwd=REPO, capture_output=True, text=True,
+      timeout=120, check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  sha = _head()
+  d = f'distill-{sha[:12]}'
+  where = '--zone=us-central2-b --project=my-proj'
+  assert [l for l in proc.stdout.splitlines() if l.startswith('$ ')] == [
+      f'$ git -C {REPO} archive --format=tar.gz --output=/tmp/{d}.tar.gz '
+      f'{sha}',
+      f"$ gcloud compute tpus tpu-vm describe kd-v4 {where} "
+      "'--format=value(state)'",
+      f'$ gcloud compute tpus tpu-vm create kd-v4 {where} '
+      '--accelerator-type=v4-32 --version=tpu-ubuntu2204-base --spot',
+      f'$ gcloud compute tpus tpu-vm scp /tmp/{d}.tar.gz kd-v4:{d}.tar.gz '
+      f'{where} --worker=all',
+      f"$ gcloud compute tpus tpu-vm ssh kd-v4 {where} --worker=all "
+      f"'--command=mkdir -p ~/{d} && tar xzf ~/{d}.tar.gz -C ~/{d} && bash "
+      f"~/{d}/launch/tpu_bootstrap.sh ~/{d} my-bucket'",
+      f"$ gcloud compute tpus tpu-vm ssh kd-v4 {where} --worker=all "
+      f"'--command=cd ~/{d} && ~/venv-distill/bin/python -m launch.main "
+      '--multihost --config=configs/imagenet_distill.py:method=slam '
+      '--workdir=/gcs/my-bucket/kd/in_slam '
+      "--config.data.data_dir=/gcs/my-bucket/tfds --config.batch_size=2048'"]
+
+
+class FakeCloud:
+  """Answers gcloud commands from a script of slice states and run statuses."""
+
+  def __init__(self, states, runs):
+    self.states, self.runs, self.calls = list(states), list(runs), []
+
+  def shell(self, cmd):
+    self.calls.append(cmd[4] if cmd[0] == 'gcloud' else cmd[0])
+    if cmd[:5] == ['gcloud', 'compute', 'tpus', 'tpu-vm', 'describe']:
+      state = self.states.pop(0)
+      return (0, state) if state != 'NOT_FOUND' else (1, '')
+    return 0, ''
+
+  def live(self, cmd):
+    self.calls.append('run')
+    return self.runs.pop(0), ''
+
+
+def _job():
+  from launch import tpu  # pylint: disable=g-import-not-at-top
+  return tpu.Job(name='kd', zone='z', project='p', accelerator='v4-8',
+                 version='v', capacity='spot', config='configs/x.py',
+                 workdir='gs://b/w', data_dir='', commit='0' * 40)
+
+
+def test_tpu_loop_recreates_a_preempted_slice_and_resumes_until_done():
+  from launch import tpu  # pylint: disable=g-import-not-at-top
+  # attempt 1: no slice -> create, run dies with the slice (PREEMPTED);
+  # attempt 2: delete + create, run finishes
+  cloud = FakeCloud(states=['NOT_FOUND', 'PREEMPTED', 'PREEMPTED'],
+                    runs=[255, 0])
+  status = tpu.launch(_job(), cloud.shell, cloud.live, backoff_s=0,
+                      log=lambda _: None, sleep=lambda _: None)
+  assert status == 0
+  assert cloud.calls == ['git', 'describe', 'create', 'scp', 'ssh', 'run',
+                         'describe', 'describe', 'delete', 'create', 'scp',
+                         'ssh', 'run']
+
+
+def test_tpu_loop_stops_when_the_run_fails_on_a_ready_slice():
+  from launch import tpu  # pylint: disable=g-import-not-at-top
+  cloud = FakeCloud(states=['READY', 'READY'], runs=[2])
+  logs = []
+  status = tpu.launch(_job(), cloud.shell, cloud.live, backoff_s=0,
+                      log=logs.append, sleep=lambda _: None)
+  assert status == 2
+  assert cloud.calls == ['git', 'describe', 'scp', 'ssh', 'run', 'describe']
+  assert 'not a preemption' in logs[-1]
+
+
+@pytest.mark.parametrize('flag,expected', [
+    ('--workdir=/tmp/run', '--workdir=/tmp/run must be a gs:// path'),
+    ('--capacity=cheap', "flag --capacity=cheap: value should be one of"),
+    ('--config=configs/nope.py', '--config file configs/nope.py is not in '
+     'the repository'),
+])
+def test_tpu_bad_input_is_one_line(flag, expected):
+  proc = subprocess.run(
+      [sys.executable, '-m', 'launch.tpu', *TPU_ARGS, flag, '--dry_run'],
+      cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+  assert proc.returncode != 0
+  assert expected in proc.stderr, proc.stderr[-1000:]
+  assert '$ gcloud' not in proc.stdout
+
+
+def test_entry_point_refuses_an_unmounted_gcs_workdir():
+  proc = subprocess.run(
+      [sys.executable, '-m', 'launch.main', '--config=configs/digits_teacher.py',
+       '--workdir=gs://no-such-bucket/run'], cwd=REPO, capture_output=True,
+      text=True, timeout=120, check=False)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines() == [
+      'error: --workdir=gs://no-such-bucket/run: bucket no-such-bucket is not '
+      'mounted at /gcs/no-such-bucket; mount it with gcsfuse (launch/tpu.py '
+      'does on TPU workers) or give a local path']
