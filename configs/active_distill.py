@@ -11,7 +11,8 @@ student's loss: vanilla, hard, slam, ...), budget (total pool queries),
 per_round, initial, steps (student steps per round), pool (unlabeled pool
 size; -1: all the rest of the train split; default 12000 for cifar10,
 all the rest for the others), m_over (pool | round: what RAD's
-expected error count is taken over), warm_start, labeled, seed, teacher (a
+expected error count is taken over), round0_from (another run of
+the same seed whose round-0 student is reused), warm_start, labeled, seed, teacher (a
 trained teacher's workdir), runlocal, manual_dir.
 """
 from configs import cifar10_distill
@@ -35,7 +36,7 @@ def get_config(arg=None):
   arg = common.parse_arg(arg, dataset='mnist5k', strategy='rad',
                          method='vanilla', budget=-1, per_round=-1,
                          initial=-1, steps=-1, labeled=-1, pool=-2,
-                         m_over='pool', warm_start=False,
+                         m_over='pool', round0_from='', warm_start=False,
                          seed=0, teacher='', runlocal=False,
                          manual_dir='../shared/datasets')
   check_choice('active_distill dataset', arg.dataset, BASES)
@@ -62,6 +63,7 @@ def get_config(arg=None):
   c.active.initial = pick(arg.initial, initial)
   c.active.warm_start = arg.warm_start
   c.active.m_over = arg.m_over
+  c.active.round0_from = arg.round0_from
   if arg.runlocal:
     c.total_steps = 2
     c.active.budget, c.active.per_round, c.active.initial = 8, 4, 4

@@ -27,6 +27,7 @@ killed run resumes at its last finished round with the same selections.
 """
 import json
 import os
+import shutil
 
 import ml_collections
 import numpy as np
@@ -56,7 +57,26 @@ def active_defaults():
                             # the teacher's validation error rate x m_over
       m_over='pool',        # pool: error x unlabeled pool size (the spec's
                             # reading); round: error x this round's b
+      round0_from='',       # another active run (same data, seed, initial
+                            # set, student) whose finished round-0 student
+                            # is copied instead of retrained
   ))
+
+
+def _reuse_round0(other, s_dir):
+  """Copies `other`'s finished round-0 student into `s_dir` (its manifest
+  check then refuses it if the configs differ)."""
+  src = os.path.join(other, 'round0')
+  if os.path.exists(s_dir):
+    return
+  if not os.path.exists(os.path.join(src, 'final_metrics.json')):
+    raise ConfigError(f'active.round0_from={other}: no finished round-0 '
+                      f'student in {src}')
+  tmp = s_dir + '.tmp'
+  shutil.rmtree(tmp, ignore_errors=True)
+  shutil.copytree(src, tmp)
+  os.remove(os.path.join(tmp, 'final_metrics.json'))  # re-evaluated here
+  os.replace(tmp, s_dir)
 
 
 class Ledger:
@@ -199,8 +219,12 @@ def run(config, workdir):
         distillation._softmax(targets['logits']))
     targets.update(fitted)          # weighted: weights; slam: alpha, k
     s_config = distillation._student_config(config)  # pylint: disable=protected-access
+    with s_config.unlocked():
+      del s_config['active']          # the same student for every strategy
     if a.warm_start and previous:
       s_config.init_from = previous
+    if r == 0 and a.round0_from:
+      _reuse_round0(a.round0_from, s_dir)
     print(f'== round {r}: student on {len(queried)} queried points '
           f'({config.method})', flush=True)
     trainer = train.Trainer(s_config, s_dir, data=data,

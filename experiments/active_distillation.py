@@ -11,8 +11,9 @@ then one active run per strategy (configs/active_distill.py): the same
 random initial set, then rounds of `per_round` queries chosen by the
 strategy from the student's outputs, up to the budget; each round's student
 is trained from scratch on the points queried so far (identical for every
-strategy). Runs that finished are skipped, unfinished ones resume at their
-last round. Writes `experiments/results/active_<table>.{md,json,png}`.
+strategy; the round-0 student, on the shared initial set, is trained once
+per seed and copied to the other strategies). Runs that finished are
+skipped, unfinished ones resume at their last round. Writes `experiments/results/active_<table>.{md,json,png}`.
 """
 import json
 import os
@@ -96,8 +97,11 @@ def run_table(name, workdir):
       clock.add(f'seed={seed}/teacher', time.time() - start)
       if result.get('preempted'):
         sys.exit(143)
+    first = os.path.join(root, f'seed={seed}', ROWS[0][0])
     for row, strategy, extra in ROWS:
       cell = os.path.join(root, f'seed={seed}', row)
+      if cell != first:           # round 0 is the same for every strategy
+        extra += f',round0_from={first}'
       state_path = os.path.join(cell, 'rounds.json')
       done = os.path.exists(state_path) and 'final' in json.load(
           open(state_path))

@@ -172,7 +172,7 @@ def test_active_budget_errors(tmp_path):
     active_distillation.run(c, str(tmp_path))
 
 
-def test_m_over_round_takes_the_error_rate_over_b(tmp_path):
+def test_m_over_round_and_a_reused_round0(tmp_path):
   import json  # pylint: disable=g-import-not-at-top
   from distill import active_distillation  # pylint: disable=g-import-not-at-top
   c = _active_config('rad')
@@ -181,6 +181,15 @@ def test_m_over_round_takes_the_error_rate_over_b(tmp_path):
   state = json.loads((tmp_path / 'run' / 'rounds.json').read_text())
   assert state['m'] == active.expected_errors(state['teacher_val_accuracy'],
                                               20)
+  # another strategy reuses this run's round-0 student instead of training
+  other = _active_config('margin')
+  other.active.budget, other.active.round0_from = 40, str(tmp_path / 'run')
+  active_distillation.run(other, str(tmp_path / 'margin'))
+  state_m = json.loads((tmp_path / 'margin' / 'rounds.json').read_text())
+  assert state_m['rounds'][0]['test_accuracy'] == (
+      state['rounds'][0]['test_accuracy'])
+  assert state_m['initial'] == state['initial']
+  assert state_m['rounds'][0]['chosen'] != state['rounds'][0]['chosen']
   c.active.m_over = 'batch'
   with pytest.raises(ConfigError, match="unknown active.m_over 'batch'; valid choices: pool, round"):
     active_distillation.run(c, str(tmp_path / 'other'))
