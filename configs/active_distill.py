@@ -20,7 +20,7 @@ from configs import common
 from configs import digits_distill
 from configs import mnist5k_distill
 from distill import active_distillation
-from distill.errors import check_choice
+from distill.errors import ConfigError, check_choice
 
 BASES = {'digits': digits_distill, 'mnist5k': mnist5k_distill,
          'cifar10': cifar10_distill}
@@ -40,6 +40,10 @@ def get_config(arg=None):
                          seed=0, teacher='', runlocal=False,
                          manual_dir='../shared/datasets')
   check_choice('active_distill dataset', arg.dataset, BASES)
+  for name in ('budget', 'per_round', 'initial', 'steps', 'labeled'):
+    if arg[name] < -1 or arg[name] == 0:
+      raise ConfigError(f'active_distill {name}={arg[name]} must be positive '
+                        "(or -1: the dataset's default)")
   labeled, budget, per_round, initial, steps, pool = DEFAULTS[arg.dataset]
   pick = lambda v, d: d if v < 0 else v  # noqa: E731
   base_arg = (f'method={arg.method},labeled={pick(arg.labeled, labeled)},'

@@ -94,3 +94,35 @@ def test_batch_must_divide_over_the_mesh():
       'batch_size=12 is not divisible by the 8 batch shards')):
     config_lib.validate_for_mesh(config, 8, 1)
   config_lib.validate_for_mesh(bad(batch_size=16, eval_batch_size=64), 8, 1)
+
+
+@pytest.mark.parametrize('overrides,match', [
+    (dict(batch_size=-1), 'batch_size must be >= 1, got -1'),
+    (dict(**{'optimizer.lr': -0.1}), 'optimizer.lr must be > 0, got -0.1'),
+    (dict(**{'data.validation': -10}),
+     'data.validation=-10 must be >= 0 (or -1: all the rest)'),
+    (dict(keep_checkpoints=0), 'keep_checkpoints must be >= 1, got 0'),
+])
+def test_impossible_values(overrides, match, tmp_path):
+  with pytest.raises(ConfigError, match=re.escape(match)):
+    train.Trainer(bad(**overrides), str(tmp_path))
+
+
+@pytest.mark.parametrize('arg,match', [
+    ('per_round=-5', 'active_distill per_round=-5 must be positive'),
+    ('budget=0', 'active_distill budget=0 must be positive'),
+])
+def test_impossible_active_arguments(arg, match):
+  from configs import active_distill  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ConfigError, match=re.escape(match)):
+    active_distill.get_config(f'dataset=digits,{arg}')
+
+
+def test_missing_teacher_checkpoint_is_one_line_before_any_work(tmp_path):
+  code, lines = run_launcher(
+      f'--config=configs/digits_distill.py:teacher={tmp_path}/no_teacher',
+      f'--workdir={tmp_path}/run')
+  assert code == 2
+  assert lines == [f'error: no trained run at {tmp_path}/no_teacher: '
+                   f'{tmp_path}/no_teacher/config.json is missing']
+  assert not (tmp_path / 'run' / 'student').exists()

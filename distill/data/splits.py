@@ -26,6 +26,9 @@ def carve(n, labeled=-1, validation=0, unlabeled=-1, seed=0, mode='random'):
            else np.random.default_rng(seed).permutation(n))
   sizes = {'labeled': labeled, 'validation': validation,
            'unlabeled': unlabeled}
+  for k, v in sizes.items():
+    if v is not None and v < -1:
+      raise ConfigError(f'data.{k}={v} must be >= 0 (or -1: all the rest)')
   rest = [k for k, v in sizes.items() if v is None or v < 0]
   if len(rest) > 1:
     raise ConfigError(f'only one of data.{", data.".join(rest)} may be -1 '

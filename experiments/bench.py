@@ -1,0 +1,461 @@
+"""Performance against the limit and the alternatives, as ratios measured in
+one run on this machine (absolute times are context only).
+
+    python -m experiments.bench                      # everything (~15 min)
+    python -m experiments.bench --sections=flops,torch --steps=10
+
+Sections (--sections, comma-separated; default all):
+  flops     our train step's achieved FLOP/s over a large float32 matmul
+            timed in the same run (the machine's ceiling), CIFAR ResNet-20
+            (width 16, batch 128) and the Tiny Shakespeare LM (batch 64);
+  flax      our step against a minimal hand-written Flax + optax step, same
+            model, optimizer and batch (goal: at most 5% overhead);
+  torch     the same ResNet-20 in PyTorch on CPU (eager; channels-last and
+            contiguous, the better one), same batch and optimizer;
+  devices   steady-state examples/s on 1 vs 8 simulated CPU devices (same
+            global batch; should stay flat);
+  compile   compile time of the train step per config;
+  input     the input pipeline's examples/s (decode-free in-memory CIFAR,
+            crop + flip, batching) against the train step's consumption;
+  methods   the distillation-loss overhead and teacher-cache speed-up
+            (experiments/bench_methods.py, its output as is).
+Timings are the best of interleaved rounds (`--rounds`), so that load from
+elsewhere hits both sides of a ratio alike. Writes
+experiments/results/bench.{md,json}.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+SECTIONS = ('flops', 'flax', 'torch', 'devices', 'compile', 'input',
+            'methods')
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+_SECTIONS = flags.DEFINE_list('sections', list(SECTIONS), 'Which sections.')
+_STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps per round.')
+_ROUNDS = flags.DEFINE_integer('rounds', 3, 'Interleaved timing rounds.')
+_OUT = flags.DEFINE_string('out', RESULTS, 'Where bench.{md,json} go.')
+_CHILD = flags.DEFINE_string('child', '', 'Internal: one measurement in a '
+                             'subprocess (devices).')
+
+
+def _best_time(fn, steps, rounds):
+  """Best seconds per call of `fn()` (blocking) over rounds of `steps`."""
+  fn()
+  fn()                                             # compile, warm up
+  best = float('inf')
+  for _ in range(rounds):
+    start = time.perf_counter()
+    for _ in range(steps):
+      out = fn()
+    _block(out)
+    best = min(best, (time.perf_counter() - start) / steps)
+  return best
+
+
+def _block(x):
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.block_until_ready(x)
+
+
+def _interleaved(fns, steps, rounds):
+  """{name: best seconds per call}; the calls alternate between names."""
+  for fn in fns.values():
+    _block(fn())
+    _block(fn())
+  best = {k: float('inf') for k in fns}
+  for _ in range(rounds):
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      for _ in range(steps):
+        out = fn()
+      _block(out)
+      best[name] = min(best[name], (time.perf_counter() - start) / steps)
+  return best
+
+
+# --- models and steps -------------------------------------------------------
+
+
+def resnet_config(batch=128):
+  from configs import cifar10_teacher  # pylint: disable=g-import-not-at-top
+  c = cifar10_teacher.get_config('depth=20')
+  c.batch_size = batch
+  c.eval_batch_size = batch
+  c.progress = False
+  return c
+
+
+def lm_config():
+  from configs import shakespeare_lm  # pylint: disable=g-import-not-at-top
+  c = shakespeare_lm.get_config()
+  c.progress = False
+  return c
+
+
+class OurStep:
+  """The framework's jitted train step on one fixed batch."""
+
+  def __init__(self, config, devices=None):
+    import jax  # pylint: disable=g-import-not-at-top
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    from distill import sharding, train  # pylint: disable=g-import-not-at-top
+    from distill.data import synthetic  # pylint: disable=g-import-not-at-top
+    self.config = config
+    data = synthetic.data_like(config)
+    self.trainer = train.Trainer(config, '/nonexistent', data=data,
+                                 devices=devices)
+    raw = self.trainer.train_part.get(np.arange(config.batch_size))
+    self.host_batch = self.trainer.preprocess_train(
+        raw, np.random.default_rng(0))
+    self.batch = sharding.put_batch(self.host_batch,
+                                    self.trainer.batch_sharding)
+    self.state = self.trainer.state
+    self._jax = jax
+
+  def __call__(self):
+    with self._jax.set_mesh(self.trainer.mesh):
+      self.state, metrics = self.trainer.train_step(self.state, self.batch)
+    return metrics
+
+  def flops(self):
+    cost = self.trainer.compile_train_step().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost['flops'])
+
+
+class PlainFlaxStep:
+  """The minimal step a user would write: the same Flax model, the same optax
+  optimizer, softmax cross-entropy, value_and_grad, apply_updates."""
+
+  def __init__(self, ours):
+    import jax  # pylint: disable=g-import-not-at-top
+    import optax  # pylint: disable=g-import-not-at-top
+    t = ours.trainer
+    model, tx = t.model, t.tx
+    lm = ours.config.model_name == 'transformer_lm'
+    batch = ours.host_batch
+    self.x = jax.numpy.asarray(batch['inputs'])
+    self.y = jax.numpy.asarray(batch['label'] if 'label' in batch
+                               else batch['targets'])
+    params = jax.tree.map(lambda a: a.copy(), t.state.params)
+    stats = jax.tree.map(lambda a: a.copy(), t.state.model_state)
+    self.carry = (params, stats, tx.init(params), jax.random.PRNGKey(0))
+
+    def loss_fn(params, stats, x, y, rng):
+      logits, new = model.apply({'params': params, **stats}, x, train=True,
+                                mutable=list(stats), rngs={'dropout': rng})
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+      return loss, new
+
+    def step(carry, x, y):
+      params, stats, opt_state, rng = carry
+      rng, sub = jax.random.split(rng)
+      (loss, new), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+          params, stats, x, y, sub)
+      updates, opt_state = tx.update(grads, opt_state, params)
+      return (optax.apply_updates(params, updates), new, opt_state,
+              rng), loss
+
+    del lm
+    self.step = jax.jit(step, donate_argnums=0)
+
+  def __call__(self):
+    self.carry, loss = self.step(self.carry, self.x, self.y)
+    return loss
+
+
+def matmul_ceiling(n=2048, steps=10, rounds=3):
+  """GFLOP/s of an n x n float32 matmul (jitted)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+  b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
+  mm = jax.jit(jnp.matmul)
+  seconds = _best_time(lambda: mm(a, b), steps, rounds)
+  return 2 * n ** 3 / seconds / 1e9
+
+
+# --- sections ---------------------------------------------------------------
+
+
+def section_flops(steps, rounds):
+  rows = []
+  ceiling = matmul_ceiling(steps=steps, rounds=rounds)
+  for name, config in (('CIFAR ResNet-20, batch 128', resnet_config()),
+                       ('Shakespeare LM 4x128, batch 64', lm_config())):
+    ours = OurStep(config)
+    flops = ours.flops()
+    seconds = _best_time(ours, steps, rounds)
+    ceiling = max(ceiling, matmul_ceiling(steps=steps, rounds=1))
+    rows.append(dict(model=name, gflop_per_step=flops / 1e9,
+                     step_ms=1000 * seconds,
+                     achieved_gflops=flops / seconds / 1e9))
+  for r in rows:
+    r['ceiling_gflops'] = ceiling
+    r['ratio'] = r['achieved_gflops'] / ceiling
+  return rows
+
+
+def section_flax(steps, rounds):
+  rows = []
+  for name, config in (('CIFAR ResNet-20, batch 128', resnet_config()),
+                       ('Shakespeare LM 4x128, batch 64', lm_config())):
+    ours = OurStep(config)
+    plain = PlainFlaxStep(ours)
+    best = _interleaved({'ours': ours, 'plain': plain}, steps, rounds)
+    rows.append(dict(model=name, ours_ms=1000 * best['ours'],
+                     plain_ms=1000 * best['plain'],
+                     overhead=best['ours'] / best['plain'] - 1))
+  return rows
+
+
+def torch_resnet20(torch, channels_last):
+  """He et al.'s CIFAR ResNet-20 (16-32-64, option-B 1x1 projections),
+  the architecture of models/resnet.py at depth 20."""
+  nn = torch.nn
+
+  class Block(nn.Module):
+
+    def __init__(self, cin, cout, stride):
+      super().__init__()
+      self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+      self.bn1 = nn.BatchNorm2d(cout, momentum=0.1, eps=1e-5)
+      self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+      self.bn2 = nn.BatchNorm2d(cout, momentum=0.1, eps=1e-5)
+      self.proj = None
+      if stride != 1 or cin != cout:
+        self.proj = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                  nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+      y = torch.relu(self.bn1(self.conv1(x)))
+      y = self.bn2(self.conv2(y))
+      return torch.relu(y + (x if self.proj is None else self.proj(x)))
+
+  layers = [nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16),
+            nn.ReLU()]
+  cin = 16
+  for stage, w in enumerate((16, 32, 64)):
+    for b in range(3):
+      layers.append(Block(cin, w, 2 if stage and not b else 1))
+      cin = w
+  layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)]
+  model = nn.Sequential(*layers)
+  if channels_last:
+    model = model.to(memory_format=torch.channels_last)
+  return model
+
+
+def torch_step_seconds(steps, rounds, batch=128):
+  """{'channels_last': s, 'contiguous': s} per PyTorch train step."""
+  import torch  # pylint: disable=g-import-not-at-top
+  torch.manual_seed(0)
+  out = {}
+  for layout in ('channels_last', 'contiguous'):
+    model = torch_resnet20(torch, layout == 'channels_last')
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9,
+                          nesterov=True, weight_decay=5e-4)
+    x = torch.randn(batch, 3, 32, 32)
+    if layout == 'channels_last':
+      x = x.to(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,))
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step(model=model, opt=opt, x=x, y=y, loss_fn=loss_fn):
+      opt.zero_grad(set_to_none=True)
+      loss = loss_fn(model(x), y)
+      loss.backward()
+      opt.step()
+      return loss
+
+    for _ in range(2):
+      step()
+    best = float('inf')
+    for _ in range(rounds):
+      start = time.perf_counter()
+      for _ in range(steps):
+        step()
+      best = min(best, (time.perf_counter() - start) / steps)
+    out[layout] = best
+  return out
+
+
+def section_torch(steps, rounds):
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return [dict(note='PyTorch is not installed: pip install torch (on this '
+                 'machine: /opt/wheels/torch-2.13.0+cpu-*.whl)')]
+  ours = OurStep(resnet_config())
+  plain = PlainFlaxStep(ours)
+  rows = []
+  best_jax = {'ours': float('inf'), 'plain': float('inf')}
+  best_torch = {}
+  for _ in range(rounds):               # interleave the frameworks
+    b = _interleaved({'ours': ours, 'plain': plain}, steps, 1)
+    best_jax = {k: min(best_jax[k], b[k]) for k in b}
+    t = torch_step_seconds(steps, 1)
+    best_torch = {k: min(best_torch.get(k, float('inf')), t[k]) for k in t}
+  torch_best = min(best_torch.values())
+  rows.append(dict(
+      model='CIFAR ResNet-20, batch 128', torch_version=torch.__version__,
+      torch_threads=torch.get_num_threads(),
+      ours_ms=1000 * best_jax['ours'], plain_flax_ms=1000 * best_jax['plain'],
+      torch_channels_last_ms=1000 * best_torch['channels_last'],
+      torch_contiguous_ms=1000 * best_torch['contiguous'],
+      ours_over_torch=best_jax['ours'] / torch_best))
+  return rows
+
+
+def _child_devices(devices, steps, rounds):
+  """Examples/s of the ResNet-20 step on `devices` simulated devices."""
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.config.update('jax_num_cpu_devices', devices)
+  config = resnet_config()
+  config.mesh.data = -1
+  ours = OurStep(config)
+  seconds = _best_time(ours, steps, rounds)
+  return dict(devices=jax.device_count(),
+              examples_per_s=config.batch_size / seconds,
+              step_ms=1000 * seconds)
+
+
+def section_devices(steps, rounds):
+  rows = []
+  for n in (1, 8):
+    proc = subprocess.run(
+        [sys.executable, '-m', 'experiments.bench', f'--child=devices:{n}',
+         f'--steps={steps}', f'--rounds={rounds}'], cwd=REPO,
+        capture_output=True, text=True, check=False,
+        env=dict(os.environ, JAX_PLATFORMS='cpu'))
+    if proc.returncode:
+      raise RuntimeError(proc.stderr[-2000:])
+    rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+  for r in rows:
+    r['relative'] = r['examples_per_s'] / rows[0]['examples_per_s']
+  return rows
+
+
+COMPILE_CONFIGS = (
+    'configs/digits_teacher.py', 'configs/cifar10_teacher.py:depth=20',
+    'configs/cifar10_distill.py:method=slam', 'configs/shakespeare_lm.py',
+    'configs/guide_lm.py:method=vanilla')
+
+
+def section_compile(steps, rounds):
+  del steps, rounds
+  from launch import compile_check  # pylint: disable=g-import-not-at-top
+  from launch import main as launch_main  # pylint: disable=g-import-not-at-top
+  rows = []
+  for spec in COMPILE_CONFIGS:
+    config = launch_main._load_config_file(spec)  # pylint: disable=protected-access
+    r = compile_check.check(config)
+    rows.append(dict(config=spec, stage=r['stage'],
+                     compile_s=r['compile_seconds']))
+  return rows
+
+
+def section_input(steps, rounds):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from distill.data import pipeline  # pylint: disable=g-import-not-at-top
+  from distill.data import synthetic  # pylint: disable=g-import-not-at-top
+  config = resnet_config()
+  config.data.name = 'cifar10_jpeg'
+  data = synthetic.data_like(config, n=10_000)
+  pre = pipeline.preprocessor(data.spec, 'crop_flip')
+  part = data.parts['labeled']
+  best = float('inf')
+  n_batches = 40
+  for _ in range(rounds):
+    batches = pipeline.TrainBatches(part, config.batch_size, pre, seed=0,
+                                    prefetch=config.data.prefetch)
+    next(batches)
+    start = time.perf_counter()
+    for _ in range(n_batches):
+      next(batches)
+    best = min(best, (time.perf_counter() - start) / n_batches)
+    batches.close()
+  ours = OurStep(config)
+  step = _best_time(ours, steps, rounds)
+  del np
+  return [dict(pipeline='CIFAR in memory, crop + flip, batch 128',
+               pipeline_examples_per_s=config.batch_size / best,
+               step_examples_per_s=config.batch_size / step,
+               headroom=step / best)]
+
+
+def section_methods(steps, rounds):
+  proc = subprocess.run(
+      [sys.executable, '-m', 'experiments.bench_methods', f'--steps={steps}',
+       f'--rounds={rounds}'], cwd=REPO, capture_output=True, text=True,
+      check=False, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  if proc.returncode:
+    raise RuntimeError(proc.stderr[-2000:])
+  return [dict(output=proc.stdout.strip())]
+
+
+def markdown(results, seconds):
+  out = ['### Benchmarks (`python -m experiments.bench`, '
+         f'{seconds / 60:.1f} min on this machine)', '']
+  for name, rows in results.items():
+    out.append(f'**{name}**')
+    out.append('')
+    if rows and 'output' in rows[0]:
+      out += ['```', rows[0]['output'], '```', '']
+      continue
+    if rows and 'note' in rows[0]:
+      out += [rows[0]['note'], '']
+      continue
+    keys = list(rows[0])
+    out.append('| ' + ' | '.join(keys) + ' |')
+    out.append('|---' * len(keys) + '|')
+    for r in rows:
+      out.append('| ' + ' | '.join(
+          f'{v:.3g}' if isinstance(v, float) else str(v)
+          for v in r.values()) + ' |')
+    out.append('')
+  return '\n'.join(out)
+
+
+def main(argv):
+  del argv
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  logging.set_verbosity(logging.WARNING)
+  if _CHILD.value:
+    kind, n = _CHILD.value.split(':')
+    assert kind == 'devices'
+    print(json.dumps(_child_devices(int(n), _STEPS.value, _ROUNDS.value)))
+    return
+  unknown = sorted(set(_SECTIONS.value) - set(SECTIONS))
+  if unknown:
+    raise app.UsageError(f'unknown section {unknown[0]!r}; valid choices: '
+                         f'{", ".join(SECTIONS)}')
+  start = time.time()
+  results = {}
+  for name in SECTIONS:
+    if name not in _SECTIONS.value:
+      continue
+    t0 = time.time()
+    results[name] = globals()[f'section_{name}'](_STEPS.value, _ROUNDS.value)
+    print(f'-- {name} ({time.time() - t0:.0f} s)', flush=True)
+    print(json.dumps(results[name], indent=1), flush=True)
+  md = markdown(results, time.time() - start)
+  print(md)
+  os.makedirs(_OUT.value, exist_ok=True)
+  suffix = '' if set(_SECTIONS.value) == set(SECTIONS) else '_partial'
+  with open(os.path.join(_OUT.value, f'bench{suffix}.md'), 'w') as f:
+    f.write(md)
+  with open(os.path.join(_OUT.value, f'bench{suffix}.json'), 'w') as f:
+    json.dump(results, f, indent=1)
+
+
+if __name__ == '__main__':
+  os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+  app.run(main)
