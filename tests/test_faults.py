@@ -99,3 +99,85 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(
   # the kept checkpoint still restores: a clean rerun resumes from it
   final = train.train(_config(150), workdir)
   assert final['step'] == 150
+
+
+# --- kill -9 in the multi-stage pipelines -----------------------------------
+
+import subprocess  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+import sys  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+import time  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+
+from conftest import REPO  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+
+PIPELINES = {
+    # teacher 60 steps -> cache -> slam student 300 steps
+    'distillation': [
+        '--config=configs/digits_distill.py:method=slam',
+        '--config.teacher.config.total_epochs=-1',
+        '--config.teacher.config.total_steps=60',
+        '--config.total_epochs=-1', '--config.total_steps=300',
+        '--config.checkpoint_every_steps=50', '--config.tensorboard=False'],
+    # teacher 40 steps -> 3 active rounds (rad + slam) of 150 student steps
+    'active': [
+        '--config=configs/active_distill.py:dataset=digits,strategy=rad,'
+        'method=slam,budget=60,per_round=20,initial=20,steps=150',
+        '--config.teacher.config.total_epochs=-1',
+        '--config.teacher.config.total_steps=40',
+        '--config.checkpoint_every_steps=50', '--config.tensorboard=False'],
+}
+# where to kill: a file that appears mid-run (a checkpoint of a later stage)
+KILL_WHEN = {'distillation': 'student/checkpoints/100',
+             'active': 'round1/checkpoints/50'}
+RESULT = {'distillation': 'summary.json', 'active': 'rounds.json'}
+
+
+def _launch(args, workdir):
+  return subprocess.Popen(
+      [sys.executable, '-m', 'launch.main', f'--workdir={workdir}', *args],
+      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+      env=dict(os.environ, JAX_PLATFORMS='cpu'))
+
+
+def _finish(proc):
+  out, _ = proc.communicate(timeout=600)
+  assert proc.returncode == 0, out[-3000:]
+  return out
+
+
+def _result(name, workdir):
+  with open(os.path.join(workdir, RESULT[name])) as f:
+    r = json.load(f)
+  for k in list(r):
+    if 'seconds' in k:
+      r.pop(k)
+  return r
+
+
+def _all_json_readable(workdir):
+  for root, _, files in os.walk(workdir):
+    for f in files:
+      assert not f.endswith('.tmp'), os.path.join(root, f)
+      if f.endswith('.json'):
+        with open(os.path.join(root, f)) as fh:
+          json.load(fh)
+
+
+@pytest.mark.parametrize('name', sorted(PIPELINES))
+def test_kill9_mid_pipeline_then_rerun_equals_an_uninterrupted_run(
+    name, tmp_path):
+  reference, killed = str(tmp_path / 'reference'), str(tmp_path / 'killed')
+  _finish(_launch(PIPELINES[name], reference))
+  proc = _launch(PIPELINES[name], killed)
+  marker = os.path.join(killed, KILL_WHEN[name])
+  deadline = time.time() + 300
+  while not os.path.exists(marker):
+    assert proc.poll() is None, 'ended before the kill: ' + (
+        proc.stdout.read()[-2000:])
+    assert time.time() < deadline, 'the kill point never came'
+    time.sleep(0.05)
+  proc.kill()                                  # SIGKILL: nothing is saved
+  proc.wait()
+  _all_json_readable(killed)                   # atomic writes: no torn file
+  out = _finish(_launch(PIPELINES[name], killed))
+  assert 'Resumed from' in out
+  assert _result(name, killed) == _result(name, reference)
