@@ -12,6 +12,10 @@ Sections (--sections, comma-separated; default all):
             model, optimizer and batch (goal: at most 5% overhead);
   torch     the same ResNet-20 in PyTorch on CPU (eager; channels-last and
             contiguous, the better one), same batch and optimizer;
+  breakdown where the ResNet-20 step's time goes: each convolution shape's
+            forward, input-gradient and weight-gradient kernels and each
+            batch norm's forward + backward, timed alone, times their
+            counts in the network, against the whole step;
   devices   steady-state examples/s on 1 vs 8 simulated CPU devices (same
             global batch; should stay flat);
   compile   compile time of the train step per config;
@@ -32,8 +36,8 @@ import time
 from absl import app
 from absl import flags
 
-SECTIONS = ('flops', 'flax', 'torch', 'devices', 'compile', 'input',
-            'methods')
+SECTIONS = ('flops', 'flax', 'torch', 'breakdown', 'devices', 'compile',
+            'input', 'methods')
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -311,6 +315,66 @@ def section_torch(steps, rounds):
       torch_channels_last_ms=1000 * best_torch['channels_last'],
       torch_contiguous_ms=1000 * best_torch['contiguous'],
       ours_over_torch=best_jax['ours'] / torch_best))
+  return rows
+
+
+# ResNet-20 at batch 128: (spatial size in, channels in, out, kernel, stride,
+# how many in the network)
+RESNET20_CONVS = ((32, 3, 16, 3, 1, 1), (32, 16, 16, 3, 1, 6),
+                  (32, 16, 32, 3, 2, 1), (32, 16, 32, 1, 2, 1),
+                  (16, 32, 32, 3, 1, 5), (16, 32, 64, 3, 2, 1),
+                  (16, 32, 64, 1, 2, 1), (8, 64, 64, 3, 1, 5))
+# batch norms by output (spatial size, channels): count
+RESNET20_NORMS = ((32, 16, 7), (16, 32, 7), (8, 64, 7))
+
+
+def section_breakdown(steps, rounds, batch=128):
+  """Seconds per step spent in each kind of kernel, timed in isolation."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from jax import lax  # pylint: disable=g-import-not-at-top
+  key = jax.random.PRNGKey(0)
+  totals = {'conv forward': 0.0, 'conv input gradient': 0.0,
+            'conv weight gradient': 0.0, 'batch norm fwd + bwd': 0.0}
+  flops = {k: 0.0 for k in totals}
+  for h, cin, cout, k, s, count in RESNET20_CONVS:
+    x = jax.random.normal(key, (batch, h, h, cin))
+    w = jax.random.normal(key, (k, k, cin, cout))
+    conv = lambda x, w, s=s: lax.conv_general_dilated(  # noqa: E731
+        x, w, (s, s), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    g = jax.random.normal(key, conv(x, w).shape)
+    fwd = jax.jit(conv)
+    dx = jax.jit(lambda x, w, g, c=conv: jax.vjp(c, x, w)[1](g)[0])
+    dw = jax.jit(lambda x, w, g, c=conv: jax.vjp(c, x, w)[1](g)[1])
+    f = 2 * g.size * cin * k * k
+    for name, fn, args in (('conv forward', fwd, (x, w)),
+                           ('conv input gradient', dx, (x, w, g)),
+                           ('conv weight gradient', dw, (x, w, g))):
+      totals[name] += count * _best_time(lambda fn=fn, a=args: fn(*a),
+                                         steps, rounds)
+      flops[name] += count * f
+
+  def norm(x, scale):
+    mean = x.mean((0, 1, 2))
+    var = ((x - mean) ** 2).mean((0, 1, 2))
+    return ((x - mean) * lax.rsqrt(var + 1e-5) * scale).sum()
+
+  bn = jax.jit(jax.grad(norm, argnums=(0, 1)))
+  for h, c, count in RESNET20_NORMS:
+    x = jax.random.normal(key, (batch, h, h, c))
+    totals['batch norm fwd + bwd'] += count * _best_time(
+        lambda x=x, c=c: bn(x, jnp.ones(c)), steps, rounds)
+  ours = OurStep(resnet_config(batch))
+  whole = _best_time(ours, steps, rounds)
+  rows = [dict(part=k, ms=1000 * v, share_of_step=v / whole,
+               gflops=(flops[k] / v / 1e9) if flops[k] else float('nan'))
+          for k, v in totals.items()]
+  rest = whole - sum(totals.values())
+  rows.append(dict(part='rest (relu, residual adds, pooling, loss, '
+                   'optimizer, copies)', ms=1000 * rest,
+                   share_of_step=rest / whole, gflops=float('nan')))
+  rows.append(dict(part='whole train step', ms=1000 * whole,
+                   share_of_step=1.0, gflops=float('nan')))
   return rows
 
 
