@@ -128,3 +128,13 @@ def _diff_keys(a, b, prefix=''):
       yield from _diff_keys(va, vb, f'{prefix}{k}.')
     elif va != vb:
       yield f'{prefix}{k}'
+
+
+def load_file(spec):
+  """get_config(arg) of a `FILE[:ARG]` spec, as the --config flag does."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path, _, arg = spec.partition(':')
+  module_spec = importlib.util.spec_from_file_location('_config', path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg or None)

@@ -416,10 +416,10 @@ COMPILE_CONFIGS = (
 def section_compile(steps, rounds):
   del steps, rounds
   from launch import compile_check  # pylint: disable=g-import-not-at-top
-  from launch import main as launch_main  # pylint: disable=g-import-not-at-top
+  from distill import config_lib  # pylint: disable=g-import-not-at-top
   rows = []
   for spec in COMPILE_CONFIGS:
-    config = launch_main._load_config_file(spec)  # pylint: disable=protected-access
+    config = config_lib.load_file(spec)
     r = compile_check.check(config)
     rows.append(dict(config=spec, stage=r['stage'],
                      compile_s=r['compile_seconds']))

@@ -121,8 +121,9 @@ def check(config, stage='auto', mesh=None, batch_size=0):
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   report = dict(
-      model=config.model_name, stage=stage if stage != 'auto' else (
-          'student' if parent is not None else 'teacher'),
+      model=config.model_name,
+      stage='student' if parent is not None else (
+          'teacher' if stage == 'teacher' else 'train'),
       devices=len(jax.devices()), mesh=dict(trainer.mesh.shape),
       batch_size=config.batch_size,
       params=int(sum(x.size for x in jax.tree.leaves(state.params))),

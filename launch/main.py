@@ -110,16 +110,6 @@ def local_path(path, what):
   return mounted + path[len('gs://') + len(bucket):]
 
 
-def _load_config_file(spec):
-  """get_config(arg) of a `FILE[:ARG]` spec, as --config does."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  path, _, arg = spec.partition(':')
-  module_spec = importlib.util.spec_from_file_location('_config', path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
-
-
 def explain_flag_error(argv, error):
   """One line for a bad --config / --config.KEY flag, with valid choices."""
   cause = error
@@ -130,7 +120,8 @@ def explain_flag_error(argv, error):
   if spec is None:
     return f'error: {cause}'
   try:
-    config = _load_config_file(spec)
+    from distill import config_lib  # pylint: disable=g-import-not-at-top
+    config = config_lib.load_file(spec)
   except Exception as e:  # pylint: disable=broad-except
     return f'error: --config={spec}: {e}'
   for a in argv:

@@ -110,17 +110,17 @@ import time  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-posi
 from conftest import REPO  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 PIPELINES = {
-    # teacher 60 steps -> cache -> slam student 300 steps
+    # teacher 60 steps -> cache -> slam student 200 steps
     'distillation': [
         '--config=configs/digits_distill.py:method=slam',
         '--config.teacher.config.total_epochs=-1',
         '--config.teacher.config.total_steps=60',
-        '--config.total_epochs=-1', '--config.total_steps=300',
+        '--config.total_epochs=-1', '--config.total_steps=200',
         '--config.checkpoint_every_steps=50', '--config.tensorboard=False'],
-    # teacher 40 steps -> 3 active rounds (rad + slam) of 150 student steps
+    # teacher 40 steps -> 3 active rounds (rad + slam) of 100 student steps
     'active': [
         '--config=configs/active_distill.py:dataset=digits,strategy=rad,'
-        'method=slam,budget=60,per_round=20,initial=20,steps=150',
+        'method=slam,budget=60,per_round=20,initial=20,steps=100',
         '--config.teacher.config.total_epochs=-1',
         '--config.teacher.config.total_steps=40',
         '--config.checkpoint_every_steps=50', '--config.tensorboard=False'],
