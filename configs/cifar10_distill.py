@@ -51,7 +51,8 @@ def get_config(arg=None):
   c.log_every_steps = 100
   c.checkpoint_every_steps = 300
   c.distill.predict_batch_size = 1000
-  if arg.runlocal:
+  if arg.runlocal:                # a 2,000-image pool: a quick labeling pass
+    c.data.unlabeled = 2000
     c.total_steps = 2
     c.log_every_steps = 1
     c.batch_size = 16

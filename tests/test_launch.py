@@ -126,14 +126,14 @@ class FakeCloud:
 
 
 def _job():
-  from launch import tpu  # pylint: disable=g-import-not-at-top
+  from launch import cloud_tpu as tpu  # pylint: disable=g-import-not-at-top
   return tpu.Job(name='kd', zone='z', project='p', accelerator='v4-8',
                  version='v', capacity='spot', config='configs/x.py',
                  workdir='gs://b/w', data_dir='', commit='0' * 40)
 
 
 def test_tpu_loop_recreates_a_preempted_slice_and_resumes_until_done():
-  from launch import tpu  # pylint: disable=g-import-not-at-top
+  from launch import cloud_tpu as tpu  # pylint: disable=g-import-not-at-top
   # attempt 1: no slice -> create, run dies with the slice (PREEMPTED);
   # attempt 2: delete + create, run finishes
   cloud = FakeCloud(states=['NOT_FOUND', 'PREEMPTED', 'PREEMPTED'],
@@ -147,7 +147,7 @@ def test_tpu_loop_recreates_a_preempted_slice_and_resumes_until_done():
 
 
 def test_tpu_loop_stops_when_the_run_fails_on_a_ready_slice():
-  from launch import tpu  # pylint: disable=g-import-not-at-top
+  from launch import cloud_tpu as tpu  # pylint: disable=g-import-not-at-top
   cloud = FakeCloud(states=['READY', 'READY'], runs=[2])
   logs = []
   status = tpu.launch(_job(), cloud.shell, cloud.live, backoff_s=0,
