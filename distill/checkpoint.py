@@ -79,6 +79,9 @@ class Checkpointer:
       while os.path.exists(dst):
         dst, n = os.path.join(dst_root, f'{step}.{n}'), n + 1
       os.replace(src, dst)
+    if jax.process_count() > 1:     # every process sees the move first
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices(f'set aside checkpoint {step}')
     self.manager.reload()
     return dst
 
