@@ -178,9 +178,8 @@ class Trainer:
     abstract = jax.eval_shape(self._init_fn, rng)
     self.state_sharding = sharding.shardings_from_boxed(abstract, self.mesh)
     if self.abstract:
-      self.state = jax.tree.map(
-          lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-          nn.meta.unbox(abstract), self.state_sharding)
+      self.state = ckpt_lib.abstract_like(nn.meta.unbox(abstract),
+                                          self.state_sharding)
       return
     init = jax.jit(lambda r: nn.meta.unbox(self._init_fn(r)),
                    out_shardings=self.state_sharding)
@@ -243,8 +242,7 @@ class Trainer:
       t_shardings = sharding.shardings_from_boxed(t_abstract, self.mesh)
       t_shardings = {k: t_shardings[k] for k in t_vars}
       if self.abstract:
-        t_vars = jax.tree.map(
-            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+        t_vars = ckpt_lib.abstract_like(
             nn.meta.unbox({k: t_abstract[k] for k in t_vars}), t_shardings)
       else:
         t_vars = jax.device_put(t_vars, t_shardings)
@@ -273,8 +271,7 @@ class Trainer:
   def compile_train_step(self):
     """Lowers and compiles the train step for this mesh without running it
     (works on an abstract Trainer); returns the compiled executable."""
-    state = self.state if self.abstract else jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+    state = self.state if self.abstract else ckpt_lib.abstract_like(
         self.state, self.state_sharding)
     with jax.set_mesh(self.mesh):
       return self._train_step_jit.lower(state, self.batch_shapes(),

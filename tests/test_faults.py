@@ -1,15 +1,20 @@
 """Faults that must lose nothing: a corrupted or truncated latest checkpoint
-falls back to the previous good one, and a NaN loss stops the run naming the
-step without overwriting the last good checkpoint. (kill -9 and SIGTERM
-during training: tests/test_checkpoint.py; during distillation and an active
-round: tests/test_distillation.py, tests/test_active.py.)"""
+falls back to the previous good one; a NaN loss stops the run naming the
+step without overwriting the last good checkpoint; kill -9 in the middle of
+distillation or of an active-distillation round, then the same command,
+equals an uninterrupted run. (kill -9 and SIGTERM during plain training:
+tests/test_checkpoint.py.)"""
 import json
 import os
+import subprocess
+import sys
+import time
 
 import jax.numpy as jnp
 import pytest
 
 from configs import common, digits_teacher
+from conftest import REPO
 from distill import train
 from distill.errors import Diverged
 
@@ -41,22 +46,20 @@ def reference(tmp_path_factory):
   return workdir
 
 
-def _truncate(path):
+def _each_file(path, damage):
   for root, _, files in os.walk(path):
     for name in files:
       full = os.path.join(root, name)
-      size = os.path.getsize(full)
       with open(full, 'r+b') as f:
-        f.truncate(size // 2)
+        damage(f, os.path.getsize(full))
+
+
+def _truncate(path):
+  _each_file(path, lambda f, size: f.truncate(size // 2))
 
 
 def _garble(path):
-  for root, _, files in os.walk(path):
-    for name in files:
-      full = os.path.join(root, name)
-      size = os.path.getsize(full)
-      with open(full, 'r+b') as f:
-        f.write(b'\x00garbage' * max(1, size // 8))
+  _each_file(path, lambda f, size: f.write(b'\x00garbage' * max(1, size // 8)))
 
 
 @pytest.mark.parametrize('damage', [_truncate, _garble])
@@ -102,12 +105,6 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(
 
 
 # --- kill -9 in the multi-stage pipelines -----------------------------------
-
-import subprocess  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
-import sys  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
-import time  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
-
-from conftest import REPO  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 PIPELINES = {
     # teacher 60 steps -> cache -> slam student 200 steps
