@@ -71,4 +71,6 @@ def get_config(arg=None):
   if arg.runlocal:
     c.total_steps = 2
     c.active.budget, c.active.per_round, c.active.initial = 8, 4, 4
+  # A round-0 student trains on the initial queries alone: no batch larger.
+  c.batch_size = min(c.batch_size, c.active.initial)
   return c

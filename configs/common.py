@@ -47,6 +47,7 @@ def base_config():
   c.data = ml_collections.ConfigDict(dict(
       name='digits',
       data_dir='',           # TFDS data dir ('' = $TFDS_DATA_DIR or ~/...)
+      download=False,        # TFDS catalog sets: download when not prepared
       manual_dir='',         # local archive/text for cifar10_jpeg, shakespeare
       in_memory=True,        # decode the needed splits once into RAM
       num_samples=5000,      # mnist1d generator size
@@ -74,7 +75,12 @@ def base_config():
 
   c.method = 'supervised'
   c.method_kw = ml_collections.ConfigDict()
-  c.init_from = ''           # workdir of a run to start from (fine-tuning)
+  # Start from another run's checkpoint: 'WORKDIR[:STEP]' (default its
+  # newest). init_from_state: params (its parameters and model state, a fresh
+  # optimizer at step 0: fine-tuning) | all (its whole train state: continue
+  # it with changed settings, e.g. a lower lr after a divergence).
+  c.init_from = ''
+  c.init_from_state = 'params'
   # Initialisation from a trained teacher (LMs): method '' (the model's own
   # init) or 'guide' (distill/guide.py: PCA of the teacher's embeddings, first
   # block folded and selected). `teacher`: the teacher's workdir ('' inside a
@@ -157,6 +163,8 @@ def unlabeled_student(arg, dataset, teacher):
   teacher.data.validation = arg.validation
   teacher.data.unlabeled = -1
   teacher.data.carve_seed = arg.seed
+  if arg.labeled > 0:              # no batch larger than the labeled part
+    teacher.batch_size = min(teacher.batch_size, arg.labeled)
   c.teacher = dict(workdir=arg.teacher, config=teacher)
   c.distill = distillation.distill_defaults()
   return c

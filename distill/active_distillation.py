@@ -25,7 +25,7 @@ number of queries, and the share of queried points the teacher labels
 wrongly (from the pool's true labels, read for this diagnostic only). A
 killed run resumes at its last finished round with the same selections.
 """
-import json
+import io
 import os
 import shutil
 
@@ -34,11 +34,14 @@ import numpy as np
 
 import models
 from distill import active
+from distill import config_lib
 from distill import distillation
+from distill import files
 from distill import methods
 from distill import predict
 from distill import sharding
 from distill import train
+from distill import workdir as workdir_lib
 from distill.data import datasets
 from distill.data import pipeline
 from distill.errors import ConfigError, check_choice
@@ -74,7 +77,7 @@ def _reuse_round0(other, s_dir):
                       f'student in {src}')
   tmp = s_dir + '.tmp'
   shutil.rmtree(tmp, ignore_errors=True)
-  shutil.copytree(src, tmp)
+  shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(workdir_lib.LOCK))
   os.remove(os.path.join(tmp, 'final_metrics.json'))  # re-evaluated here
   os.replace(tmp, s_dir)
 
@@ -104,10 +107,8 @@ class Ledger:
       self.positions = np.concatenate([self.positions, new])
       self.logits = out if self.logits is None else np.concatenate(
           [self.logits, out])
-      tmp = self.path + '.tmp.npz'
-      np.savez(tmp, positions=self.positions, logits=self.logits,
-               forward_passes=self.forward_passes)
-      os.replace(tmp, self.path)
+      files.write_npz(self.path, positions=self.positions,
+                      logits=self.logits, forward_passes=self.forward_passes)
     return self.lookup(positions)
 
   def lookup(self, positions):
@@ -137,23 +138,41 @@ def _check(config, pool_size):
                       f'{pool_size} unlabeled examples')
 
 
-def _write_json(path, obj):
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=1, sort_keys=True)
-  os.replace(tmp, path)
-
-
-def run(config, workdir):
-  """The active loop; returns (and writes) `rounds.json`'s content."""
+def check(config):
+  """Validates the teacher, the active block and the round students before
+  any training, labeling or directory creation."""
   if config.method not in methods.DISTILLATION:
     raise ConfigError(f'method {config.method!r} does not learn from a '
                       'teacher; valid choices: '
                       f'{", ".join(sorted(methods.DISTILLATION))}')
-  os.makedirs(workdir, exist_ok=True)
+  sizes = datasets.part_sizes(config.data)
+  _check(config, sizes['unlabeled'])
+  if not config.teacher.workdir:
+    t = config.teacher.config
+    config_lib.validate_stage(t, datasets.part_sizes(t.data)[t.data.train_on],
+                              t.data.train_on, 'teacher.config: ')
+  config_lib.validate_stage(student_config(config), config.active.initial,
+                            'the initial queried points')
+
+
+def student_config(config):
+  """The config of every round's student (the same for every strategy)."""
+  s_config = distillation._student_config(config)  # pylint: disable=protected-access
+  with s_config.unlocked():
+    del s_config['active']
+  return s_config
+
+
+def run(config, workdir):
+  """The active loop; returns (and writes) `rounds.json`'s content."""
+  check(config)
+  with workdir_lib.claim(workdir, config, distillation.inputs(config)):
+    return _run(config, workdir)
+
+
+def _run(config, workdir):
   data = train.load_data(config.data)
   pool = data.parts['unlabeled']
-  _check(config, len(pool))
   a = config.active
   teacher = distillation._teacher(config, workdir, data)  # pylint: disable=protected-access
   if teacher is None:
@@ -174,17 +193,17 @@ def run(config, workdir):
   rounds_path = os.path.join(workdir, 'rounds.json')
   state = {'rounds': []}
   if os.path.exists(rounds_path):
-    with open(rounds_path) as f:
-      state = json.load(f)
+    state = files.read_json(rounds_path)
   val_labels = distillation._labels(data.parts['validation'])
   val_path = os.path.join(workdir, 'validation_logits.npy')
-  if not os.path.exists(val_path):
+  if os.path.exists(val_path):
+    val_logits = np.load(val_path)
+  else:
     val_logits = teacher_on(data.parts['validation'])
-    with open(val_path + '.tmp', 'wb') as f:
-      np.save(f, val_logits)
-    os.replace(val_path + '.tmp', val_path)
+    buf = io.BytesIO()
+    np.save(buf, val_logits)
+    files.write_bytes(val_path, buf.getvalue())
     state['validation_forward_passes'] = len(val_labels)
-  val_logits = np.load(val_path)
   state['teacher_val_accuracy'] = float(np.mean(
       val_logits.argmax(-1) == val_labels))
   def expected_errors(b):
@@ -200,7 +219,7 @@ def run(config, workdir):
                                             replace=False)).tolist()
                         if a.initial else [])
     ledger.query(state['initial'])
-    _write_json(rounds_path, state)
+    files.write_json(rounds_path, state)
   selected = list(state['initial'])
   for r in state['rounds']:
     selected += r['chosen']
@@ -218,9 +237,7 @@ def run(config, workdir):
         config, distillation._softmax(val_logits), val_labels,
         distillation._softmax(targets['logits']))
     targets.update(fitted)          # weighted: weights; slam: alpha, k
-    s_config = distillation._student_config(config)  # pylint: disable=protected-access
-    with s_config.unlocked():
-      del s_config['active']          # the same student for every strategy
+    s_config = student_config(config)
     if a.warm_start and previous:
       s_config.init_from = previous
     if r == 0 and a.round0_from:
@@ -241,7 +258,7 @@ def run(config, workdir):
               'forward_passes': ledger.forward_passes}
     if r == n_rounds:
       state['final'] = record
-      _write_json(rounds_path, state)
+      files.write_json(rounds_path, state)
       break
     rest = np.setdiff1d(np.arange(len(pool)), queried)
     variables = {'params': trainer.state.params, **trainer.state.model_state}
@@ -265,11 +282,11 @@ def run(config, workdir):
                   chosen_teacher_wrong_share=float(np.mean(
                       chosen_logits.argmax(-1) != pool_labels[chosen])))
     state['rounds'].append(record)
-    _write_json(rounds_path, state)
+    files.write_json(rounds_path, state)
     selected += record['chosen']
     previous = s_dir
   state['forward_passes'] = ledger.forward_passes
-  _write_json(rounds_path, state)
+  files.write_json(rounds_path, state)
   return summary(state)
 
 

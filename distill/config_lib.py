@@ -1,13 +1,9 @@
-"""Checks of a resolved config, durations in steps or epochs, the manifest.
+"""Checks of a resolved config, durations in steps or epochs, config files.
 
 Every check raises `ConfigError` with one line that names the bad value and
 the valid choices; `launch.main` prints it and exits with status 2.
 """
-import json
-import os
-import sys
-
-import jax
+import math
 
 from distill.errors import ConfigError, check_choice
 
@@ -67,9 +63,36 @@ def validate(config):
               'checkpoint_every_steps', 'keep_checkpoints'):
     if config[key] < 1:
       raise ConfigError(f'{key} must be >= 1, got {config[key]}')
-  if config.optimizer.lr <= 0:
-    raise ConfigError(f'optimizer.lr must be > 0, got {config.optimizer.lr}')
+  lr = config.optimizer.lr
+  if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+    raise ConfigError(f'optimizer.lr must be a finite number > 0, got {lr}')
+  from distill import train  # pylint: disable=g-import-not-at-top
+  check_choice('init_from_state', config.get('init_from_state', 'params'),
+               train.INIT_FROM_STATES)
   duration(config, 'total', 1)  # one of total_steps / total_epochs is set
+
+
+def validate_stage(config, part_size=None, part='', prefix=''):
+  """What a stage's config can be checked for before any training:
+  `validate`, its model's options, the mesh and the batch against its
+  devices and the `part_size` examples it trains on. `prefix` names the stage
+  in the message (e.g. 'teacher.config: ')."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import models  # pylint: disable=g-import-not-at-top
+  from distill import sharding  # pylint: disable=g-import-not-at-top
+  try:
+    validate(config)
+    models.build(config.model_name, 2, config.model_dtype,
+                 **config.model.to_dict())
+    mesh = sharding.make_mesh(config.mesh)
+    validate_for_mesh(config, sharding.batch_shards(mesh),
+                      jax.process_count())
+    if part_size is not None:
+      check_batch_fits(config, part_size, part)
+  except ConfigError as e:
+    if prefix:
+      raise ConfigError(prefix + str(e)) from e
+    raise
 
 
 def validate_for_mesh(config, batch_shards, process_count):
@@ -89,52 +112,36 @@ def validate_for_data(config, data):
         f'model {config.model_name!r} does not fit dataset '
         f'{config.data.name!r} ({data.spec.task}); valid choices: '
         + ('transformer_lm' if lm else 'cnn, mlp, resnet, resnet_imagenet'))
-  if not len(data.parts[config.data.train_on]):
-    raise ConfigError(f'data.train_on={config.data.train_on!r} is empty; '
+  check_batch_fits(config, len(data.parts[config.data.train_on]),
+                   config.data.train_on)
+
+
+def check_batch_fits(config, part_size, part):
+  """The training part is not empty and holds at least one batch."""
+  if not part_size:
+    raise ConfigError(f'data.train_on={part!r} is empty; '
                       'set data.labeled/validation/unlabeled sizes')
-
-
-def write_manifest(config, workdir):
-  """Writes config.json and command.txt; refuses to reuse a workdir whose
-  run had a different config (its checkpoints would be resumed)."""
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, 'config.json')
-  resolved = json.loads(config.to_json_best_effort(sort_keys=True))
-  if os.path.exists(path):
-    with open(path) as f:
-      previous = json.load(f)
-    if previous != resolved:
-      diff = sorted(_diff_keys(previous, resolved))
-      raise ConfigError(
-          f'workdir {workdir} holds a run with another config (differs in '
-          f'{", ".join(diff[:5])}); use a new --workdir to keep both')
-  else:
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-      json.dump(resolved, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
-  with open(os.path.join(workdir, 'command.txt'), 'a') as f:
-    f.write(' '.join([os.path.basename(sys.executable)] + sys.argv) + '\n')
-  with open(os.path.join(workdir, 'manifest.json'), 'w') as f:
-    json.dump({'jax': jax.__version__, 'devices': jax.device_count(),
-               'processes': jax.process_count(),
-               'platform': jax.devices()[0].platform}, f)
-
-
-def _diff_keys(a, b, prefix=''):
-  for k in set(a) | set(b):
-    va, vb = a.get(k), b.get(k)
-    if isinstance(va, dict) and isinstance(vb, dict):
-      yield from _diff_keys(va, vb, f'{prefix}{k}.')
-    elif va != vb:
-      yield f'{prefix}{k}'
+  if config.batch_size > part_size:
+    raise ConfigError(f'batch_size={config.batch_size} is larger than the '
+                      f'{part_size} examples of the part it trains on '
+                      f'({part}); choose batch_size <= {part_size}')
 
 
 def load_file(spec):
-  """get_config(arg) of a `FILE[:ARG]` spec, as the --config flag does."""
+  """get_config(arg) of a `FILE[:ARG]` spec, as the --config flag does; a
+  missing or broken file is one ConfigError line."""
   import importlib.util  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
   path, _, arg = spec.partition(':')
+  if not os.path.isfile(path):
+    raise ConfigError(f'--config={spec}: no config file {path}')
   module_spec = importlib.util.spec_from_file_location('_config', path)
   module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
+  try:
+    module_spec.loader.exec_module(module)
+  except SyntaxError as e:
+    raise ConfigError(f'--config={spec}: {path} line {e.lineno}: '
+                      f'{e.msg}') from e
+  if not hasattr(module, 'get_config'):
+    raise ConfigError(f'--config={spec}: {path} has no get_config(arg)')
   return module.get_config(arg or None)

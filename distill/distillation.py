@@ -26,12 +26,15 @@ import numpy as np
 
 import models
 from distill import checkpoint as ckpt_lib
+from distill import config_lib
+from distill import files
 from distill import fitting
 from distill import methods
 from distill import predict
 from distill import sharding
 from distill import teacher_cache
 from distill import train
+from distill import workdir as workdir_lib
 from distill.data import datasets
 from distill.data import pipeline
 from distill.data import splits
@@ -123,8 +126,9 @@ def _teacher_outputs(config, data, parts, model, variables, step, t_dir,
   logits, rebuilt = {}, []
   for name in parts:
     part = data.parts[name]
+    # The teacher is its parameters (and step), wherever its workdir lives.
     fingerprint = dict(
-        teacher_workdir=t_dir, teacher_step=int(step), teacher_params=digest,
+        teacher_step=int(step), teacher_params=digest,
         part=name, dataset={k: config.data.get(k) for k in DATASET_KEYS},
         unlabeled_from=(config.data.unlabeled_from.to_dict()
                         if name == 'unlabeled' and _is_ood(config) else None),
@@ -191,12 +195,61 @@ def _softmax(x):
   return e / e.sum(-1, keepdims=True)
 
 
+def stage_configs(config):
+  """{stage: (config, size of the part it trains on, that part's name)} of
+  the trained stages, for validation before any work."""
+  sizes = datasets.part_sizes(config.data)
+  d = config.distill
+  out = {}
+  if not config.teacher.workdir:
+    t = config.teacher.config
+    out['teacher'] = (t, datasets.part_sizes(t.data)[t.data.train_on],
+                      t.data.train_on)
+  student = _student_config(config)
+  if d.get('online'):
+    out['student'] = (student, sizes[student.data.train_on],
+                      student.data.train_on)
+    return out
+  n = sizes['unlabeled'] + (sizes['labeled'] if d.add_labeled else 0)
+  out['student'] = (student, n, 'unlabeled' + (
+      ' + labeled' if d.add_labeled else ''))
+  if d.finetune_per_class:
+    n = min(sizes['labeled'],
+            d.finetune_per_class * datasets.num_classes(config.data))
+    out['finetune'] = (finetune_config(config, n), n, 'labeled (fine-tuning)')
+  return out
+
+
+def check(config):
+  """Validates every stage of the pipeline (teacher, fit, student) before
+  any training, labeling or directory creation."""
+  _check(config)
+  validate_stages(config)
+
+
+def validate_stages(config):
+  for stage, (cfg, size, part) in stage_configs(config).items():
+    config_lib.validate_stage(cfg, size, part,
+                              'teacher.config: ' if stage == 'teacher' else '')
+
+
+def inputs(config):
+  """The identity of the runs this pipeline reads (an external teacher)."""
+  if config.teacher.workdir:
+    return {'teacher': ckpt_lib.run_identity(config.teacher.workdir)}
+  return {}
+
+
 def run(config, workdir):
   """The whole pipeline; returns (and writes) the summary."""
   if config.distill.get('online'):
     return run_online(config, workdir)
-  _check(config)
-  os.makedirs(workdir, exist_ok=True)
+  check(config)
+  with workdir_lib.claim(workdir, config, inputs(config)):
+    return _run(config, workdir)
+
+
+def _run(config, workdir):
   data = train.load_data(config.data)
   teacher = _teacher(config, workdir, data)
   if teacher is None:                      # SIGTERM while training it
@@ -256,10 +309,7 @@ def run(config, workdir):
     summary.update({f'finetuned/{k}': v for k, v in final.items()})
   summary['student/test_agreement'] = float(np.mean(
       s_test.argmax(-1) == logits['test'].argmax(-1)))
-  tmp = os.path.join(workdir, 'summary.json.tmp')
-  with open(tmp, 'w') as f:
-    json.dump(summary, f, indent=1, sort_keys=True)
-  os.replace(tmp, os.path.join(workdir, 'summary.json'))
+  files.write_json(os.path.join(workdir, 'summary.json'), summary)
   return summary
 
 
@@ -276,7 +326,12 @@ def run_online(config, workdir):
                       'fitted on a labeled validation split; online '
                       'distillation supports vanilla, hard, taylor_ce, '
                       'pseudo_label or supervised')
-  os.makedirs(workdir, exist_ok=True)
+  validate_stages(config)
+  with workdir_lib.claim(workdir, config, inputs(config)):
+    return _run_online(config, workdir)
+
+
+def _run_online(config, workdir):
   data = train.load_data(config.data)
   t_dir = config.teacher.workdir or os.path.join(workdir, 'teacher')
   if not config.teacher.workdir:
@@ -303,14 +358,27 @@ def run_online(config, workdir):
   t_final = os.path.join(t_dir, 'final_metrics.json')
   summary = {'method': config.method, 'init': config.init.method or 'own'}
   if os.path.exists(t_final):
-    with open(t_final) as f:
-      summary.update({f'teacher/{k}': v for k, v in json.load(f).items()})
+    summary.update({f'teacher/{k}': v
+                    for k, v in files.read_json(t_final).items()})
   summary.update({f'student/{k}': v for k, v in final.items()})
-  tmp = os.path.join(workdir, 'summary.json.tmp')
-  with open(tmp, 'w') as f:
-    json.dump(summary, f, indent=1, sort_keys=True)
-  os.replace(tmp, os.path.join(workdir, 'summary.json'))
+  files.write_json(os.path.join(workdir, 'summary.json'), summary)
   return summary
+
+
+def finetune_config(config, num_examples, student_dir=''):
+  """The fine-tuning stage's config: the student, from `student_dir`, on
+  `num_examples` labeled examples (no batch larger than them)."""
+  d = config.distill
+  c = _student_config(config)
+  c.method = 'supervised'
+  c.data.train_on = 'labeled'
+  c.init_from = student_dir
+  c.total_steps, c.total_epochs = d.finetune_steps, -1.0
+  c.eval_every_steps, c.eval_every_epochs = -1, -1.0
+  c.optimizer.lr = d.finetune_lr
+  c.schedule.warmup_steps, c.schedule.warmup_epochs = -1, -1.0
+  c.batch_size = min(c.batch_size, num_examples)
+  return c
 
 
 def _finetune(config, workdir, data, student_dir):
@@ -322,14 +390,7 @@ def _finetune(config, workdir, data, student_dir):
   keep = np.sort(np.concatenate([
       rng.permutation(np.nonzero(y == c)[0])[:d.finetune_per_class]
       for c in range(data.num_classes)]))
-  c = _student_config(config)
-  c.method = 'supervised'
-  c.data.train_on = 'labeled'
-  c.init_from = student_dir
-  c.total_steps, c.total_epochs = d.finetune_steps, -1.0
-  c.eval_every_steps, c.eval_every_epochs = -1, -1.0
-  c.optimizer.lr = d.finetune_lr
-  c.schedule.warmup_steps, c.schedule.warmup_epochs = -1, -1.0
+  c = finetune_config(config, len(keep), student_dir)
   f_dir = os.path.join(workdir, 'finetuned')
   print(f'== fine-tuning on {len(keep)} labeled examples in {f_dir}',
         flush=True)

@@ -3,6 +3,9 @@ import json
 import os
 import time
 
+from distill import files
+from distill.errors import from_os_error
+
 
 def format_duration(seconds):
   seconds = int(max(0, seconds))
@@ -15,26 +18,59 @@ class MetricWriter:
   """Appends `{"step": s, "time": t, **metrics}` lines to workdir/metrics.jsonl.
 
   Also writes TensorBoard scalars when tensorboardX is installed and asked for.
-  Only the main process writes (`enabled`).
+  Only the main process writes (`enabled`). `records` counts the lines in
+  the file; a checkpoint stores it, and a resumed run passes it back as
+  `keep_records`, so the lines written after that checkpoint (which the
+  resumed run writes again) are dropped: every step is in the file once.
+  `keep_records=None` (a checkpoint that did not store it) keeps the lines up
+  to `resumed_step`.
   """
 
-  def __init__(self, workdir, tensorboard=False, enabled=True):
+  def __init__(self, workdir, tensorboard=False, enabled=True,
+               keep_records=0, resumed_step=0):
     self.enabled = enabled
     self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.records = 0
     self._tb = None
-    if enabled and tensorboard:
+    if not enabled:
+      return
+    self._keep(keep_records, resumed_step)
+    if tensorboard:
       try:
         from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
         self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
       except ImportError:
         self._tb = None
 
+  def _keep(self, keep_records, resumed_step):
+    if not os.path.exists(self.path):
+      return
+    with open(self.path) as f:
+      lines = [line for line in f if line.strip()]
+    if keep_records is None:
+      kept = []
+      for line in lines:
+        try:
+          if json.loads(line)['step'] <= resumed_step:
+            kept.append(line)
+        except (ValueError, KeyError):
+          break
+    else:
+      kept = lines[:keep_records]
+    if len(kept) != len(lines):
+      files.write_text(self.path, ''.join(kept))
+    self.records = len(kept)
+
   def write(self, step, metrics):
     if not self.enabled or not metrics:
       return
     record = {'step': int(step), 'time': time.time(), **metrics}
-    with open(self.path, 'a') as f:
-      f.write(json.dumps(record) + '\n')
+    try:
+      with open(self.path, 'a') as f:
+        f.write(json.dumps(record) + '\n')
+    except OSError as e:
+      raise from_os_error(e, f'writing {self.path}') from e
+    self.records += 1
     if self._tb is not None:
       for k, v in metrics.items():
         if isinstance(v, (int, float)):

@@ -11,11 +11,13 @@ fingerprint differs is rebuilt, never silently reused; files are written to a
 temporary name and renamed, so a crash never leaves a half-written cache.
 """
 import hashlib
-import json
 import os
 
 import jax
 import numpy as np
+
+from distill import files
+from distill.errors import one_line
 
 
 def params_digest(variables):
@@ -45,44 +47,42 @@ class TeacherCache:
 
   def __init__(self, directory):
     self.directory = directory
-    os.makedirs(directory, exist_ok=True)
+    files.makedirs(directory)
 
   def _paths(self, name):
     base = os.path.join(self.directory, name)
     return base + '.npz', base + '.json'
 
   def load(self, name, fingerprint):
-    """Cached logits of `name` if its fingerprint matches, else None."""
+    """Cached logits of `name` if its fingerprint matches, else None. A
+    cache file that does not read back (truncated, garbled) is set aside to
+    `teacher_cache_unreadable/` and treated as absent, so it is rebuilt."""
     data_path, meta_path = self._paths(name)
     if not (os.path.exists(data_path) and os.path.exists(meta_path)):
       return None
-    with open(meta_path) as f:
-      if json.load(f) != fingerprint:
+    try:
+      if files.read_json(meta_path) != fingerprint:
         return None
-    with np.load(data_path) as z:
-      if 'topk_values' in z:
-        return densify_topk(z['topk_values'], z['topk_indices'],
-                            fingerprint['num_classes'])
-      return z['logits']
+      with np.load(data_path) as z:
+        return _logits_of(dict(z), fingerprint['num_classes'])
+    except Exception as e:  # pylint: disable=broad-except
+      reason = one_line(e, 120) or type(e).__name__
+      if files.is_main():
+        moved = [files.set_aside(p) for p in (data_path, meta_path)
+                 if os.path.exists(p)]
+        print(f'teacher cache {data_path} is unreadable ({reason}); moved '
+              f'it to {os.path.dirname(moved[0])}; rebuilding it.',
+              flush=True)
+      return None
 
   def save(self, name, fingerprint, ids, logits, topk=0):
     data_path, meta_path = self._paths(name)
-    arrays = {'ids': np.asarray(ids, np.int64)}
-    if topk:
-      idx = np.argsort(-logits, -1)[:, :topk]
-      arrays['topk_indices'] = idx.astype(np.int32)
-      arrays['topk_values'] = np.take_along_axis(logits, idx, -1)
-    else:
-      arrays['logits'] = logits.astype(np.float32)
+    arrays = _stored(ids, logits, topk)
     # Meta last: a data file without matching meta is never trusted.
-    if os.path.exists(meta_path):
+    if os.path.exists(meta_path) and files.is_main():
       os.remove(meta_path)
-    tmp = data_path + '.tmp.npz'
-    np.savez(tmp, **arrays)
-    os.replace(tmp, data_path)
-    with open(meta_path + '.tmp', 'w') as f:
-      json.dump(fingerprint, f, indent=1, sort_keys=True)
-    os.replace(meta_path + '.tmp', meta_path)
+    files.write_npz(data_path, **arrays)
+    files.write_json(meta_path, fingerprint)
 
   def get_or_build(self, name, fingerprint, ids, compute, topk=0):
     """Returns (logits, rebuilt): cached if valid, else computed and saved."""
@@ -91,4 +91,24 @@ class TeacherCache:
       return cached, False
     logits = compute()
     self.save(name, fingerprint, ids, logits, topk)
-    return self.load(name, fingerprint), True
+    # What a later load returns (only the main process writes the file).
+    return _logits_of(_stored(ids, logits, topk), logits.shape[-1]), True
+
+
+def _stored(ids, logits, topk):
+  """The arrays a cache file holds: ids and logits, or their top-k."""
+  arrays = {'ids': np.asarray(ids, np.int64)}
+  if topk:
+    idx = np.argsort(-logits, -1)[..., :topk]
+    arrays['topk_indices'] = idx.astype(np.int32)
+    arrays['topk_values'] = np.take_along_axis(logits, idx, -1)
+  else:
+    arrays['logits'] = logits.astype(np.float32)
+  return arrays
+
+
+def _logits_of(arrays, num_classes):
+  if 'topk_values' in arrays:
+    return densify_topk(arrays['topk_values'], arrays['topk_indices'],
+                        num_classes)
+  return np.asarray(arrays['logits'])

@@ -16,7 +16,6 @@ that was never interrupted.
 """
 import dataclasses
 import functools
-import json
 import math
 import os
 import signal
@@ -27,22 +26,27 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
 import models
 from distill import checkpoint as ckpt_lib
 from distill import config_lib
+from distill import files
 from distill import methods
 from distill import optim
 from distill import sharding
+from distill import workdir as workdir_lib
 from distill.data import datasets
 from distill.data import pipeline
 from distill.data import splits
-from distill.errors import ConfigError
-from distill.errors import Diverged
+from distill.errors import ConfigError, Diverged, EnvironmentFault
+from distill.errors import check_choice
 from distill.logging_utils import MetricWriter, format_duration
+
+
+# config.init_from_state: what `init_from` takes from the other run.
+INIT_FROM_STATES = ('params', 'all')
 
 
 @flax.struct.dataclass
@@ -89,11 +93,7 @@ def _out_of_distribution(data_cfg, ood, load, parts):
   if data_cfg.unlabeled != 0:
     raise ConfigError('data.unlabeled_from replaces the unlabeled part: set '
                       f'data.unlabeled=0 (got {data_cfg.unlabeled})')
-  ood_cfg = ml_collections.ConfigDict(data_cfg.to_dict())
-  with ood_cfg.unlocked():
-    ood_cfg.name = ood.name
-    ood_cfg.manual_dir = ood.get('manual_dir', '')
-    del ood_cfg['unlabeled_from']
+  ood_cfg = datasets.ood_config(data_cfg)
   if datasets.spec(ood_cfg).input_key != 'image':
     raise ConfigError(f'data.unlabeled_from.name={ood.name!r} has no images')
   source = load(ood_cfg, 'train')
@@ -296,20 +296,82 @@ class Trainer:
         out[f'{name}/{k}'] = float(s) / max(float(c), 1e-12)
     return out
 
-  def init_from(self, workdir):
-    """Starts from another run's parameters and model state (fine-tuning);
-    the optimizer starts fresh."""
-    _, variables, step = ckpt_lib.load_trained(workdir)
-    params = variables.pop('params')
-    try:
+  def inputs(self):
+    """The identity of the other runs this one starts from (workdir.claim
+    compares it on a rerun)."""
+    out = {}
+    if self.config.get('init_from'):
+      ref, step = ckpt_lib.parse_run_ref(self.config.init_from)
+      out['init_from'] = ckpt_lib.run_identity(ref, step)
+    init = self.config.get('init')
+    if init and init.method and init.teacher:
+      out['init_teacher'] = ckpt_lib.run_identity(init.teacher)
+    return out
+
+  def check_init_from(self):
+    """`init_from`'s checkpoint exists and its saved shapes fit this run's
+    state (parameters and model state; everything for init_from_state=all),
+    checked from its metadata before this run's workdir is touched."""
+    ref = self.config.get('init_from')
+    if not ref:
+      return
+    what = self.config.get('init_from_state', 'params')
+    workdir, step = ckpt_lib.parse_run_ref(ref)
+    ckpt_lib.read_config(workdir)
+    if not ckpt_lib.steps_of(workdir):
+      raise ConfigError(f'init_from={ref}: no checkpoint in {workdir}')
+    theirs = ckpt_lib.saved_shapes(workdir, step)
+    ours = {ckpt_lib.path_name(p): tuple(leaf.shape) for p, leaf in
+            jax.tree_util.tree_leaves_with_path(self.state)}
+    parts = ('params/', 'model_state/') if what == 'params' else ('',)
+    order = ('params/', 'model_state/', 'opt_state/')
+
+    def rank(path):      # parameters first: the most telling difference
+      return next((i for i, o in enumerate(order) if path.startswith(o)),
+                  len(order)), path
+
+    for path in sorted(set(theirs) | set(ours), key=rank):
+      if not path.startswith(parts):
+        continue
+      a, b = theirs.get(path, 'absent'), ours.get(path, 'absent')
+      if a != b:
+        raise ConfigError(
+            f'init_from={ref}: {path} is {a} there, {b} here; '
+            + ('init_from_state=params takes only the parameters'
+               if what == 'all' else 'give a run of the same model'))
+
+  def init_from(self, ref, what='params'):
+    """Starts from another run's checkpoint, `ref` = 'WORKDIR[:STEP]'
+    (default its newest readable step). what='params': its parameters and
+    model state, a fresh optimizer at step 0 (fine-tuning); 'all': its whole
+    train state (optimizer, step, RNG; the data position follows the step),
+    to continue that run with changed settings, e.g. a lower learning rate
+    after it diverged. Returns the step to start at. That run's files are
+    only read."""
+    check_choice('init_from_state', what, INIT_FROM_STATES)
+    workdir, step = ckpt_lib.parse_run_ref(ref)
+    if what == 'params':
+      _, variables, step = ckpt_lib.load_trained(workdir, step)
+      params = variables.pop('params')      # shapes: check_init_from
       self.state = self.state.replace(
           params=jax.device_put(params, self.state_sharding.params),
           model_state=jax.device_put(variables,
                                      self.state_sharding.model_state))
-    except ValueError as e:
-      raise ConfigError(f'init_from={workdir}: its parameters do not fit '
-                        f'this model ({e})') from e
-    print(f'Initialised from {workdir} (step {step}).', flush=True)
+      print(f'Initialised from {workdir} (step {step}).', flush=True)
+      return 0
+    other = ckpt_lib.Checkpointer(workdir, read_only=True)
+    try:
+      target = ckpt_lib.abstract_like(self.state, self.state_sharding)
+      step, state, _ = other.restore_latest_good(target, max_step=step)
+    finally:
+      other.close()
+    if step is None:
+      raise EnvironmentFault(f'init_from={ref}: no readable checkpoint in '
+                             f'{other.directory}')
+    self.state = state
+    print(f'Continuing {workdir} from its step {step} with this config.',
+          flush=True)
+    return int(step)
 
   def init_from_teacher(self, init_cfg):
     """GUIDE: the student's parameters projected from a trained teacher's
@@ -348,31 +410,50 @@ class Trainer:
 
   # --- the loop ---------------------------------------------------------------
   def run(self):
-    config, workdir = self.config, self.workdir
-    is_main = jax.process_index() == 0
-    if is_main:
-      config_lib.write_manifest(config, workdir)
-    checkpointer = ckpt_lib.Checkpointer(workdir, config.keep_checkpoints)
-    extra = {'data': {'next_step': 0}, 'chrono': {'train_seconds': 0.0}}
-    start = 0
-    restored = (None,)
+    """Trains to `total_steps` holding the workdir (distill/workdir.py);
+    returns the final metrics, or {'preempted': True, ...} after SIGTERM."""
+    self.check_init_from()
+    with workdir_lib.claim(self.workdir, self.config, self.inputs()):
+      return self._run()
+
+  def _resume(self, checkpointer):
+    """(start step, extra): the newest readable checkpoint of this workdir,
+    else `init_from` / `init`, else step 0."""
+    config = self.config
+    extra = {'data': {'next_step': 0}, 'chrono': {'train_seconds': 0.0},
+             'metrics': {'records': 0}}
     if checkpointer.latest_step() is not None:
       target = ckpt_lib.abstract_like(self.state, self.state_sharding)
-      restored = checkpointer.restore_latest_good(target)
-    if restored[0] is not None:
-      _, self.state, extra = restored
-      start = int(jax.device_get(self.state.step))
-      if extra['data']['next_step'] != start:
-        raise RuntimeError(f'checkpoint at step {start} holds data position '
-                           f'{extra["data"]["next_step"]}')
-      print(f'Resumed from {checkpointer.directory} at step {start}.',
-            flush=True)
-    elif config.get('init_from'):
-      self.init_from(config.init_from)
+      step, state, restored = checkpointer.restore_latest_good(target)
+      if step is not None:
+        self.state = state
+        start = int(jax.device_get(self.state.step))
+        if restored['data']['next_step'] != start:
+          raise RuntimeError(f'checkpoint at step {start} holds data position '
+                             f'{restored["data"]["next_step"]}')
+        print(f'Resumed from {checkpointer.directory} at step {start}.',
+              flush=True)
+        # a checkpoint without a record count keeps the records up to `start`
+        return start, {**extra, 'metrics': {'records': None}, **restored}
+    start = 0
+    if config.get('init_from'):
+      start = self.init_from(config.init_from,
+                             config.get('init_from_state', 'params'))
+      extra['data']['next_step'] = start
     elif config.get('init') and config.init.method:
       self.init_from_teacher(config.init)
+    return start, extra
+
+  def _run(self):
+    config, workdir = self.config, self.workdir
+    is_main = jax.process_index() == 0
+    checkpointer = ckpt_lib.Checkpointer(workdir, config.keep_checkpoints)
+    checkpointer.remove_partial()          # of a save a crash interrupted
+    start, extra = self._resume(checkpointer)
+    # Records written after the checkpoint resumed from are written again.
     writer = MetricWriter(workdir, config.tensorboard and is_main,
-                          enabled=is_main)
+                          enabled=is_main, keep_records=extra['metrics'].get(
+                              'records', None), resumed_step=start)
     batches = pipeline.TrainBatches(
         self.train_part, config.batch_size,
         self.preprocess_train, seed=config.seed, start_step=start,
@@ -383,6 +464,7 @@ class Trainer:
     pending, window_start, window_steps = [], time.time(), 0
     step = start
     eval_names = config_lib.eval_names(config)
+    finished = False
     try:
       while step < self.total_steps:
         batch = sharding.put_batch(next(batches), self.batch_sharding)
@@ -418,24 +500,30 @@ class Trainer:
           window_start += time.time() - t0
         if saving:
           extra = {'data': batches.state(),
-                   'chrono': {'train_seconds': train_seconds}}
+                   'chrono': {'train_seconds': train_seconds},
+                   'metrics': {'records': writer.records}}
           checkpointer.save(step, self.state, extra, force=True)
         if stop:
           checkpointer.wait()
           print(f'SIGTERM: saved a checkpoint at step {step}; exiting.',
                 flush=True)
+          finished = True
           return {'preempted': True, 'step': step}
       final = self.evaluate(eval_names)
       final.update(step=step, train_seconds=train_seconds)
       writer.write(step, final)
-      if is_main:
-        _write_json_atomic(os.path.join(workdir, 'final_metrics.json'), final)
+      files.write_json(os.path.join(workdir, 'final_metrics.json'), final)
+      finished = True
       return final
     finally:
       batches.close()
       preempted.restore()
       writer.close()
-      checkpointer.close()
+      try:
+        checkpointer.close()
+      except EnvironmentFault:
+        if finished:        # else the fault in flight is the one to report
+          raise
 
 
 def _check_finite(pending, step, checkpointer):
@@ -461,13 +549,6 @@ def _reduce(pending):
     c = sum(float(m[k][1]) for m in sums)
     out[f'train/{k}'] = s / max(c, 1e-12)
   return out
-
-
-def _write_json_atomic(path, obj):
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=1, sort_keys=True)
-  os.replace(tmp, path)
 
 
 class _SigtermFlag:
@@ -503,6 +584,5 @@ class _SigtermFlag:
 
 def train(config, workdir, **kwargs):
   """Trains per `config` in `workdir` (resuming if possible)."""
-  os.makedirs(workdir, exist_ok=True)
   return Trainer(config, workdir, **kwargs).run()
 

@@ -151,9 +151,11 @@ def run_cell(get_config, root, labeled, seed, method, extra=''):
       # The same number of steps as the distilled students (more epochs of
       # the smaller labeled part), so the baseline is not under-trained.
       data = train.load_data(student.data)
+      n_labeled = len(data.parts['labeled'])
       if config.total_epochs > 0:
-        ratio = len(data.parts['unlabeled']) / len(data.parts['labeled'])
+        ratio = len(data.parts['unlabeled']) / n_labeled
         student.total_epochs = config.total_epochs * max(1.0, ratio)
+      student.batch_size = min(student.batch_size, n_labeled)
       _finished(train.train(student, workdir, data=data))
     out['student'] = _json(done)['test/accuracy']
     return out

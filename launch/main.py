@@ -19,6 +19,7 @@ and --process_id, e.g. two local CPU processes:
 import json
 import os
 import sys
+import traceback
 
 from absl import app
 from absl import flags
@@ -38,6 +39,12 @@ _COORDINATOR = flags.DEFINE_string(
 _NUM_PROCESSES = flags.DEFINE_integer(
     'num_processes', int(os.environ.get('DISTILL_NUM_PROCESSES', '0')),
     'Number of processes, with --coordinator.')
+_INIT_FROM = flags.DEFINE_string(
+    'init_from', '', 'WORKDIR[:STEP]: start this (new) workdir from that run\'s '
+    'checkpoint (config.init_from); with --config.init_from_state=all its '
+    'whole train state, to continue it with changed settings.')
+_DEBUG = flags.DEFINE_bool(
+    'debug', False, 'Show the traceback of a reported error, and INFO logs.')
 _PROCESS_ID = flags.DEFINE_integer(
     'process_id', int(os.environ.get('DISTILL_PROCESS_ID', '-1')),
     "This process's index, with --coordinator.")
@@ -68,30 +75,81 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from absl import logging  # pylint: disable=g-import-not-at-top
-  logging.set_verbosity(logging.WARNING)
   tfds.disable_progress_bar()
-  if _MULTIHOST.value:
-    initialize_distributed()
-  from distill.errors import ConfigError, Diverged  # pylint: disable=g-import-not-at-top
+  if _DEBUG.value:
+    logging.set_verbosity(logging.INFO)
+  else:
+    quiet_library_reports()
   from distill.run import execute  # pylint: disable=g-import-not-at-top
   try:
+    if _MULTIHOST.value:
+      initialize_distributed()
     workdir = local_path(_WORKDIR.value, '--workdir')
     config = _CONFIG.value
+    if _INIT_FROM.value:
+      config.init_from = _INIT_FROM.value
     if config.data.get('data_dir'):
       config.data.data_dir = local_path(config.data.data_dir,
                                         '--config.data.data_dir')
     result = execute(config, workdir)
-  except ConfigError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
-  except Diverged as e:
-    print(f'diverged: {e}', file=sys.stderr)
-    sys.exit(3)
+  except BaseException as e:  # pylint: disable=broad-except
+    fail(e)
   if result.get('preempted'):
     sys.exit(143)
   if jax.process_index() == 0:
     print('final: ' + json.dumps({k: round(v, 4) if isinstance(v, float) else v
                                   for k, v in result.items()}), flush=True)
+
+
+def quiet_library_reports():
+  """A fault is reported once, as one line: library logs (TFDS, orbax) and
+  the tracebacks that background threads and C++ callbacks print for the
+  same fault are hidden (--debug shows them)."""
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  import threading  # pylint: disable=g-import-not-at-top
+  logging.set_verbosity(logging.FATAL)
+  threading.excepthook = lambda args: None
+  sys.unraisablehook = lambda unraisable: None
+  sys.excepthook = lambda *exc_info: None
+
+
+def describe(error):
+  """(exit status, one line) for a known fault, else (None, None)."""
+  from distill import errors  # pylint: disable=g-import-not-at-top
+  if isinstance(error, errors.Diverged):
+    return error.exit_code, f'diverged: {error}'
+  if isinstance(error, (errors.ConfigError, errors.EnvironmentFault)):
+    return error.exit_code, f'error: {errors.one_line(error, 1000)}'
+  if isinstance(error, app.UsageError):
+    return 2, f'error: {error}'
+  if errors.errno_of(error) is not None:
+    fault = errors.from_os_error(error)
+    return fault.exit_code, f'error: {fault}'
+  return None, None
+
+
+def fail(error):
+  """Ends the process for `error`: one line on stderr and its exit status
+  (1 environment, 2 user input, 3 diverged), the traceback only with
+  --debug; an unknown error (a bug) keeps its traceback."""
+  if isinstance(error, SystemExit):
+    raise error
+  if isinstance(error, KeyboardInterrupt):
+    code, line = 130, 'interrupted'
+  else:
+    code, line = describe(error)
+  if code is None:                 # not a known fault: a bug, with its trace
+    traceback.print_exception(error)
+    code, line = 1, f'error: internal error {type(error).__name__} (the ' \
+        'traceback above); please report it'
+  elif _DEBUG.value:
+    traceback.print_exception(error)
+  print(line, file=sys.stderr)
+  sys.stdout.flush()
+  sys.stderr.flush()
+  # Skip interpreter teardown: background checkpoint threads would print
+  # their own tracebacks for a fault already reported here.
+  os._exit(code)
 
 
 def local_path(path, what):
@@ -111,23 +169,27 @@ def local_path(path, what):
 
 
 def explain_flag_error(argv, error):
-  """One line for a bad --config / --config.KEY flag, with valid choices."""
+  """One line for a bad --config / --config.KEY flag, naming the file or the
+  key, with the valid choices."""
+  from distill import config_lib  # pylint: disable=g-import-not-at-top
+  from distill.errors import ConfigError, one_line  # pylint: disable=g-import-not-at-top
   cause = error
   while cause.__cause__ is not None or cause.__context__ is not None:
     cause = cause.__cause__ or cause.__context__
   spec = next((a.split('=', 1)[1] for a in argv
                if a.startswith('--config=')), None)
   if spec is None:
-    return f'error: {cause}'
+    return f'error: {one_line(cause)}'
   try:
-    from distill import config_lib  # pylint: disable=g-import-not-at-top
     config = config_lib.load_file(spec)
+  except ConfigError as e:
+    return f'error: {e}'
   except Exception as e:  # pylint: disable=broad-except
-    return f'error: --config={spec}: {e}'
+    return f'error: --config={spec}: {type(e).__name__}: {one_line(e)}'
   for a in argv:
     if not a.startswith('--config.'):
       continue
-    path = a[len('--config.'):].split('=', 1)[0]
+    path, _, value = a[len('--config.'):].partition('=')
     node, done = config, []
     for key in path.split('.'):
       if not hasattr(node, 'keys') or key not in node:
@@ -136,13 +198,37 @@ def explain_flag_error(argv, error):
         return (f'error: unknown config key {path!r}; valid choices in '
                 f'{where}: {valid}')
       node, done = node[key], done + [key]
-  return f'error: {cause}'
+    expected = _type_error(value, node)
+    if expected:
+      return f'error: --config.{path}={value}: expected {expected}'
+  return f'error: {one_line(cause)}'
+
+
+def _type_error(text, default):
+  """What `text` should be to override `default`, if it cannot, else ''."""
+  import ast  # pylint: disable=g-import-not-at-top
+  try:
+    if isinstance(default, bool):
+      if text.lower() not in ('true', 'false', '1', '0'):
+        return 'true or false'
+    elif isinstance(default, int):
+      int(text)
+    elif isinstance(default, float):
+      float(text)
+    elif isinstance(default, (tuple, list)):
+      if not isinstance(ast.literal_eval(text), (tuple, list)):
+        return 'a tuple, e.g. (1, 2)'
+  except (ValueError, SyntaxError):
+    return {int: 'an integer', float: 'a number'}.get(
+        type(default), f'a {type(default).__name__}')
+  return ''
 
 
 def run():
   flags.mark_flags_as_required(['config', 'workdir'])
   try:
     remaining = flags.FLAGS(sys.argv)
+    _CONFIG.value.keys()   # a file that failed to load raises here
   except Exception as e:  # pylint: disable=broad-except
     print(explain_flag_error(sys.argv, e), file=sys.stderr)
     sys.exit(2)

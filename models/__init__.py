@@ -29,6 +29,32 @@ MODELS = {
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
+def _fits(value, like):
+  """Whether a config value has the type of a field's default `like`."""
+  if isinstance(like, bool):
+    return isinstance(value, bool)
+  if isinstance(like, int):
+    return isinstance(value, int) and not isinstance(value, bool)
+  if isinstance(like, float):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+  if isinstance(like, str):
+    return isinstance(value, str)
+  if isinstance(like, (tuple, list)) and like:
+    return isinstance(value, (tuple, list)) and all(
+        _fits(v, like[0]) for v in value)
+  return True
+
+
+def _check_type(model, key, value, default):
+  if key == 'residual_kw' or _fits(value, default):
+    return
+  kind = type(default).__name__
+  if isinstance(default, (tuple, list)):
+    kind = f'a sequence of {type(default[0]).__name__}'
+  raise ConfigError(f'model.{key}={value!r} must be {kind} (model {model!r}, '
+                    f'default {default!r})')
+
+
 def build(name, num_classes, dtype='float32', **kwargs):
   """The model registered as `name` with config kwargs, checked by field."""
   check_choice('model', name, MODELS)
@@ -40,6 +66,9 @@ def build(name, num_classes, dtype='float32', **kwargs):
   if unknown:
     raise ConfigError(f'unknown option(s) {", ".join(unknown)} for model '
                       f'{name!r}; valid choices: {", ".join(sorted(fields))}')
+  defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+  for key, value in kwargs.items():
+    _check_type(name, key, value, defaults[key])
   kwargs = {k: tuple(v) if isinstance(v, list) else v
             for k, v in kwargs.items()}
   if 'residual_kw' in kwargs:

@@ -15,6 +15,7 @@ from conftest import REPO
 from distill import checkpoint as ckpt_lib
 from distill import train
 from distill.data import pipeline
+from distill.logging_utils import read_metrics
 
 STEPS = 1500
 ARGS = ['--config=configs/digits_teacher.py',
@@ -81,6 +82,12 @@ def test_kill9_then_resume_gives_the_same_final_metrics(reference, tmp_path):
   out = finish(launch(workdir))
   assert 'Resumed from' in out and f'at step {killed_at}' in out
   assert final_metrics(workdir) == final_metrics(reference)
+  # every record once: those logged after the checkpoint were dropped and
+  # logged again by the resumed run
+  def records(w):
+    return [(r['step'], sorted(k for k in r if k != 'time'))
+            for r in read_metrics(w)]
+  assert records(workdir) == records(reference)
 
 
 def test_sigterm_saves_then_resume_gives_the_same_final_metrics(reference,
@@ -147,7 +154,6 @@ def test_workdir_of_another_config_is_refused(reference):
 
 
 def test_run_writes_manifest_and_metrics(reference):
-  from distill.logging_utils import read_metrics  # pylint: disable=g-import-not-at-top
   with open(os.path.join(reference, 'config.json')) as f:
     config = json.load(f)
   assert config['total_steps'] == STEPS and config['model_name'] == 'mlp'

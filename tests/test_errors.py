@@ -98,7 +98,8 @@ def test_batch_must_divide_over_the_mesh():
 
 @pytest.mark.parametrize('overrides,match', [
     (dict(batch_size=-1), 'batch_size must be >= 1, got -1'),
-    (dict(**{'optimizer.lr': -0.1}), 'optimizer.lr must be > 0, got -0.1'),
+    (dict(**{'optimizer.lr': -0.1}),
+     'optimizer.lr must be a finite number > 0, got -0.1'),
     (dict(**{'data.validation': -10}),
      'data.validation=-10 must be >= 0 (or -1: all the rest)'),
     (dict(keep_checkpoints=0), 'keep_checkpoints must be >= 1, got 0'),

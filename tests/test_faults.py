@@ -13,10 +13,12 @@ import time
 import jax.numpy as jnp
 import pytest
 
+import faultlib
 from configs import common, digits_teacher
 from conftest import REPO
 from distill import train
-from distill.errors import Diverged
+from distill.errors import ConfigError, Diverged
+from distill.logging_utils import read_metrics
 
 
 def _config(steps):
@@ -46,23 +48,7 @@ def reference(tmp_path_factory):
   return workdir
 
 
-def _each_file(path, damage):
-  for root, _, files in os.walk(path):
-    for name in files:
-      full = os.path.join(root, name)
-      with open(full, 'r+b') as f:
-        damage(f, os.path.getsize(full))
-
-
-def _truncate(path):
-  _each_file(path, lambda f, size: f.truncate(size // 2))
-
-
-def _garble(path):
-  _each_file(path, lambda f, size: f.write(b'\x00garbage' * max(1, size // 8)))
-
-
-@pytest.mark.parametrize('damage', [_truncate, _garble])
+@pytest.mark.parametrize('damage', [faultlib.truncate, faultlib.garble])
 def test_unreadable_latest_checkpoint_falls_back_to_the_previous(
     reference, tmp_path, capsys, damage):
   workdir = str(tmp_path)
@@ -83,7 +69,7 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_previous(
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(
     tmp_path):
-  workdir = str(tmp_path)
+  workdir = str(tmp_path / 'diverged')
   trainer = train.Trainer(_config(150), workdir)
   step_fn = trainer.train_step
 
@@ -99,7 +85,21 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(
     trainer.run()
   assert _steps(workdir) == [50]
   assert not os.path.exists(os.path.join(workdir, 'final_metrics.json'))
-  # the kept checkpoint still restores: a clean rerun resumes from it
+  # The same workdir refuses a changed setting (it holds that run) ...
+  lower = common.override(_config(150), {'optimizer.lr': 1e-3})
+  with pytest.raises(ConfigError, match='optimizer.lr is 0.002 there, 0.001 '
+                     'here; .* --init_from=' + workdir):
+    train.train(lower, workdir)
+  # ... a new one continues it from its step 50 with the lower rate
+  # (init_from_state=all: optimizer, step and data position).
+  common.override(lower, {'init_from': f'{workdir}:50',
+                          'init_from_state': 'all'})
+  fresh = str(tmp_path / 'continued')
+  final = train.train(lower, fresh)
+  assert final['step'] == 150
+  assert [r['step'] for r in read_metrics(fresh) if 'train/loss' in r] == [
+      100, 150]
+  # and the kept checkpoint still restores: a clean rerun resumes from it
   final = train.train(_config(150), workdir)
   assert final['step'] == 150
 

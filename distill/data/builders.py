@@ -21,6 +21,10 @@ import tarfile
 import numpy as np
 import tensorflow_datasets as tfds
 
+class SourceError(ValueError):
+  """A builder's local source file exists but holds no usable data."""
+
+
 CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog',
                    'frog', 'horse', 'ship', 'truck')
 
@@ -180,6 +184,9 @@ class Cifar10Jpeg(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         if m.isfile() and len(parts) == 3 and parts[0] in members:
           members[parts[0]].append(
               (parts[1], parts[2], tar.extractfile(m).read()))
+    for s, v in members.items():
+      if not v:
+        raise SourceError(f'no {s}/<class>/<image> members')
     return {s: self._generate_examples(sorted(v)) for s, v in members.items()}
 
   def _generate_examples(self, members):
@@ -212,7 +219,11 @@ class TinyShakespeare(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     if not os.path.isfile(path):
       raise FileNotFoundError(f'tiny_shakespeare text not found: {path}')
     with open(path, encoding='utf-8') as f:
-      return f.read()
+      text = f.read()
+    if len(text) < 2 * (self.builder_config.seq_len + 1):
+      raise SourceError(f'{len(text)} characters: too short for train and '
+                        f'test windows of {self.builder_config.seq_len + 1}')
+    return text
 
   def _info(self):
     n = self.builder_config.seq_len + 1

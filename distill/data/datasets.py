@@ -10,14 +10,20 @@ internet). Everything is read through array_record data sources: no
 TensorFlow.
 """
 import dataclasses
+import errno
 import os
+import tarfile
+import zlib
 from typing import Any, Callable, Optional
 
+import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
 from distill.data import builders
-from distill.errors import ConfigError
+from distill.data import splits
+from distill.errors import ConfigError, EnvironmentFault, errno_of
+from distill.errors import no_space, one_line
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,21 +83,61 @@ def default_data_dir():
                                      'tensorflow_datasets'))
 
 
+def _manual_file(cfg):
+  """The local source file of an offline builder that needs one, checked:
+  data.manual_dir is that file or a folder holding it."""
+  factory_file = {'cifar10_jpeg': builders.Cifar10Jpeg.ARCHIVE,
+                  'tiny_shakespeare': builders.TinyShakespeare.FILE}
+  if cfg.name not in factory_file:
+    return None
+  manual = cfg.get('manual_dir')
+  name = factory_file[cfg.name]
+  if not manual:
+    raise ConfigError(f'dataset {cfg.name!r} needs data.manual_dir: the '
+                      f'folder of {name} or its path (e.g. ../shared/datasets)')
+  if not os.path.exists(manual):
+    raise ConfigError(f'data.manual_dir does not exist: {manual}')
+  path = os.path.join(manual, name) if os.path.isdir(manual) else manual
+  if not os.path.isfile(path):
+    raise ConfigError(f'data.manual_dir={manual} holds no {name}; give its '
+                      'folder or its path')
+  return path
+
+
+def _prepare(builder, cfg, source):
+  """builder.download_and_prepare, each fault one line: an unreadable
+  source file, a data dir that cannot be written, a full disk."""
+  data_dir = cfg.get('data_dir') or default_data_dir()
+  try:
+    builder.download_and_prepare(
+        file_format='array_record',
+        download_config=tfds.download.DownloadConfig(
+            manual_dir=cfg.get('manual_dir') or None))
+  except (EOFError, tarfile.TarError, zlib.error, UnicodeDecodeError,
+          builders.SourceError) as e:
+    raise EnvironmentFault(
+        f'{source} is unreadable ({type(e).__name__}: {one_line(e, 120)}); '
+        'restore the file (see ../shared/datasets/README.md)') from e
+  except Exception as e:  # pylint: disable=broad-except
+    code = errno_of(e)
+    if code == errno.ENOSPC:
+      raise EnvironmentFault(no_space(data_dir)) from e
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM):
+      raise EnvironmentFault(
+          f'cannot prepare dataset {cfg.name!r} in the TFDS data dir '
+          f'{data_dir}: {os.strerror(code).lower()}; set data.data_dir (or '
+          '$TFDS_DATA_DIR) to a writable folder') from e
+    raise
+
+
 def _builder(cfg):
   """The prepared TFDS builder for an offline dataset (built on first use)."""
   factory, _ = OFFLINE[cfg.name]
   data_dir = cfg.get('data_dir') or default_data_dir()
   builder = factory(cfg, data_dir)
   if not builder.is_prepared():
-    manual = cfg.get('manual_dir')
-    if cfg.name in ('cifar10_jpeg', 'tiny_shakespeare') and not manual:
-      raise ConfigError(f'dataset {cfg.name!r} needs data.manual_dir: the '
-                        'path of its local file (e.g. ../shared/datasets)')
-    if manual and not os.path.exists(manual):
-      raise ConfigError(f'data.manual_dir does not exist: {manual}')
-    builder.download_and_prepare(
-        file_format='array_record',
-        download_config=tfds.download.DownloadConfig(manual_dir=manual))
+    source = _manual_file(cfg)
+    _prepare(builder, cfg, source or cfg.name)
   return builder
 
 
@@ -290,9 +336,57 @@ def load_split(cfg, split):
   if cfg.name in OFFLINE:
     ds = _builder(cfg).as_data_source(split=split)
   else:
-    ds = tfds.data_source(cfg.name, split=split,
-                          data_dir=cfg.get('data_dir') or None)
+    ds = _catalog_source(cfg, split)
   return Source(ds)
+
+
+def _catalog_source(cfg, split):
+  """A TFDS catalog split, read from a prepared data dir; downloaded only
+  with data.download=True (on a machine with internet), so a missing set
+  fails at once rather than after minutes of retries."""
+  data_dir = cfg.get('data_dir') or None
+  download = bool(cfg.get('download', False))
+  try:
+    return tfds.data_source(
+        cfg.name, split=split, data_dir=data_dir, download=download,
+        download_and_prepare_kwargs={'file_format': 'array_record'})
+  except Exception:  # pylint: disable=broad-except
+    if download or tfds.builder(cfg.name, data_dir=data_dir).is_prepared():
+      raise
+  raise ConfigError(
+      f'dataset {cfg.name!r} is not prepared in the TFDS data dir '
+      f'{data_dir or default_data_dir()}; prepare it there (`tfds build '
+      f'{cfg.name} --data_dir=DIR --file_format=array_record` on a machine '
+      'with internet) and set data.data_dir, or set data.download=True to '
+      'download it here')
+
+
+def ood_config(cfg):
+  """The data config of `cfg.unlabeled_from` (another dataset whose train
+  images replace the unlabeled part), or None."""
+  ood = cfg.get('unlabeled_from')
+  if ood is None or not ood.name:
+    return None
+  out = ml_collections.ConfigDict(cfg.to_dict())
+  with out.unlocked():
+    out.name = ood.name
+    out.manual_dir = ood.get('manual_dir', '')
+    del out['unlabeled_from']
+  return out
+
+
+def part_sizes(cfg):
+  """{part: number of examples} of the carved train split, without decoding
+  any example (for checks before training)."""
+  n = len(load_split(cfg, 'train'))
+  sizes = {k: len(v) for k, v in splits.carve(
+      n, cfg.labeled, cfg.validation, cfg.unlabeled, cfg.carve_seed,
+      cfg.carve).items()}
+  ood = ood_config(cfg)
+  if ood is not None:
+    size = cfg.unlabeled_from.size
+    sizes['unlabeled'] = size if size >= 0 else len(load_split(ood, 'train'))
+  return sizes
 
 
 def num_classes(cfg):
@@ -301,5 +395,5 @@ def num_classes(cfg):
     return len(_builder(cfg).info.metadata['vocab'])
   if cfg.name in OFFLINE:
     return _builder(cfg).info.features['label'].num_classes
-  return tfds.builder(cfg.name, data_dir=cfg.get('data_dir') or None
-                      ).info.features['label'].num_classes
+  return tfds.builder(cfg.name, data_dir=cfg.get('data_dir') or None,
+                      try_gcs=False).info.features['label'].num_classes

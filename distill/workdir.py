@@ -1,0 +1,258 @@
+"""A workdir holds one run, and one process works in it at a time.
+
+    with workdir.claim(path, config, inputs={'teacher': ...}):
+      ...   # train, label, fit: the lock is held throughout
+
+`claim` does, before any work and under the lock:
+1. creates the directory (one line if it is a file, under a file or not
+   writable);
+2. takes `<workdir>/LOCK`, an `fcntl.flock` the kernel releases when the
+   holder dies (`kill -9` included): a second live process is refused with one
+   line naming the holder (host, pid, start time, command); a lock left by a
+   dead process is taken over, and the run says so;
+3. compares the run's identity with the one the workdir holds: the whole
+   resolved config of every stage (`config.json`: teacher, fit, student,
+   active rounds, init blocks) and the identity of every other run it reads
+   (`inputs.json`: an external teacher's config and checkpoint step, an
+   `init_from` run). A difference anywhere is refused with one line naming
+   the first differing key (in sorted order); the first run writes both
+   files before any work. Only the keys in OPERATIONAL (logging, progress,
+   input workers) may change between a run and its resumption.
+4. appends the command line to `command.txt` and writes `manifest.json`.
+
+To start a new run from another run's checkpoint with changed settings
+(divergence recovery, fine-tuning) use a new workdir and
+`--init_from=OLD_WORKDIR[:STEP]` (`config.init_from`).
+
+With several processes (multi-host), process 0 claims and the others follow
+its verdict.
+"""
+import contextlib
+import datetime
+import errno
+import fcntl
+import json
+import os
+import socket
+import sys
+
+from distill import files
+from distill.errors import ConfigError, WorkdirBusy, from_os_error
+
+LOCK = 'LOCK'
+# Keys that say how a run is watched or fed, not what it computes: they may
+# differ between a run and its resumption (matched as dotted-path suffixes,
+# so `teacher.config.progress` is one too).
+OPERATIONAL = ('progress', 'tensorboard', 'data.prefetch', 'data.workers',
+               'data.device_prefetch', 'profile_steps',
+               'compilation_cache_dir')
+
+_HELD = {}     # realpath -> [open lock file, depth] of this process's locks
+
+
+def _operational(key):
+  return any(key == k or key.endswith('.' + k) for k in OPERATIONAL)
+
+
+def differences(old, new, prefix=''):
+  """Dotted keys (sorted) whose values differ between two JSON trees."""
+  out = []
+  for k in sorted(set(old) | set(new), key=str):
+    a, b = old.get(k, _MISSING), new.get(k, _MISSING)
+    key = f'{prefix}{k}'
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += differences(a, b, key + '.')
+    elif a != b and not _operational(key):
+      out.append((key, a, b))
+  return out
+
+
+class _Missing:
+  def __repr__(self):
+    return '(absent)'
+
+
+_MISSING = _Missing()
+
+
+def _show(value):
+  text = json.dumps(value) if not isinstance(value, _Missing) else repr(value)
+  return text if len(text) <= 60 else text[:57] + '...'
+
+
+def _process_start(pid):
+  """The start time of `pid` in clock ticks since boot (Linux), or None."""
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      return f.read().rsplit(')', 1)[1].split()[19]
+  except (OSError, IndexError):
+    return None
+
+
+def _holder():
+  return {'host': socket.gethostname(), 'pid': os.getpid(),
+          'pid_start': _process_start(os.getpid()),
+          'since': datetime.datetime.now().isoformat(timespec='seconds'),
+          'command': ' '.join([os.path.basename(sys.executable)]
+                              + sys.argv)[:300]}
+
+
+def _lock(workdir):
+  """Takes the workdir's lock (re-entrant in this process)."""
+  key = os.path.realpath(workdir)
+  if key in _HELD:
+    _HELD[key][1] += 1
+    return
+  path = os.path.join(workdir, LOCK)
+  try:
+    f = open(path, 'a+')
+  except OSError as e:
+    raise from_os_error(e, f'locking the workdir {workdir}') from e
+  try:
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError as e:
+    f.seek(0)
+    text = f.read()
+    f.close()
+    if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+      raise from_os_error(e, f'locking the workdir {workdir}') from e
+    try:
+      h = json.loads(text)
+      who = (f'pid {h["pid"]} on {h["host"]} since {h["since"]} '
+             f'({h["command"]})')
+    except (ValueError, KeyError, TypeError):
+      who = 'another process'
+    raise WorkdirBusy(f'workdir {workdir} is in use by {who}; wait for it to '
+                      'finish or stop it, or use another --workdir') from None
+  f.seek(0)
+  previous = f.read()
+  if previous.strip():
+    try:
+      h = json.loads(previous)
+      print(f'Took over the lock of {workdir} from pid {h["pid"]} on '
+            f'{h["host"]} (no longer running).', flush=True)
+    except (ValueError, KeyError, TypeError):
+      pass
+  f.seek(0)
+  f.truncate()
+  f.write(json.dumps(_holder()))
+  f.flush()
+  _HELD[key] = [f, 1]
+
+
+def _unlock(workdir):
+  key = os.path.realpath(workdir)
+  entry = _HELD.get(key)
+  if entry is None:
+    return
+  entry[1] -= 1
+  if entry[1] > 0:
+    return
+  f = entry[0]
+  del _HELD[key]
+  try:
+    f.seek(0)
+    f.truncate()         # an empty LOCK: released cleanly
+    fcntl.flock(f, fcntl.LOCK_UN)
+  finally:
+    f.close()
+
+
+def identity_files(workdir):
+  return (os.path.join(workdir, 'config.json'),
+          os.path.join(workdir, 'inputs.json'))
+
+
+def _check_identity(workdir, resolved, inputs):
+  """Refuses a workdir holding another run; writes the identity if new."""
+  config_path, inputs_path = identity_files(workdir)
+  if os.path.exists(config_path):
+    stored = {'config': files.read_json(config_path),
+              'inputs': (files.read_json(inputs_path)
+                         if os.path.exists(inputs_path) else {})}
+    diff = differences(stored, {'config': resolved, 'inputs': inputs})
+    if diff:
+      key, old, new = diff[0]
+      key = key.split('.', 1)[1] if key.startswith('config.') else key
+      more = f' (and {len(diff) - 1} more)' if len(diff) > 1 else ''
+      start = (f', or start one from its checkpoint with '
+               f'--init_from={workdir}' if os.path.isdir(
+                   os.path.join(workdir, 'checkpoints')) else '')
+      raise ConfigError(
+          f'workdir {workdir} holds a run with another config: {key} is '
+          f'{_show(old)} there, {_show(new)} here{more}; rerun with its '
+          f'config or use a new --workdir{start}')
+    if not os.path.exists(inputs_path) and inputs:
+      files.write_json(inputs_path, inputs)
+    return
+  files.write_json(config_path, resolved)
+  files.write_json(inputs_path, inputs)
+
+
+def _manifest(workdir):
+  import jax  # pylint: disable=g-import-not-at-top
+  try:
+    with open(os.path.join(workdir, 'command.txt'), 'a') as f:
+      f.write(' '.join([os.path.basename(sys.executable)] + sys.argv) + '\n')
+  except OSError as e:
+    raise from_os_error(e, f'writing {workdir}/command.txt') from e
+  files.write_json(os.path.join(workdir, 'manifest.json'), {
+      'jax': jax.__version__, 'devices': jax.device_count(),
+      'processes': jax.process_count(),
+      'platform': jax.devices()[0].platform})
+
+
+def resolved(config):
+  """A config as the JSON tree that identifies it."""
+  return json.loads(config.to_json_best_effort(sort_keys=True))
+
+
+def _verdict(error):
+  """Every process learns whether process 0's claim failed."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.process_count() == 1:
+    if error is not None:
+      raise error
+    return
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  failed = multihost_utils.broadcast_one_to_all(
+      np.int32(error is not None))
+  if error is not None:
+    raise error
+  if int(failed):
+    raise ConfigError('process 0 refused the workdir (its error line says '
+                      'why)')
+
+
+@contextlib.contextmanager
+def claim(workdir, config, inputs=None):
+  """Holds `workdir` for the run of `config` (see the module docstring)."""
+  inputs = inputs or {}
+  main = files.is_main()
+  error = None
+  if main:
+    try:
+      files.makedirs(workdir)
+      _lock(workdir)
+      try:
+        _check_identity(workdir, resolved(config), inputs)
+        _manifest(workdir)
+      except BaseException:
+        _unlock(workdir)
+        raise
+    except (ConfigError, OSError) as e:
+      error = e if isinstance(e, ConfigError) else from_os_error(e)
+    except Exception as e:  # pylint: disable=broad-except
+      error = e
+  _verdict(error)
+  try:
+    yield
+  finally:
+    if main:
+      _unlock(workdir)
+
+
+def holds(workdir):
+  """Whether this process holds `workdir`'s lock."""
+  return os.path.realpath(workdir) in _HELD

@@ -1,0 +1,422 @@
+"""Every bad input and environment fault ends in one line on stderr, the
+right exit status (2: user input, 1: the machine or a file), and leaves what
+was on disk as it was; a few faults are recovered from (exit 0, with a
+message on stdout).
+
+The README section "Faults and bad input" is this table, written by the
+tests (not typed): `UPDATE_README=1 python -m pytest tests/test_fault_table.py`
+rewrites it; otherwise `test_readme_lists_every_case` fails when it differs.
+"""
+import concurrent.futures
+import contextlib
+import dataclasses
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from typing import Callable, Optional
+
+import numpy as np
+import pytest
+
+import faultlib
+from conftest import REPO
+
+DIGITS = '--config=configs/digits_teacher.py'
+DISTILL = ['--config=configs/digits_distill.py:runlocal',
+           '--config.teacher.config.total_steps=20',
+           '--config.teacher.config.checkpoint_every_steps=10',
+           '--config.teacher.config.keep_checkpoints=3']
+
+
+@dataclasses.dataclass
+class Case:
+  name: str
+  what: str                       # the fault, for the README
+  setup: Callable                 # (tmp, pipeline) -> dict(args, watch, ...)
+  code: int
+  line: str                       # regex the whole stderr line must match
+  check: Optional[Callable] = None   # (tmp, result) -> None, extra asserts
+
+
+def _args(*args, **more):
+  return lambda tmp, pipe: dict(args=[a.format(tmp=tmp, pipe=pipe)
+                                      for a in args], **more)
+
+
+def _tiny_cifar_archive(path):
+  """A small valid image-folder archive, for damaging."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  buf = io.BytesIO()
+  Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(buf, 'JPEG')
+  data = buf.getvalue()
+  with tarfile.open(path, 'w:gz') as tar:
+    for split in ('train', 'test'):
+      for i in range(200):
+        info = tarfile.TarInfo(f'{split}/cat/{i:04d}.jpg')
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+
+def _truncated_archive(tmp, pipe):
+  del pipe
+  os.makedirs(f'{tmp}/src')
+  _tiny_cifar_archive(f'{tmp}/src/cifar10_jpeg.tar.gz')
+  faultlib.truncate(f'{tmp}/src/cifar10_jpeg.tar.gz')
+  return dict(args=['--config=configs/cifar10_teacher.py:runlocal',
+                    f'--config.data.manual_dir={tmp}/src',
+                    f'--config.data.data_dir={tmp}/tfds',
+                    f'--workdir={tmp}/w'], watch=[f'{tmp}/src'])
+
+
+def _empty_text(tmp, pipe):
+  del pipe
+  os.makedirs(f'{tmp}/src')
+  open(f'{tmp}/src/tiny_shakespeare.txt', 'w').close()
+  return dict(args=['--config=configs/shakespeare_lm.py:runlocal',
+                    f'--config.data.manual_dir={tmp}/src',
+                    f'--config.data.data_dir={tmp}/tfds',
+                    f'--workdir={tmp}/w'], watch=[f'{tmp}/src'])
+
+
+def _file_workdir(tmp, pipe):
+  del pipe
+  with open(f'{tmp}/afile', 'w') as f:
+    f.write('keep me')
+  return dict(args=[DIGITS + ':runlocal', f'--workdir={tmp}/afile'],
+              watch=[tmp])
+
+
+def _under_file(tmp, pipe):
+  spec = _file_workdir(tmp, pipe)
+  spec['args'][-1] = f'--workdir={tmp}/afile/run'
+  return spec
+
+
+def _mounted(size, read_only, inner):
+  """Runs `inner`'s launch on a tmpfs mounted at <tmp>/mnt."""
+  def setup(tmp, pipe):
+    spec = inner(tmp, pipe)
+    spec['context'] = lambda: faultlib.tmpfs(f'{tmp}/mnt', size, read_only)
+    return spec
+  return setup
+
+
+@contextlib.contextmanager
+def _holder(workdir):
+  """A live run holding `workdir` (killed with -9 on exit)."""
+  proc = subprocess.Popen(
+      [sys.executable, '-m', 'launch.main', *_LONG, f'--workdir={workdir}'],
+      cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+      env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  try:
+    deadline = time.time() + 120
+    while not os.path.exists(os.path.join(workdir, 'metrics.jsonl')):
+      assert proc.poll() is None and time.time() < deadline, 'holder failed'
+      time.sleep(0.1)
+    yield proc
+  finally:
+    proc.kill()
+    proc.wait()
+
+
+_LONG = [DIGITS, '--config.total_epochs=3000', '--config.tensorboard=False']
+
+
+def _busy(tmp, pipe):
+  del pipe
+  return dict(args=[*_LONG, f'--workdir={tmp}/w'],
+              watch=[f'{tmp}/w/command.txt', f'{tmp}/w/config.json'],
+              context=lambda: _holder(f'{tmp}/w'))
+
+
+def _copy_pipeline(tmp, pipe, *extra):
+  """A copy of the finished pipeline's teacher, used as an external
+  teacher by a new run (so damaging it leaves the shared one alone)."""
+  shutil.copytree(f'{pipe}/teacher', f'{tmp}/teacher',
+                  ignore=shutil.ignore_patterns('LOCK'))
+  return [DISTILL[0] + f',teacher={tmp}/teacher', f'--workdir={tmp}/run',
+          *extra]
+
+
+def _rerun(tmp, pipe, *args):
+  """The finished pipeline (a copy) rerun with `args`."""
+  shutil.copytree(pipe, f'{tmp}/run')      # its LOCK is free (empty)
+  return dict(args=[*args, f'--workdir={tmp}/run'], watch=[f'{tmp}/run'])
+
+
+def _corrupt_cache(tmp, pipe):
+  args = _copy_pipeline(tmp, pipe)
+  cache = f'{tmp}/teacher/teacher_cache'
+  name = next(f for f in sorted(os.listdir(cache))
+              if f.startswith('unlabeled') and f.endswith('.npz'))
+  faultlib.truncate(os.path.join(cache, name))
+  return dict(args=args, watch=[])
+
+
+def _truncated_teacher(tmp, pipe):
+  args = _copy_pipeline(tmp, pipe)
+  faultlib.truncate(f'{tmp}/teacher/checkpoints/20')
+  return dict(args=args, watch=[f'{tmp}/teacher/checkpoints'])
+
+
+def _unreadable_teacher(tmp, pipe):
+  args = _copy_pipeline(tmp, pipe)
+  for step in os.listdir(f'{tmp}/teacher/checkpoints'):
+    faultlib.garble(f'{tmp}/teacher/checkpoints/{step}')
+  return dict(args=args, watch=[f'{tmp}/teacher'])
+
+
+def _no_partial_checkpoint(tmp, result):
+  del result
+  left = [d for d in os.listdir(f'{tmp}/mnt/w/checkpoints')
+          if 'tmp' in d] if os.path.isdir(f'{tmp}/mnt/w/checkpoints') else []
+  assert not left, left
+
+
+def _set_aside_and_rebuilt(tmp, result):
+  assert 'is unreadable' in result.stdout and 'moved it to' in result.stdout
+  assert "rebuilt ['unlabeled']" in result.stdout
+  assert os.listdir(f'{tmp}/teacher/teacher_cache_unreadable')
+
+
+def _fell_back(tmp, result):
+  del tmp
+  assert 'checkpoint at step 20' in result.stdout
+  assert 'trying the previous one' in result.stdout
+
+
+def _fast(tmp, result):
+  del tmp
+  assert result.seconds < 10, result.seconds
+
+
+CASES = [
+    Case('config_file_missing', 'a config file that does not exist',
+         _args('--config=configs/nope.py', '--workdir={tmp}/w'), 2,
+         r'error: --config=configs/nope.py: no config file configs/nope.py'),
+    Case('value_of_wrong_type', 'a flag value of the wrong type',
+         _args(DIGITS, '--workdir={tmp}/w', '--config.total_steps=abc'), 2,
+         r'error: --config.total_steps=abc: expected an integer'),
+    Case('model_option_of_wrong_type', 'a model option of the wrong type',
+         _args(DIGITS, '--workdir={tmp}/w', '--config.model.hidden=abc'), 2,
+         r"error: model.hidden=\('abc',\) must be a sequence of int .*"),
+    Case('lr_nan', 'a learning rate that is not a finite number',
+         _args(DIGITS, '--workdir={tmp}/w', '--config.optimizer.lr=nan'), 2,
+         r'error: optimizer.lr must be a finite number > 0, got nan'),
+    Case('lr_zero', 'a learning rate of zero',
+         _args(DIGITS, '--workdir={tmp}/w', '--config.optimizer.lr=0'), 2,
+         r'error: optimizer.lr must be a finite number > 0, got 0.0'),
+    Case('batch_over_part', 'a batch larger than the part it trains on',
+         _args(DIGITS, '--workdir={tmp}/w', '--config.batch_size=100000'), 2,
+         r'error: batch_size=100000 is larger than the 1300 examples of the '
+         r'part it trains on \(labeled\); choose batch_size <= 1300'),
+    Case('student_error_before_teacher',
+         "a student config error, with the teacher still to train",
+         _args(DISTILL[0], '--workdir={tmp}/w', '--config.optimizer.name=lion'),
+         2, r"error: unknown optimizer.name 'lion'; valid choices: adam, "
+         r'adamw, sgd'),
+    Case('teacher_error_first', 'a teacher config error',
+         _args(DISTILL[0], '--workdir={tmp}/w',
+               '--config.teacher.config.batch_size=0'),
+         2, r'error: teacher.config: batch_size must be >= 1, got 0'),
+    Case('workdir_is_a_file', 'a workdir that is a file', _file_workdir, 2,
+         r'error: \S+/afile is a file, not a directory; give a directory '
+         r'path'),
+    Case('workdir_under_a_file', 'a workdir under a file', _under_file, 2,
+         r'error: cannot create \S+/afile/run: part of that path is a file, '
+         r'not a directory; give a directory path'),
+    Case('workdir_read_only', 'a workdir on a read-only filesystem',
+         _mounted('1m', True, _args(DIGITS + ':runlocal',
+                                    '--workdir={tmp}/mnt/w')), 1,
+         r'error: cannot write \S+/mnt/w: read-only file system; give a '
+         r'writable path'),
+    Case('workdir_of_another_config',
+         'a rerun into a workdir that holds another config',
+         lambda tmp, pipe: _rerun(tmp, pipe, *DISTILL,
+                                  '--config.distill.alpha_floor=0.2'), 2,
+         r'error: workdir \S+ holds a run with another config: '
+         r'distill.alpha_floor is 0.001 there, 0.2 here; rerun with its '
+         r'config or use a new --workdir'),
+    Case('workdir_of_another_teacher',
+         'a rerun into a workdir whose student learned from another teacher',
+         lambda tmp, pipe: _rerun(tmp, pipe,
+                                  DISTILL[0] + f',teacher={pipe}/teacher',
+                                  *DISTILL[1:]), 2,
+         r'error: workdir \S+ holds a run with another config: '
+         r'teacher.workdir is "" there, "\S+/teacher" here \(and \d+ more\); '
+         r'rerun with its config or use a new --workdir'),
+    Case('workdir_in_use', 'a second process in a workdir a live run holds',
+         _busy, 2, r'error: workdir \S+/w is in use by pid \d+ on \S+ since '
+         r'\S+ \(.*launch/main.py .*\); wait for it to finish or stop it, or '
+         r'use another --workdir'),
+    Case('manual_dir_empty', 'an empty data.manual_dir',
+         lambda tmp, pipe: (os.makedirs(f'{tmp}/empty'), dict(args=[
+             '--config=configs/cifar10_teacher.py:runlocal',
+             f'--config.data.manual_dir={tmp}/empty',
+             f'--config.data.data_dir={tmp}/tfds', f'--workdir={tmp}/w']))[1],
+         2, r'error: data.manual_dir=\S+/empty holds no cifar10_jpeg.tar.gz; '
+         r'give its folder or its path'),
+    Case('archive_truncated', 'a truncated cifar10_jpeg.tar.gz',
+         _truncated_archive, 1,
+         r'error: \S+/cifar10_jpeg.tar.gz is unreadable \(EOFError: .*\); '
+         r'restore the file .*'),
+    Case('text_empty', 'an empty text file', _empty_text, 1,
+         r'error: \S+/tiny_shakespeare.txt is unreadable \(SourceError: 0 '
+         r'characters.*'),
+    Case('data_dir_read_only', 'a read-only TFDS data dir',
+         _mounted('1m', True, _args(DIGITS + ':runlocal',
+                                    '--config.data.data_dir={tmp}/mnt',
+                                    '--workdir={tmp}/w')), 1,
+         r"error: cannot prepare dataset 'digits' in the TFDS data dir "
+         r'\S+/mnt: read-only file system; set data.data_dir .*'),
+    Case('catalog_not_prepared', 'a TFDS catalog set that is not prepared '
+         '(no network)',
+         _args('--config=configs/tfds_teacher.py',
+               '--config.data.data_dir={tmp}/tfds', '--workdir={tmp}/w'), 2,
+         r"error: dataset 'cifar10' is not prepared in the TFDS data dir "
+         r'\S+/tfds; prepare it there .*', _fast),
+    Case('disk_full', 'a full disk while saving a checkpoint',
+         _mounted('400k', False, _args(DIGITS, '--workdir={tmp}/mnt/w',
+                                       '--config.tensorboard=False')), 1,
+         r'error: no space left on the device writing \S+/mnt/w/checkpoints '
+         r'\(.* free\); free space or give a --workdir on a larger disk, then '
+         r'rerun the same command to resume', _no_partial_checkpoint),
+    Case('teacher_cache_corrupt', 'a corrupted teacher-cache file (recovered)',
+         _corrupt_cache, 0, '', _set_aside_and_rebuilt),
+    Case('teacher_checkpoint_truncated',
+         "an external teacher's truncated newest checkpoint (recovered)",
+         _truncated_teacher, 0, '', _fell_back),
+    Case('teacher_checkpoints_unreadable',
+         "an external teacher with no readable checkpoint",
+         _unreadable_teacher, 1,
+         r'error: no readable checkpoint in \S+/teacher/checkpoints \(steps '
+         r'10, 20 all fail to read\); retrain that run or restore its files'),
+]
+
+
+@pytest.fixture(scope='module')
+def pipeline(tmp_path_factory):
+  """A finished digits distillation (a 20-step teacher with checkpoints at
+  10 and 20, its cache, a student), shared by the cases that rerun it."""
+  workdir = str(tmp_path_factory.mktemp('pipeline'))
+  result = faultlib.launch([*DISTILL, f'--workdir={workdir}'])
+  assert result.code == 0, result.stderr_lines[-5:]
+  return workdir
+
+
+def _run_case(case, tmp, pipe):
+  spec = case.setup(tmp, pipe)
+  watch = spec.get('watch', [])
+  with spec.get('context', contextlib.nullcontext)():
+    before = {w: faultlib.snapshot(w) for w in watch}
+    result = faultlib.launch(spec['args'])
+    after = {w: faultlib.snapshot(w) for w in watch}
+    if case.check:
+      case.check(tmp, result)
+  return result, before, after
+
+
+@pytest.fixture(scope='module')
+def outcomes(pipeline, tmp_path_factory):
+  """Every case run, two at a time (each is a separate process)."""
+  def one(case):
+    tmp = str(tmp_path_factory.mktemp(case.name))
+    try:
+      return case.name, (tmp, *_run_case(case, tmp, pipeline))
+    except BaseException as e:  # pylint: disable=broad-except
+      return case.name, e
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    return dict(pool.map(one, CASES))
+
+
+def _outcome(outcomes, case):
+  got = outcomes[case.name]
+  if isinstance(got, BaseException):
+    raise got
+  return got
+
+
+@pytest.mark.parametrize('case', CASES, ids=[c.name for c in CASES])
+def test_case(outcomes, case):
+  _, result, before, after = _outcome(outcomes, case)
+  tail = result.stderr_lines[-5:]
+  assert result.code == case.code, (result.code, tail, result.stdout[-1500:])
+  if case.code:
+    assert len(result.stderr_lines) == 1, result.stderr_lines
+    assert re.fullmatch(case.line, result.stderr_lines[0]), (
+        result.stderr_lines[0])
+  else:
+    assert not result.stderr_lines, result.stderr_lines
+  assert after == before          # nothing already on disk changed
+
+
+def test_a_killed_runs_lock_is_taken_over(tmp_path):
+  """After the holder of a workdir is killed (-9), the next run takes its
+  lock over and says so."""
+  workdir = str(tmp_path / 'w')
+  with _holder(workdir) as holder:
+    pass
+  again = subprocess.Popen([sys.executable, '-m', 'launch.main', *_LONG,
+                            f'--workdir={workdir}'],
+                           cwd=REPO, stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True,
+                           env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  try:
+    first = again.stdout.readline()
+  finally:
+    again.kill()
+    again.wait()
+  assert first.startswith(f'Took over the lock of {workdir} from pid '
+                          f'{holder.pid}'), first
+
+
+# --- the README section --------------------------------------------------------
+
+BEGIN = '<!-- fault table: generated by tests/test_fault_table.py -->'
+END = '<!-- end of fault table -->'
+
+
+def normalize(line, tmp, pipe):
+  line = line.replace(tmp, '<tmp>').replace(pipe, '<run>')
+  line = re.sub(r'\(\d+(\.\d+)? (B|KiB|MiB|GiB|TiB) free\)', '(<n> free)', line)
+  line = re.sub(r'\(EOFError: [^)]*\)', '(EOFError: ...)', line)
+  line = re.sub(r'column \d+ \(char \d+\)', 'column <n> (char <n>)', line)
+  line = re.sub(r'pid \d+ on \S+ since \S+ \(.*\);', 'pid <pid> on <host> '
+                'since <time> (<its command line>);', line)
+  return line.replace('|', '\\|')
+
+
+def table(outcomes, pipe):
+  rows = ['| fault | exit | what the run says |', '|---|---|---|']
+  for case in CASES:
+    tmp, result, _, _ = _outcome(outcomes, case)
+    if case.code:
+      said = normalize(result.stderr_lines[0], tmp, pipe)
+    else:
+      said = ' '.join(normalize(line, tmp, pipe) for line in
+                      result.stdout.splitlines()
+                      if 'unreadable' in line or 'rebuilt' in line)
+    rows.append(f'| {case.what} | {case.code} | `` {said} `` |')
+  return '\n'.join(rows)
+
+
+def test_readme_lists_every_case(outcomes, pipeline):
+  path = os.path.join(REPO, 'README.md')
+  with open(path) as f:
+    readme = f.read()
+  generated = f'{BEGIN}\n{table(outcomes, pipeline)}\n{END}'
+  start, end = readme.find(BEGIN), readme.find(END)
+  assert start >= 0 and end > start, 'README has no fault table markers'
+  current = readme[start:end + len(END)]
+  if os.environ.get('UPDATE_README') == '1':
+    with open(path, 'w') as f:
+      f.write(readme.replace(current, generated))
+  else:
+    assert current == generated, (
+        'README fault table is stale: UPDATE_README=1 python -m pytest '
+        'tests/test_fault_table.py')
