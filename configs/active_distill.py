@@ -20,7 +20,7 @@ from configs import common
 from configs import digits_distill
 from configs import mnist5k_distill
 from distill import active_distillation
-from distill.errors import ConfigError, check_choice
+from core.errors import ConfigError, check_choice
 
 BASES = {'digits': digits_distill, 'mnist5k': mnist5k_distill,
          'cifar10': cifar10_distill}

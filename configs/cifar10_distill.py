@@ -39,6 +39,7 @@ def get_config(arg=None):
     c.model.depth = 8
     c.model.width = 1.0
     common.set_residual(c.model, arg.residual, arg.rank)
+    common.set_memory(c.model)
   else:
     c.model_name = arg.student
     c.model.widths = (16, 32, 64)

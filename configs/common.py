@@ -9,7 +9,7 @@ defaults given. Unknown argument names are an error listing the valid ones.
 """
 import ml_collections
 
-from distill.errors import ConfigError
+from core.errors import ConfigError
 
 
 def _autotype(value, default):
@@ -51,7 +51,9 @@ def base_config():
       manual_dir='',         # local archive/text for cifar10_jpeg, shakespeare
       in_memory=True,        # decode the needed splits once into RAM
       num_samples=5000,      # mnist1d generator size
-      seq_len=128,           # tiny_shakespeare window
+      seq_len=128,           # language models: tokens per window
+      tokenizer='char',      # language models: char | spm (SentencePiece)
+      vocab_size=0,          # spm vocabulary (0: the tokenizer's own)
       # Carving of the training split (distill.data.splits.carve).
       labeled=-1,
       validation=0,
@@ -99,7 +101,10 @@ def base_config():
   c.schedule = ml_collections.ConfigDict(dict(
       name='cosine', warmup_steps=-1, warmup_epochs=-1.0, end_lr_factor=0.0))
 
-  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))
+  # Devices per slice on each axis (one may be -1: the rest); dcn_*: how many
+  # slices each axis spans (multi-slice; distill/sharding.py: make_mesh).
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1,
+                                          dcn_data=1, dcn_fsdp=1, dcn_model=1))
 
   c.log_every_steps = 50
   c.eval_every_steps = -1
@@ -109,6 +114,12 @@ def base_config():
   c.keep_checkpoints = 2
   c.tensorboard = True
   c.progress = True                   # print a progress line when logging
+  # A jax.profiler trace of steps first+1 .. first+count into
+  # <workdir>/profile; count 0: none.
+  c.profile_steps = (0, 0)
+  # Persistent XLA compilation cache (e.g. gs://bucket/jax_cache): a rerun or
+  # a resumed run skips compiling its steps again. '' = off.
+  c.compilation_cache_dir = ''
   return c
 
 
@@ -138,6 +149,17 @@ def set_residual(model, residual='standard', rank=16, a_init='xavier'):
       a_init=a_init,        # LR: xavier (ResNets) | colorth (LLMs)
       pa_h='identity',      # PA alone: identity | lowrank
   ))
+  return model
+
+
+def set_memory(model, remat='none', attention=None):
+  """What a ResNet or Transformer `model` config trades for memory, present
+  so the command line can set it: `model.remat` (none | full | dots |
+  dots_no_batch, models/layers.py) and, for Transformers, `model.attention`
+  (auto | xla | cudnn | pallas | flash, models/attention.py)."""
+  model.remat = remat
+  if attention is not None:
+    model.attention = attention
   return model
 
 

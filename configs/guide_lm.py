@@ -8,21 +8,28 @@ from it (GUIDE) and/or distilled from its logits, on Tiny Shakespeare.
 Arguments:
   init     '' (random) | guide (distill/guide.py)
   method   supervised (the data alone) | vanilla (logit distillation, online)
-  scale    cpu (teacher 4 x 128, student 2 x 64; minutes here) | paper (a
-           1.2B teacher, 24 layers x 2048, and a 0.4B student, 20 x 1280,
-           head dim 128 in both; bfloat16, layers scanned, FSDP over the
-           slice; for a TPU pod with a tokenized LM dataset)
+  scale    cpu (teacher 4 x 128, student 2 x 64 on Tiny Shakespeare's
+           characters; minutes here) | paper (a 1.2B teacher, 24 layers x
+           2048, and a 0.5B student, 20 x 1280, head dim 128 in both, on C4
+           with a 32k SentencePiece vocabulary and 2,048-token windows;
+           bfloat16, layers scanned and rematerialised, attention by the
+           platform's fused kernel (`auto`), the teacher held in bfloat16,
+           FSDP over the slice; global batch 32: 4 windows per chip of an
+           8-chip v5e slice, raise it with the slice)
   teacher  a trained teacher's workdir ('' trains it in <workdir>/teacher)
+  seq_len  tokens per window (default 64 at cpu scale, 2048 at paper)
   steps, teacher_steps, seed, trainable_projection (GUIDE's learned-M
   reading: frozen teacher table, trainable projection), runlocal (2 steps),
   manual_dir (folder of tiny_shakespeare.txt).
-Both models read the same 65-character vocabulary and 64-character windows;
-teacher and student use the same optimizer and token budget per step.
+Teacher and student read the same data and vocabulary and use the same
+optimizer and token budget per step.
+
+    python -m launch.compile_check --config=configs/guide_lm.py:scale=paper,method=vanilla --devices=8
 """
 from configs import common
 from configs import shakespeare_lm
 from distill import distillation
-from distill.errors import check_choice
+from core.errors import check_choice
 
 SCALES = {
     # (layers, width, heads, mlp) of teacher and student
@@ -33,20 +40,32 @@ SCALES = {
 
 def _lm(arg, size, steps):
   layers, width, heads, mlp = size
+  paper = arg.scale == 'paper' and not arg.runlocal
+  seq_len = arg.seq_len or (2048 if paper else 64)
   c = shakespeare_lm.get_config(
       f'layers={layers},width={width},heads={heads},mlp={mlp},'
-      f'positions=learned,seq_len={arg.seq_len},steps={steps},'
+      f'positions=learned,seq_len={seq_len},steps={steps},'
       f'manual_dir={arg.manual_dir}' + (',runlocal' if arg.runlocal else ''))
   c.seed = arg.seed
-  c.batch_size = 32 if arg.scale == 'cpu' else 256
+  c.batch_size = 32
   c.eval_every_steps = max(1, steps // 8) if not arg.runlocal else -1
   c.log_every_steps = min(c.log_every_steps, max(1, steps // 8))
   c.checkpoint_every_steps = max(1, steps // 2)
   c.tensorboard = False
-  if arg.scale == 'paper' and not arg.runlocal:
+  if paper:
+    c.data.name = 'c4/en'
+    c.data.manual_dir = ''
+    c.data.tokenizer = 'spm'
+    c.data.vocab_size = 32768
+    c.data.validation = 0
+    c.data.test_split = 'validation'
+    c.eval_splits = 'test'
+    c.eval_batch_size = c.batch_size
     c.mesh.data, c.mesh.fsdp = 1, -1
     c.model_dtype = 'bfloat16'
     c.model.scan_layers = True
+    c.model.attention = 'auto'
+    c.model.remat = 'dots_no_batch'   # 12.1 GiB of 16 at 8 devices
     c.optimizer.lr = 3e-4
   return c
 
@@ -54,7 +73,7 @@ def _lm(arg, size, steps):
 def get_config(arg=None):
   arg = common.parse_arg(arg, init='', method='supervised', scale='cpu',
                          teacher='', steps=600, teacher_steps=1500, seed=0,
-                         seq_len=64, trainable_projection=False,
+                         seq_len=0, trainable_projection=False,
                          runlocal=False, manual_dir='../shared/datasets')
   check_choice("guide_lm scale", arg.scale, SCALES)
   t_size, s_size = SCALES[arg.scale]
@@ -71,4 +90,6 @@ def get_config(arg=None):
   c.teacher = dict(workdir=arg.teacher, config=teacher)
   c.distill = distillation.distill_defaults()
   c.distill.online = True
+  if arg.scale == 'paper' and not arg.runlocal:
+    c.distill.teacher_dtype = 'bfloat16'
   return c

@@ -35,9 +35,10 @@ def _base(arg, depth):
   c.model.depth = depth
   c.model.width = 1.0
   common.set_residual(c.model)
+  common.set_memory(c.model)
   c.model_dtype = 'bfloat16'
   c.batch_size = arg.batch
-  c.eval_batch_size = 1000
+  c.eval_batch_size = 1024          # divides over 8, 32, ... devices
   c.total_epochs = arg.epochs
   c.optimizer.lr = 0.1 * arg.batch / 256
   c.optimizer.weight_decay = 1e-4
@@ -68,11 +69,13 @@ def get_config(arg=None):
   if arg.runlocal:
     arg.labeled, arg.validation = 8, 8
   teacher = _base(arg, arg.teacher_depth)
+  if not arg.runlocal:       # 128 images per chip: 18.5 GiB without, 8.5 with
+    teacher.model.remat = 'dots'
   c = _base(arg, arg.student_depth)
   c.data.train_on = 'unlabeled'
   c.method = arg.method
   c.teacher = dict(workdir=arg.teacher, config=teacher)
   c.distill = distillation.distill_defaults()
   c.distill.cache_topk = 10
-  c.distill.predict_batch_size = 8 if arg.runlocal else 1000
+  c.distill.predict_batch_size = 8 if arg.runlocal else 1024
   return c

@@ -31,6 +31,7 @@ def get_config(arg=None):
   c.model.max_len = arg.seq_len
   c.model.positions = arg.positions
   c.model.scan_layers = arg.scan
+  common.set_memory(c.model, attention='xla')
   common.set_residual(c.model, arg.residual, arg.rank, a_init='colorth')
   c.batch_size = 64
   c.eval_batch_size = 100

@@ -46,8 +46,9 @@ def get_config(arg=None):
   c.model.depth = arg.student_depth
   c.model.width = 1.0
   common.set_residual(c.model)
+  common.set_memory(c.model)
   c.batch_size = arg.batch
-  c.eval_batch_size = 1000
+  c.eval_batch_size = 1024
   c.total_epochs = arg.epochs
   c.optimizer.lr = 0.1 * arg.batch / 128
   c.optimizer.weight_decay = 5e-4
@@ -57,7 +58,7 @@ def get_config(arg=None):
   c.checkpoint_every_steps = 1000
   c.teacher = dict(workdir=arg.teacher, config=teacher)
   c.distill = distillation.distill_defaults()
-  c.distill.predict_batch_size = 1000
+  c.distill.predict_batch_size = 1024
   if arg.runlocal:
     c.model.depth = 8
     c.model.width = 0.5

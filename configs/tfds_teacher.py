@@ -27,8 +27,9 @@ def get_config(arg=None):
   c.model.depth = arg.depth
   c.model.width = arg.width
   common.set_residual(c.model, arg.residual, arg.rank)
+  common.set_memory(c.model)
   c.batch_size = 128
-  c.eval_batch_size = 1000
+  c.eval_batch_size = 1024          # divides over 8, 32, ... devices
   c.total_epochs = arg.epochs
   c.optimizer.lr = 0.1
   c.optimizer.weight_decay = 5e-4

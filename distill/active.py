@@ -21,7 +21,7 @@ Spec and the reconstruction of the game: ../shared/docs/papers.md section 3.
 """
 import numpy as np
 
-from distill.errors import ConfigError, check_choice
+from core.errors import ConfigError, check_choice
 
 STRATEGIES = {}
 

@@ -44,7 +44,7 @@ from distill import train
 from distill import workdir as workdir_lib
 from distill.data import datasets
 from distill.data import pipeline
-from distill.errors import ConfigError, check_choice
+from core.errors import ConfigError, check_choice
 
 
 def active_defaults():

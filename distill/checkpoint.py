@@ -23,8 +23,8 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from distill import files
-from distill.errors import ConfigError, EnvironmentFault, errno_of, no_space
-from distill.errors import one_line
+from core.errors import ConfigError, EnvironmentFault, errno_of, no_space
+from core.errors import one_line
 
 CHECKPOINT_DIR = 'checkpoints'
 _TMP_MARK = '.orbax-checkpoint-tmp'

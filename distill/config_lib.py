@@ -5,7 +5,7 @@ the valid choices; `launch.main` prints it and exits with status 2.
 """
 import math
 
-from distill.errors import ConfigError, check_choice
+from core.errors import ConfigError, check_choice, one_line
 
 PARTS = ('labeled', 'validation', 'unlabeled')
 EVAL_SPLITS = PARTS + ('test',)
@@ -140,8 +140,62 @@ def load_file(spec):
   try:
     module_spec.loader.exec_module(module)
   except SyntaxError as e:
-    raise ConfigError(f'--config={spec}: {path} line {e.lineno}: '
+    raise ConfigError(f'--config={spec}: {e.filename} line {e.lineno}: '
                       f'{e.msg}') from e
   if not hasattr(module, 'get_config'):
     raise ConfigError(f'--config={spec}: {path} has no get_config(arg)')
   return module.get_config(arg or None)
+
+
+def explain_flag_error(argv, error):
+  """One line for a bad --config / --config.KEY flag, naming the file or the
+  key, with the valid choices."""
+  cause = error
+  while cause.__cause__ is not None or cause.__context__ is not None:
+    cause = cause.__cause__ or cause.__context__
+  spec = next((a.split('=', 1)[1] for a in argv
+               if a.startswith('--config=')), None)
+  if spec is None:
+    return f'error: {one_line(cause)}'
+  try:
+    config = load_file(spec)
+  except ConfigError as e:
+    return f'error: {e}'
+  except Exception as e:  # pylint: disable=broad-except
+    return f'error: --config={spec}: {type(e).__name__}: {one_line(e)}'
+  for a in argv:
+    if not a.startswith('--config.'):
+      continue
+    path, _, value = a[len('--config.'):].partition('=')
+    node, done = config, []
+    for key in path.split('.'):
+      if not hasattr(node, 'keys') or key not in node:
+        valid = ', '.join(sorted(node.keys())) if hasattr(node, 'keys') else ''
+        where = 'config.' + '.'.join(done) if done else 'config'
+        return (f'error: unknown config key {path!r}; valid choices in '
+                f'{where}: {valid}')
+      node, done = node[key], done + [key]
+    expected = _type_error(value, node)
+    if expected:
+      return f'error: --config.{path}={value}: expected {expected}'
+  return f'error: {one_line(cause)}'
+
+
+def _type_error(text, default):
+  """What `text` should be to override `default`, if it cannot, else ''."""
+  import ast  # pylint: disable=g-import-not-at-top
+  try:
+    if isinstance(default, bool):
+      if text.lower() not in ('true', 'false', '1', '0'):
+        return 'true or false'
+    elif isinstance(default, int):
+      int(text)
+    elif isinstance(default, float):
+      float(text)
+    elif isinstance(default, (tuple, list)):
+      if not isinstance(ast.literal_eval(text), (tuple, list)):
+        return 'a tuple, e.g. (1, 2)'
+  except (ValueError, SyntaxError):
+    return {int: 'an integer', float: 'a number'}.get(
+        type(default), f'a {type(default).__name__}')
+  return ''

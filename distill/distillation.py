@@ -21,6 +21,9 @@
 import json
 import os
 
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -38,7 +41,7 @@ from distill import workdir as workdir_lib
 from distill.data import datasets
 from distill.data import pipeline
 from distill.data import splits
-from distill.errors import ConfigError, check_choice
+from core.errors import ConfigError, check_choice
 
 K_MODES = ('global', 'per_example')
 # What defines a dataset's examples (beyond its name), for the fingerprint.
@@ -65,7 +68,33 @@ def distill_defaults():
       # own training data (LMs: per-token outputs too large to cache); no
       # labeling pass, no fitted state.
       online=False,
+      # Online: the frozen teacher's parameters and compute in this dtype
+      # ('' = its own model_dtype and float32 parameters; bfloat16 halves
+      # its memory). It is sharded like the student by the same rules.
+      teacher_dtype='',
   ))
+
+
+def online_teacher(config, t_config, num_classes, variables=None,
+                   example=None):
+  """(model, variables) of the frozen teacher run inside the student's step,
+  in `distill.teacher_dtype`. Without `variables`, their shapes (from
+  `example` inputs) for an abstract Trainer (launch/compile_check.py)."""
+  dtype = config.distill.get('teacher_dtype') or t_config.model_dtype
+  check_choice('distill.teacher_dtype', dtype, models.DTYPES)
+  model = models.build(t_config.model_name, num_classes, dtype,
+                       **t_config.model.to_dict())
+  if variables is None:
+    variables = jax.eval_shape(lambda: nn.meta.unbox(model.init(
+        jax.random.PRNGKey(0), example)))
+    variables = {k: v for k, v in variables.items() if k != 'intermediates'}
+  if config.distill.get('teacher_dtype'):
+    cast = models.DTYPES[dtype]
+    variables = jax.tree.map(
+        lambda x: (jax.ShapeDtypeStruct(x.shape, cast) if isinstance(
+            x, jax.ShapeDtypeStruct) else x.astype(cast))
+        if jnp.issubdtype(x.dtype, jnp.floating) else x, variables)
+  return model, variables
 
 
 def _student_config(config):
@@ -342,8 +371,7 @@ def _run_online(config, workdir):
   if t_config.data.name != config.data.name:
     raise ConfigError(f'teacher data {t_config.data.name!r} differs from '
                       f'student data {config.data.name!r}')
-  t_model = models.build(t_config.model_name, data.num_classes,
-                         t_config.model_dtype, **t_config.model.to_dict())
+  t_model, t_vars = online_teacher(config, t_config, data.num_classes, t_vars)
   s_config = _student_config(config)
   if s_config.init.method and not s_config.init.teacher:
     s_config.init.teacher = os.path.abspath(t_dir)

@@ -20,7 +20,7 @@ import uuid
 import numpy as np
 from etils import epath
 
-from distill.errors import from_os_error
+from core.errors import from_os_error
 
 
 def is_main():
@@ -42,7 +42,7 @@ def makedirs(path):
     epath.Path(path).mkdir(parents=True, exist_ok=True)
     return
   if os.path.exists(path) and not os.path.isdir(path):
-    from distill.errors import ConfigError  # pylint: disable=g-import-not-at-top
+    from core.errors import ConfigError  # pylint: disable=g-import-not-at-top
     raise ConfigError(f'{path} is a file, not a directory; give a directory '
                       'path')
   try:

@@ -14,7 +14,7 @@ of correctness on it: hyper-parameter free, as Weighted Distillation
 import numpy as np
 from sklearn.isotonic import IsotonicRegression
 
-from distill.errors import check_choice
+from core.errors import check_choice
 
 WEIGHT_MODES = ('isotonic', 'debiased')
 

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distill.errors import ConfigError
+from core.errors import ConfigError
 
 
 def uniform_indices(n_teacher, n_student):

@@ -4,7 +4,7 @@ import os
 import time
 
 from distill import files
-from distill.errors import from_os_error
+from core.errors import from_os_error
 
 
 def format_duration(seconds):

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from distill.errors import ConfigError, check_choice
+from core.errors import ConfigError, check_choice
 
 METHODS = {}
 DISTILLATION = set()    # methods that read batch['teacher']

@@ -11,7 +11,7 @@ GUIDE's frozen teacher table).
 import jax
 import optax
 
-from distill.errors import check_choice
+from core.errors import check_choice
 
 OPTIMIZERS = ('sgd', 'adam', 'adamw')
 SCHEDULES = ('constant', 'cosine', 'linear')

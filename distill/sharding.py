@@ -10,15 +10,24 @@ A rule maps one logical name to candidate mesh axes, tried in order; a
 candidate is skipped when its size is 1, when the parameter already uses it,
 or when it does not divide that dimension (which is then replicated). So
 small or oddly sized parameters stay replicated instead of failing.
+
+Activations are named by the models too (`models/layers.py: constrain`) and
+constrained by ACTIVATION_RULES inside the jitted steps (`activation_rules`):
+the batch over (data, fsdp), heads, MLP units and vocabulary over `model`
+(tensor parallelism). Without these constraints the parameters' fsdp
+sharding spreads into the activations and every device holds the whole
+batch's activations.
 """
 import math
 
 import flax.linen as nn
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from distill.errors import ConfigError
+from core.errors import ConfigError
+from models import layers
 
 MESH_AXES = ('data', 'fsdp', 'model')
 BATCH_AXES = ('data', 'fsdp')
@@ -35,28 +44,78 @@ LOGICAL_RULES = (
 )
 
 
+ACTIVATION_RULES = (
+    ('activation_batch', ('data', 'fsdp')),
+    ('activation_length', None),
+    ('activation_embed', None),
+    ('activation_heads', 'model'),
+    ('activation_kv', None),
+    ('activation_mlp', 'model'),
+    ('activation_vocab', 'model'),
+    ('activation_height', None),
+    ('activation_width', None),
+    ('activation_channels', 'model'),
+    ('activation_classes', None),
+)
+
+
+def activation_rules():
+  """The context under which models' activation constraints apply (enter it
+  inside a jitted function, with the mesh set by `jax.set_mesh`)."""
+  return layers.activation_rules(ACTIVATION_RULES)
+
+
+DCN_AXES = tuple(f'dcn_{a}' for a in MESH_AXES)
+
+
 def make_mesh(mesh_cfg, devices=None):
-  """A Mesh over `devices` (default: all) with axes sized by `mesh_cfg`."""
-  devices = jax.devices() if devices is None else devices
-  unknown = sorted(set(mesh_cfg) - set(MESH_AXES))
+  """A Mesh over `devices` (default: all) with axes sized by `mesh_cfg`.
+
+  `data`, `fsdp`, `model` size the mesh within a slice (one of them may be
+  -1: the rest of the slice's devices); `dcn_data`, `dcn_fsdp`, `dcn_model`
+  (default 1) multiply them across slices (multi-slice over the data-centre
+  network), each mesh axis being the product. The device order comes from
+  `jax.experimental.mesh_utils` (`create_device_mesh`, or
+  `create_hybrid_device_mesh` with DCN axes), which follows the TPU
+  topology; where the topology is unknown (CPU devices) it is a reshape.
+  """
+  devices = jax.devices() if devices is None else list(devices)
+  unknown = sorted(set(mesh_cfg) - set(MESH_AXES) - set(DCN_AXES))
   if unknown:
     raise ConfigError(f'unknown mesh axis {unknown[0]!r}; valid choices: '
-                      f'{", ".join(MESH_AXES)}')
+                      f'{", ".join(MESH_AXES + DCN_AXES)}')
+  dcn = [int(mesh_cfg.get(a, 1)) for a in DCN_AXES]
+  if min(dcn) < 1:
+    raise ConfigError(f'config.mesh dcn sizes {dict(zip(DCN_AXES, dcn))} '
+                      'must be >= 1')
+  slices = math.prod(dcn)
+  if len(devices) % slices:
+    raise ConfigError(f'config.mesh dcn sizes {dict(zip(DCN_AXES, dcn))} '
+                      f'do not divide the {len(devices)} devices into slices')
+  per_slice = len(devices) // slices
   sizes = [int(mesh_cfg.get(a, 1)) for a in MESH_AXES]
   if sizes.count(-1) > 1:
     raise ConfigError('config.mesh: at most one axis may be -1, got '
                       f'{dict(zip(MESH_AXES, sizes))}')
   known = math.prod(s for s in sizes if s != -1)
   if -1 in sizes:
-    if known <= 0 or len(devices) % known:
+    if known <= 0 or per_slice % known:
       raise ConfigError(f'config.mesh {dict(zip(MESH_AXES, sizes))} does not '
-                        f'divide the {len(devices)} devices')
-    sizes[sizes.index(-1)] = len(devices) // known
-  if math.prod(sizes) != len(devices) or min(sizes) < 1:
+                        f'divide the {per_slice} devices of a slice')
+    sizes[sizes.index(-1)] = per_slice // known
+  if math.prod(sizes) != per_slice or min(sizes) < 1:
     raise ConfigError(f'config.mesh {dict(zip(MESH_AXES, sizes))} needs '
-                      f'{math.prod(sizes)} devices, but there are '
-                      f'{len(devices)}; set one axis to -1 to use the rest')
-  return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES)
+                      f'{math.prod(sizes)} devices per slice, but there are '
+                      f'{per_slice}; set one axis to -1 to use the rest')
+  shape = [s * d for s, d in zip(sizes, dcn)]
+  try:
+    if slices > 1:
+      grid = mesh_utils.create_hybrid_device_mesh(sizes, dcn, devices)
+    else:
+      grid = mesh_utils.create_device_mesh(sizes, devices)
+  except (ValueError, NotImplementedError, AssertionError, AttributeError):
+    grid = np.asarray(devices).reshape(shape)   # topology unknown (CPU)
+  return Mesh(grid, MESH_AXES)
 
 
 def batch_sharding(mesh):

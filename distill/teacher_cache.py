@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from distill import files
-from distill.errors import one_line
+from core.errors import one_line
 
 
 def params_digest(variables):

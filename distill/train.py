@@ -14,6 +14,7 @@ Batches and dropout keys are pure functions of (seed, step), so a run that is
 killed and restarted with the same command ends with the same metrics as one
 that was never interrupted.
 """
+import contextlib
 import dataclasses
 import functools
 import math
@@ -33,6 +34,7 @@ import models
 from distill import checkpoint as ckpt_lib
 from distill import config_lib
 from distill import files
+from distill import flops
 from distill import methods
 from distill import optim
 from distill import sharding
@@ -40,8 +42,8 @@ from distill import workdir as workdir_lib
 from distill.data import datasets
 from distill.data import pipeline
 from distill.data import splits
-from distill.errors import ConfigError, Diverged, EnvironmentFault
-from distill.errors import check_choice
+from core.errors import ConfigError, Diverged, EnvironmentFault
+from core.errors import check_choice
 from distill.logging_utils import MetricWriter, format_duration
 
 
@@ -124,6 +126,9 @@ class Trainer:
     """
     self.abstract = abstract
     config_lib.validate(config)
+    if config.get('compilation_cache_dir'):
+      jax.config.update('jax_compilation_cache_dir',
+                        config.compilation_cache_dir)
     self.config = config
     self.workdir = workdir
     self.mesh = sharding.make_mesh(config.mesh, devices)
@@ -196,6 +201,10 @@ class Trainer:
     return self.model.apply(variables, inputs, train=False), model_state
 
   def _train_step(self, state, batch, teacher_vars=None):
+    with sharding.activation_rules():
+      return self._train_step_body(state, batch, teacher_vars)
+
+  def _train_step_body(self, state, batch, teacher_vars):
     rng = jax.random.fold_in(state.rng, state.step)
     if teacher_vars is not None:
       t_logits = self.teacher[0].apply(teacher_vars, batch['inputs'],
@@ -219,7 +228,8 @@ class Trainer:
                          model_state=model_state, opt_state=opt_state), metrics
 
   def _eval_step(self, params, model_state, batch):
-    logits, _ = self._apply(params, model_state, batch['inputs'], False)
+    with sharding.activation_rules():
+      logits, _ = self._apply(params, model_state, batch['inputs'], False)
     labels = methods.labels_of(batch)
     weights = methods.example_weights(batch, logits)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
@@ -240,10 +250,11 @@ class Trainer:
       t_abstract = jax.eval_shape(lambda: t_model.init(
           jax.random.PRNGKey(0), self._example_inputs))
       t_shardings = sharding.shardings_from_boxed(t_abstract, self.mesh)
-      t_shardings = {k: t_shardings[k] for k in t_vars}
-      if self.abstract:
+      t_shardings = {k: t_shardings[k] for k in (t_vars or ('params',))}
+      if self.abstract:               # shapes and dtypes, given or the init's
         t_vars = ckpt_lib.abstract_like(
-            nn.meta.unbox({k: t_abstract[k] for k in t_vars}), t_shardings)
+            t_vars if t_vars else nn.meta.unbox(
+                {k: t_abstract[k] for k in t_shardings}), t_shardings)
       else:
         t_vars = jax.device_put(t_vars, t_shardings)
       step = self._train_step_jit = jax.jit(
@@ -251,6 +262,7 @@ class Trainer:
                                           self.batch_sharding, t_shardings),
           out_shardings=(self.state_sharding, rep), donate_argnums=0)
       self._teacher_args = (t_vars,)
+      self.teacher_variables = t_vars
       self.train_step = lambda state, batch: step(state, batch, t_vars)
     self.eval_step = jax.jit(
         self._eval_step, in_shardings=(self.state_sharding.params,
@@ -290,7 +302,8 @@ class Trainer:
                                          jax.process_index(),
                                          jax.process_count()):
         batch = sharding.put_batch(batch, self.batch_sharding)
-        m = self.eval_step(self.state.params, self.state.model_state, batch)
+        with jax.set_mesh(self.mesh):
+          m = self.eval_step(self.state.params, self.state.model_state, batch)
         totals = m if totals is None else jax.tree.map(jnp.add, totals, m)
       for k, (s, c) in jax.device_get(totals).items():
         out[f'{name}/{k}'] = float(s) / max(float(c), 1e-12)
@@ -459,45 +472,50 @@ class Trainer:
         self.preprocess_train, seed=config.seed, start_step=start,
         process_index=jax.process_index(),
         process_count=jax.process_count(), prefetch=config.data.prefetch)
-    preempted = _SigtermFlag()
+    preempted = _Preemption()
+    speed = _Speed(self)
+    profile = _Profile(config.get('profile_steps', (0, 0)), workdir)
     train_seconds = extra['chrono']['train_seconds']
-    pending, window_start, window_steps = [], time.time(), 0
+    pending = []
     step = start
     eval_names = config_lib.eval_names(config)
     finished = False
     try:
       while step < self.total_steps:
+        profile.before(step)
         batch = sharding.put_batch(next(batches), self.batch_sharding)
         with jax.set_mesh(self.mesh):
           self.state, metrics = self.train_step(self.state, batch)
         pending.append(metrics)
         step += 1
-        window_steps += 1
+        speed.stepped(step == start + 1, metrics)
+        profile.after(step, self.state)
         last = step == self.total_steps
-        stop = preempted.is_set()
+        stop = preempted.reached(step)
         saving = step % config.checkpoint_every_steps == 0 or last or stop
         if step % config.log_every_steps == 0 or last or saving:
           _check_finite(pending, step, checkpointer)
         if step % config.log_every_steps == 0 or last:
           logs = _reduce(pending)
           pending = []
-          elapsed = time.time() - window_start
-          train_seconds += elapsed
-          logs['examples_per_sec'] = window_steps * config.batch_size / elapsed
-          eta = elapsed / window_steps * (self.total_steps - step)
+          timing = speed.window()
+          train_seconds += timing.pop('seconds')
+          logs.update(timing)
           writer.write(step, logs)
           if config.progress and is_main:
+            eta = logs['step_seconds'] * (self.total_steps - step)
+            mfu = (f' | MFU {100 * logs["mfu"]:.1f}%' if 'mfu' in logs
+                   else '')
             print(f'step {step}/{self.total_steps} '
                   f'({100 * step / self.total_steps:.1f}%) '
                   f'loss {logs["train/loss"]:.4f} '
                   f'acc {logs.get("train/accuracy", float("nan")):.4f} | '
                   f'{logs["examples_per_sec"]:.0f} ex/s | '
+                  f'{1000 * logs["step_seconds"]:.1f} ms/step{mfu} | '
                   f'ETA {format_duration(eta)}', flush=True)
-          window_start, window_steps = time.time(), 0
         if step % self.eval_every == 0 and not last:
-          t0 = time.time()
-          writer.write(step, self.evaluate(eval_names))
-          window_start += time.time() - t0
+          with speed.paused():
+            writer.write(step, self.evaluate(eval_names))
         if saving:
           extra = {'data': batches.state(),
                    'chrono': {'train_seconds': train_seconds},
@@ -516,6 +534,7 @@ class Trainer:
       finished = True
       return final
     finally:
+      profile.close()
       batches.close()
       preempted.restore()
       writer.close()
@@ -551,16 +570,107 @@ def _reduce(pending):
   return out
 
 
-class _SigtermFlag:
-  """Turns SIGTERM into a flag the loop checks (then saves and exits).
+class _Speed:
+  """Step time, throughput per device and MFU of each logging window.
 
-  With several processes the flag is agreed on by all of them, so that every
-  host saves the same step.
+  The first step of a run (compilation) is timed apart (`compile_seconds`).
+  MFU is the analytic model FLOPs per step (distill/flops.py) over the step
+  time and the devices' peak FLOP/s (a chip's datasheet peak, or this CPU
+  host's measured matmul ceiling).
+  """
+
+  def __init__(self, trainer):
+    self.trainer = trainer
+    self.devices = trainer.mesh.size
+    self.batch = trainer.config.batch_size
+    shape = trainer.batch_shapes()['inputs'].shape
+    self.tokens = (self.batch * shape[1]
+                   if trainer.config.model_name == 'transformer_lm' else None)
+    self.start, self.steps, self.compile = time.time(), 0, None
+    self._flops = self._peak = None
+
+  def stepped(self, first, metrics):
+    if first:                      # wait for the compiled first step
+      jax.block_until_ready(metrics)
+      self.compile = time.time() - self.start
+      self.start, self.steps = time.time(), 0
+    else:
+      self.steps += 1
+
+  @contextlib.contextmanager
+  def paused(self):
+    t0 = time.time()
+    yield
+    self.start += time.time() - t0
+
+  def window(self):
+    """Timing logs of the steps since the last window (metrics are on the
+    host by now, so the steps have finished)."""
+    seconds = time.time() - self.start
+    steps = max(self.steps, 1)
+    out = {'seconds': seconds + (self.compile or 0.0),
+           'step_seconds': seconds / steps,
+           'examples_per_sec': steps * self.batch / seconds}
+    out['examples_per_sec_per_device'] = out['examples_per_sec'] / self.devices
+    if self.tokens:
+      out['tokens_per_sec_per_device'] = (steps * self.tokens / seconds
+                                          / self.devices)
+    if self.compile is not None:
+      out['compile_seconds'] = self.compile
+    if self._flops is None:
+      self._flops = flops.model_flops_per_step(self.trainer)
+      self._peak = flops.peak_total(self.trainer.mesh.devices.flat)
+    out['model_flops_per_step'] = self._flops
+    if self._peak:
+      out['mfu'] = self._flops / out['step_seconds'] / self._peak
+    self.start, self.steps, self.compile = time.time(), 0, None
+    return out
+
+
+class _Profile:
+  """A jax.profiler trace of steps first+1 .. first+count
+  (`config.profile_steps = (first, count)`; count 0: none) in
+  `<workdir>/profile` (TensorBoard's profile plugin reads it)."""
+
+  def __init__(self, steps, workdir):
+    self.first, self.count = (int(s) for s in steps)
+    self.directory = os.path.join(workdir, 'profile')
+    self.active = False
+
+  def before(self, step):
+    if self.count and step == self.first:
+      jax.profiler.start_trace(self.directory)
+      self.active = True
+
+  def after(self, step, state):
+    if self.active and step == self.first + self.count:
+      self.close(state)
+      print(f'profile of steps {self.first + 1}-{step} in {self.directory}',
+            flush=True)
+
+  def close(self, state=None):
+    if self.active:
+      jax.block_until_ready(state)
+      jax.profiler.stop_trace()
+      self.active = False
+
+
+class _Preemption:
+  """Whether to save and stop at a step, after SIGTERM (a preemption notice).
+
+  One process: a SIGTERM handler sets a flag. Several (`jax.distributed`):
+  JAX's preemption service catches SIGTERM on any process and every process
+  reaches the same sync step (`reached_preemption_sync_point`), with no
+  collective per step; where that service is off, the processes agree by an
+  all-gather of their flags each step.
   """
 
   def __init__(self):
     self._set = False
     self._previous = None
+    self._service = jax.process_count() > 1
+    if self._service:
+      return
     try:
       self._previous = signal.signal(signal.SIGTERM, self._handler)
     except ValueError:  # not the main thread
@@ -570,10 +680,16 @@ class _SigtermFlag:
     del signum, frame
     self._set = True
 
-  def is_set(self):
+  def reached(self, step):
     if jax.process_count() == 1:
       return self._set
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    if self._service:
+      try:
+        return multihost_utils.reached_preemption_sync_point(step)
+      except RuntimeError:          # the preemption service is not running
+        self._service = False
+        self._previous = signal.signal(signal.SIGTERM, self._handler)
     return bool(np.any(multihost_utils.process_allgather(
         np.array([self._set]))))
 

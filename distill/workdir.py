@@ -37,7 +37,7 @@ import socket
 import sys
 
 from distill import files
-from distill.errors import ConfigError, WorkdirBusy, from_os_error
+from core.errors import ConfigError, WorkdirBusy, from_os_error
 
 LOCK = 'LOCK'
 # Keys that say how a run is watched or fed, not what it computes: they may

@@ -13,10 +13,19 @@ step on cached teacher targets, or with the teacher inside it for online
 distillation) or `teacher` (that config's teacher block). Reported per
 device: parameters, optimizer state and model state (from the shardings),
 XLA's argument / output / temporary (activations and workspace) sizes and
-their peak estimate, FLOPs per step, and the compile time.
+their peak estimate, FLOPs per step (the analytic model FLOPs of
+distill/flops.py, which count a scanned layer stack once per layer, beside
+XLA's cost analysis, which counts it once and includes rematerialisation),
+and the compile time.
+
+Every paper-scale config on its own default mesh, 8 and 32 devices, one
+process each, as a markdown table:
+
+    python -m launch.compile_check --suite=paper --out=experiments/results/compile_check.md
 """
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -40,6 +49,22 @@ _MEMORY = flags.DEFINE_float(
     'device_memory_gib', 0.0,
     'Per-device memory to check the estimate against (0: no check).')
 _JSON = flags.DEFINE_bool('json', False, 'Print one JSON line only.')
+_SUITE = flags.DEFINE_enum('suite', '', ['', 'paper'],
+                           'Check every config of a suite instead of --config.')
+_SUITE_DEVICES = flags.DEFINE_list('suite_devices', ['8', '32'],
+                                   'Device counts for --suite.')
+_OUT = flags.DEFINE_string('out', '', 'With --suite: also write the table '
+                           'here (markdown).')
+
+# The paper-scale configs, each checked on its own default mesh.
+PAPER_SUITE = (
+    ('configs/guide_lm.py:scale=paper,method=vanilla', 'student'),
+    ('configs/laurel_lm.py:scale=paper', 'train'),
+    ('configs/tfds_distill.py', 'teacher'),
+    ('configs/tfds_distill.py', 'student'),
+    ('configs/imagenet_distill.py', 'teacher'),
+    ('configs/imagenet_distill.py', 'student'),
+)
 
 GIB = 2.0 ** 30
 
@@ -87,7 +112,8 @@ def check(config, stage='auto', mesh=None, batch_size=0):
   """The report (a dict) for `config`'s train step on all visible devices."""
   import jax  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
-  import models  # pylint: disable=g-import-not-at-top
+  from distill import distillation  # pylint: disable=g-import-not-at-top
+  from distill import flops  # pylint: disable=g-import-not-at-top
   from distill import train  # pylint: disable=g-import-not-at-top
   from distill.data import datasets  # pylint: disable=g-import-not-at-top
   from distill.data import synthetic  # pylint: disable=g-import-not-at-top
@@ -100,10 +126,9 @@ def check(config, stage='auto', mesh=None, batch_size=0):
   data = synthetic.data_like(config)
   train_part, teacher = None, None
   if parent is not None and parent.distill.get('online'):
-    t_cfg = parent.teacher.config
-    t_model = models.build(t_cfg.model_name, data.num_classes,
-                           t_cfg.model_dtype, **t_cfg.model.to_dict())
-    teacher = (t_model, {'params': None})
+    example = jax.numpy.asarray(synthetic.example_inputs(config, data))
+    teacher = distillation.online_teacher(parent, parent.teacher.config,
+                                          data.num_classes, example=example)
   elif parent is not None:
     part = data.parts['unlabeled']
     seq = config.data.seq_len if config.model_name == 'transformer_lm' else (
@@ -131,7 +156,8 @@ def check(config, stage='auto', mesh=None, batch_size=0):
       opt_state_bytes=_per_device_bytes(state.opt_state),
       model_state_bytes=_per_device_bytes(state.model_state),
       compile_seconds=seconds,
-      flops_per_step=float((cost or {}).get('flops', float('nan'))))
+      flops_per_step=float((cost or {}).get('flops', float('nan'))),
+      model_flops_per_step=flops.model_flops_per_step(trainer))
   if mem is not None:
     report.update(
         argument_bytes=int(mem.argument_size_in_bytes),
@@ -150,8 +176,9 @@ def format_report(r, memory_gib=0.0):
       f'{r["model"]} ({r["stage"]} step), {r["params"]:,} parameters, '
       f'global batch {r["batch_size"]}, on {r["devices"]} devices, mesh '
       + ', '.join(f'{k}={v}' for k, v in r['mesh'].items()),
-      f'  compiled in {r["compile_seconds"]:.1f} s; '
-      f'{r["flops_per_step"] / 1e9:.2f} GFLOP per step per device',
+      f'  compiled in {r["compile_seconds"]:.1f} s; per step per device: '
+      f'{r["model_flops_per_step"] / r["devices"] / 1e9:.2f} GFLOP analytic '
+      f'(model FLOPs), {r["flops_per_step"] / 1e9:.2f} GFLOP by XLA',
       '  per device:',
       f'    parameters       {g(r["params_bytes"])}',
       f'    optimizer state  {g(r["opt_state_bytes"])}',
@@ -170,9 +197,64 @@ def format_report(r, memory_gib=0.0):
   return '\n'.join(lines)
 
 
+def run_suite(devices_list, out=''):
+  """Every PAPER_SUITE config at every device count, each in its own
+  process (the device count is fixed per process); returns the table."""
+  rows = []
+  for spec, stage in PAPER_SUITE:
+    for devices in devices_list:
+      proc = subprocess.run(
+          [sys.executable, '-m', 'launch.compile_check', f'--config={spec}',
+           f'--stage={stage if stage != "train" else "auto"}',
+           f'--devices={devices}', '--json'], capture_output=True, text=True,
+          check=False, cwd=os.path.dirname(os.path.dirname(
+              os.path.abspath(__file__))))
+      if proc.returncode:
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        rows.append((spec, stage, devices, None, lines[-1] if lines else ''))
+      else:
+        rows.append((spec, stage, devices, json.loads(
+            proc.stdout.strip().splitlines()[-1]), ''))
+      print(f'{spec} ({stage}) on {devices} devices: '
+            + ('ok' if rows[-1][3] else rows[-1][4]), flush=True)
+  table = suite_table(rows)
+  if out:
+    with open(out, 'w') as f:
+      f.write(table + '\n')
+  return table
+
+
+def suite_table(rows):
+  def gib(b):
+    return f'{b / GIB:.2f}'
+  lines = ['| config (stage) | devices | mesh | parameters | params + optimizer '
+           '/ device (GiB) | temporaries (GiB) | peak (GiB) | fits 16 GiB | '
+           'GFLOP / step / device, analytic | GFLOP, XLA | compile (s) |',
+           '|---|---|---|---|---|---|---|---|---|---|---|']
+  for spec, stage, devices, r, error in rows:
+    name = f'`{spec}` ({stage})'
+    if r is None:
+      lines.append(f'| {name} | {devices} | failed: {error} |' + ' |' * 8)
+      continue
+    mesh = ' '.join(f'{k}={v}' for k, v in r['mesh'].items() if v > 1) or '1'
+    lines.append(
+        f'| {name} | {devices} | {mesh} | {r["params"] / 1e6:.1f}M | '
+        f'{gib(r["params_bytes"] + r["opt_state_bytes"])} | '
+        f'{gib(r["temp_bytes"])} | {gib(r["peak_bytes"])} | '
+        f'{"yes" if r["peak_bytes"] <= 16 * GIB else "no"} | '
+        f'{r["model_flops_per_step"] / r["devices"] / 1e9:.0f} | '
+        f'{r["flops_per_step"] / 1e9:.0f} | {r["compile_seconds"]:.1f} |')
+  return '\n'.join(lines)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if _SUITE.value:
+    print(run_suite([int(d) for d in _SUITE_DEVICES.value], _OUT.value))
+    return
+  if _CONFIG.value is None:
+    raise app.UsageError('give --config=FILE[:ARG] (or --suite=paper)')
   mesh = parse_mesh(_MESH.value)
   import jax  # pylint: disable=g-import-not-at-top
   if _DEVICES.value < 1:
@@ -181,7 +263,7 @@ def main(argv):
   jax.config.update('jax_num_cpu_devices', _DEVICES.value)
   from absl import logging  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)
-  from distill.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  from core.errors import ConfigError  # pylint: disable=g-import-not-at-top
   try:
     report = check(_CONFIG.value, _STAGE.value, mesh, _BATCH.value)
   except ConfigError as e:
@@ -195,7 +277,18 @@ def main(argv):
     sys.exit(1)
 
 
+def run():
+  try:
+    remaining = flags.FLAGS(sys.argv)
+    if _CONFIG.value is not None:
+      _CONFIG.value.keys()            # a file that failed to load raises here
+  except Exception as e:  # pylint: disable=broad-except
+    from distill.config_lib import explain_flag_error  # pylint: disable=g-import-not-at-top
+    print(explain_flag_error(sys.argv, e), file=sys.stderr)
+    sys.exit(2)
+  app.run(main, flags_parser=lambda _: remaining)
+
+
 if __name__ == '__main__':
   os.environ.setdefault('JAX_PLATFORMS', 'cpu')
-  flags.mark_flags_as_required(['config'])
-  app.run(main)
+  run()

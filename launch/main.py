@@ -115,7 +115,7 @@ def quiet_library_reports():
 
 def describe(error):
   """(exit status, one line) for a known fault, else (None, None)."""
-  from distill import errors  # pylint: disable=g-import-not-at-top
+  from core import errors  # pylint: disable=g-import-not-at-top
   if isinstance(error, errors.Diverged):
     return error.exit_code, f'diverged: {error}'
   if isinstance(error, (errors.ConfigError, errors.EnvironmentFault)):
@@ -156,7 +156,7 @@ def local_path(path, what):
   """gs://bucket/x -> /gcs/bucket/x where the bucket is mounted there with
   Cloud Storage FUSE (launch/tpu_bootstrap.sh mounts it on TPU workers);
   other paths unchanged."""
-  from distill.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  from core.errors import ConfigError  # pylint: disable=g-import-not-at-top
   if not path.startswith('gs://'):
     return path
   bucket = path[len('gs://'):].split('/')[0]
@@ -168,68 +168,13 @@ def local_path(path, what):
   return mounted + path[len('gs://') + len(bucket):]
 
 
-def explain_flag_error(argv, error):
-  """One line for a bad --config / --config.KEY flag, naming the file or the
-  key, with the valid choices."""
-  from distill import config_lib  # pylint: disable=g-import-not-at-top
-  from distill.errors import ConfigError, one_line  # pylint: disable=g-import-not-at-top
-  cause = error
-  while cause.__cause__ is not None or cause.__context__ is not None:
-    cause = cause.__cause__ or cause.__context__
-  spec = next((a.split('=', 1)[1] for a in argv
-               if a.startswith('--config=')), None)
-  if spec is None:
-    return f'error: {one_line(cause)}'
-  try:
-    config = config_lib.load_file(spec)
-  except ConfigError as e:
-    return f'error: {e}'
-  except Exception as e:  # pylint: disable=broad-except
-    return f'error: --config={spec}: {type(e).__name__}: {one_line(e)}'
-  for a in argv:
-    if not a.startswith('--config.'):
-      continue
-    path, _, value = a[len('--config.'):].partition('=')
-    node, done = config, []
-    for key in path.split('.'):
-      if not hasattr(node, 'keys') or key not in node:
-        valid = ', '.join(sorted(node.keys())) if hasattr(node, 'keys') else ''
-        where = 'config.' + '.'.join(done) if done else 'config'
-        return (f'error: unknown config key {path!r}; valid choices in '
-                f'{where}: {valid}')
-      node, done = node[key], done + [key]
-    expected = _type_error(value, node)
-    if expected:
-      return f'error: --config.{path}={value}: expected {expected}'
-  return f'error: {one_line(cause)}'
-
-
-def _type_error(text, default):
-  """What `text` should be to override `default`, if it cannot, else ''."""
-  import ast  # pylint: disable=g-import-not-at-top
-  try:
-    if isinstance(default, bool):
-      if text.lower() not in ('true', 'false', '1', '0'):
-        return 'true or false'
-    elif isinstance(default, int):
-      int(text)
-    elif isinstance(default, float):
-      float(text)
-    elif isinstance(default, (tuple, list)):
-      if not isinstance(ast.literal_eval(text), (tuple, list)):
-        return 'a tuple, e.g. (1, 2)'
-  except (ValueError, SyntaxError):
-    return {int: 'an integer', float: 'a number'}.get(
-        type(default), f'a {type(default).__name__}')
-  return ''
-
-
 def run():
   flags.mark_flags_as_required(['config', 'workdir'])
   try:
     remaining = flags.FLAGS(sys.argv)
     _CONFIG.value.keys()   # a file that failed to load raises here
   except Exception as e:  # pylint: disable=broad-except
+    from distill.config_lib import explain_flag_error  # pylint: disable=g-import-not-at-top
     print(explain_flag_error(sys.argv, e), file=sys.stderr)
     sys.exit(2)
   app.run(main, flags_parser=lambda _: remaining)

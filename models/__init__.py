@@ -11,8 +11,10 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from distill.errors import ConfigError, check_choice
+from core.errors import ConfigError, check_choice
+from models import attention
 from models import laurel  # noqa: F401  (registers the LAuReL residuals)
+from models import layers
 from models import residual
 from models.cnn import SmallCNN
 from models.mlp import MLP
@@ -75,4 +77,9 @@ def build(name, num_classes, dtype='float32', **kwargs):
     kwargs['residual_kw'] = residual.freeze_options(kwargs['residual_kw'])
   if 'residual' in kwargs:                           # checks name and options
     residual.history_length(kwargs['residual'], kwargs.get('residual_kw'))
+  if 'remat' in kwargs:
+    check_choice('model.remat', kwargs['remat'], layers.REMAT_POLICIES)
+  if 'attention' in kwargs:
+    check_choice('model.attention', kwargs['attention'],
+                 attention.IMPLEMENTATIONS)
   return cls(num_classes=num_classes, dtype=DTYPES[dtype], **kwargs)

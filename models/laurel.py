@@ -34,7 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from distill.errors import ConfigError, check_choice
+from core.errors import ConfigError, check_choice
 from models import layers
 from models.residual import register
 

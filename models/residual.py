@@ -19,7 +19,7 @@ import dataclasses
 import flax.linen as nn
 import jax.numpy as jnp
 
-from distill.errors import ConfigError, check_choice
+from core.errors import ConfigError, check_choice
 
 RESIDUALS = {}
 

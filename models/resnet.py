@@ -5,13 +5,20 @@ stage widths (16, 32, 64). Shortcuts that change shape use a 1x1 conv + BN
 (option B). The residual sum is the swappable `models.residual` piece
 (`residual`, `residual_kw`): it acts on the (projected) shortcut, and the
 history of earlier block inputs that LAuReL-PA reads restarts at each stage.
+`remat` rematerialises each block (`models/layers.py: REMAT_POLICIES`);
+activations are constrained by logical names at the stem, every block's
+output and the logits.
 """
 import flax.linen as nn
 import jax.numpy as jnp
 
-from distill.errors import ConfigError
+from core.errors import ConfigError
 from models import layers
 from models import residual as residual_lib
+
+IMAGE = ('activation_batch', 'activation_height', 'activation_width',
+         'activation_channels')
+LOGITS = ('activation_batch', 'activation_classes')
 
 
 def _shortcut(x, features, strides, dtype, train):
@@ -29,7 +36,23 @@ def _combine(block, shortcut, y, prev):
   out = residual_lib.residual_module(
       block.residual, block.residual_kw, dtype=block.dtype,
       name='residual')(shortcut, y, prev)
-  return nn.relu(out), residual_lib.push_history(prev, shortcut)
+  return (layers.constrain(nn.relu(out), IMAGE),
+          residual_lib.push_history(prev, shortcut))
+
+
+def _stem(x, width, kernel, strides, dtype, train):
+  x = layers.conv(width, kernel, strides, dtype, name='stem')(x.astype(dtype))
+  x = nn.relu(layers.batch_norm(train, dtype, name='stem_bn')(x))
+  return layers.constrain(x, IMAGE)
+
+
+def _head(module, x):
+  """Global average pool, the sown features, the constrained logits."""
+  x = jnp.mean(x, axis=(1, 2))
+  module.sow('intermediates', 'pre_logits', x)
+  logits = layers.Dense(module.num_classes, names=('embed', 'classes'),
+                        dtype=module.dtype, name='head')(x)
+  return layers.constrain(logits.astype(jnp.float32), LOGITS)
 
 
 class BasicBlock(nn.Module):
@@ -60,6 +83,7 @@ class CifarResNet(nn.Module):
   extra_blocks: tuple = (0, 0, 0)
   residual: str = 'standard'
   residual_kw: tuple = ()
+  remat: str = 'none'
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -72,20 +96,16 @@ class CifarResNet(nn.Module):
                         'three non-negative block counts, one per stage')
     blocks = (self.depth - 2) // 6
     widths = [max(1, int(round(w * self.width))) for w in (16, 32, 64)]
-    x = layers.conv(widths[0], (3, 3), 1, self.dtype, name='stem')(
-        x.astype(self.dtype))
-    x = nn.relu(layers.batch_norm(train, self.dtype, name='stem_bn')(x))
+    x = _stem(x, widths[0], (3, 3), 1, self.dtype, train)
     prev = residual_lib.init_history(
         residual_lib.history_length(self.residual, self.residual_kw), x)
+    block = layers.remat(BasicBlock, self.remat, static_argnums=(3,))
     for stage, w in enumerate(widths):
       for b in range(blocks + self.extra_blocks[stage]):
-        x, prev = BasicBlock(w, 2 if stage and not b else 1, self.residual,
-                             self.residual_kw, self.dtype,
-                             name=f'stage{stage}_block{b}')(x, prev, train)
-    x = jnp.mean(x, axis=(1, 2))
-    self.sow('intermediates', 'pre_logits', x)
-    return layers.Dense(self.num_classes, names=('embed', 'classes'),
-                        dtype=self.dtype, name='head')(x).astype(jnp.float32)
+        x, prev = block(w, 2 if stage and not b else 1, self.residual,
+                        self.residual_kw, self.dtype,
+                        name=f'stage{stage}_block{b}')(x, prev, train)
+    return _head(self, x)
 
 
 class Bottleneck(nn.Module):
@@ -124,6 +144,7 @@ class ImageNetResNet(nn.Module):
   width: float = 1.0
   residual: str = 'standard'
   residual_kw: tuple = ()
+  remat: str = 'none'
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -132,11 +153,10 @@ class ImageNetResNet(nn.Module):
       raise ConfigError(f'model.depth={self.depth} is not an ImageNet ResNet '
                         'depth; valid choices: 18, 34, 50, 101, 152')
     kind, blocks = IMAGENET_DEPTHS[self.depth]
-    block = BasicBlock if kind == 'basic' else Bottleneck
+    block = layers.remat(BasicBlock if kind == 'basic' else Bottleneck,
+                         self.remat, static_argnums=(3,))
     widths = [max(1, int(round(w * self.width))) for w in (64, 128, 256, 512)]
-    x = layers.conv(widths[0], (7, 7), 2, self.dtype, name='stem')(
-        x.astype(self.dtype))
-    x = nn.relu(layers.batch_norm(train, self.dtype, name='stem_bn')(x))
+    x = _stem(x, widths[0], (7, 7), 2, self.dtype, train)
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding='SAME')
     prev = residual_lib.init_history(
         residual_lib.history_length(self.residual, self.residual_kw), x)
@@ -145,7 +165,4 @@ class ImageNetResNet(nn.Module):
         x, prev = block(w, 2 if stage and not b else 1, self.residual,
                         self.residual_kw, self.dtype,
                         name=f'stage{stage}_block{b}')(x, prev, train)
-    x = jnp.mean(x, axis=(1, 2))
-    self.sow('intermediates', 'pre_logits', x)
-    return layers.Dense(self.num_classes, names=('embed', 'classes'),
-                        dtype=self.dtype, name='head')(x).astype(jnp.float32)
+    return _head(self, x)

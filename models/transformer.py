@@ -3,15 +3,24 @@
 Sized by `num_layers`, `width`, `num_heads`, `mlp_dim`; positions are
 `learned` (an embedding table of `max_len`) or `rope` (rotary, no params).
 Each block's residual goes through the swappable `models.residual` piece
-(`residual`, `residual_kw`; LAuReL in `models/laurel.py`).
+(`residual`, `residual_kw`; LAuReL in `models/laurel.py`). `attention`
+picks the attention implementation (`models/attention.py`), `remat` what a
+block keeps for the backward pass (`models/layers.py: REMAT_POLICIES`).
+Activations are constrained by logical names at the embedding output, each
+block's input and output, inside attention and the MLP, and at the logits.
 """
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from distill.errors import ConfigError, check_choice
+from core.errors import ConfigError, check_choice
+from models import attention as attention_lib
 from models import layers
 from models import residual as residual_lib
+
+SEQ = ('activation_batch', 'activation_length', 'activation_embed')
+HEADS = ('activation_batch', 'activation_length', 'activation_heads',
+         'activation_kv')
 
 POSITIONS = ('learned', 'rope')
 
@@ -43,6 +52,7 @@ def rope(x, positions, base=10000.0):
 class CausalSelfAttention(nn.Module):
   num_heads: int
   positions: str = 'learned'
+  attention: str = 'xla'
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -54,16 +64,12 @@ class CausalSelfAttention(nn.Module):
     qkv = [nn.DenseGeneral((self.num_heads, head_dim), dtype=self.dtype,
                            use_bias=False, kernel_init=init, name=n)(x)
            for n in ('query', 'key', 'value')]
-    q, k, v = qkv
+    q, k, v = (layers.constrain(a, HEADS) for a in qkv)
     if self.positions == 'rope':
       pos = jnp.arange(x.shape[1])
       q, k = rope(q, pos), rope(k, pos)
-    logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) / jnp.sqrt(head_dim).astype(
-        self.dtype)
-    mask = jnp.tril(jnp.ones((x.shape[1], x.shape[1]), bool))
-    logits = jnp.where(mask, logits.astype(jnp.float32), -1e30)
-    probs = jax.nn.softmax(logits, -1).astype(self.dtype)
-    out = jnp.einsum('bhqk,bkhd->bqhd', probs, v)
+    out = layers.constrain(attention_lib.attend(q, k, v, self.attention),
+                           HEADS)
     return nn.DenseGeneral(
         width, axis=(-2, -1), dtype=self.dtype, use_bias=False,
         kernel_init=layers.partitioned(nn.initializers.lecun_normal(),
@@ -82,34 +88,42 @@ class DecoderBlock(nn.Module):
   dropout: float = 0.0
   residual: str = 'standard'
   residual_kw: tuple = ()
+  attention: str = 'xla'
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x, prev=(), train=False):
+    x = layers.constrain(x, SEQ)
     drop = nn.Dropout(self.dropout, deterministic=not train)
-    a = drop(CausalSelfAttention(self.num_heads, self.positions, self.dtype,
+    a = drop(CausalSelfAttention(self.num_heads, self.positions,
+                                 self.attention, self.dtype,
                                  name='attn')(RMSNorm(dtype=self.dtype,
                                                       name='norm1')(x)))
     y = RMSNorm(dtype=self.dtype, name='norm2')(x + a)
     y = layers.Dense(self.mlp_dim, ('embed', 'mlp'), dtype=self.dtype,
                      name='mlp_in')(y)
+    y = layers.constrain(y, ('activation_batch', 'activation_length',
+                             'activation_mlp'))
     m = drop(layers.Dense(x.shape[-1], ('mlp', 'embed'), dtype=self.dtype,
                           name='mlp_out')(nn.gelu(y)))
     out = residual_lib.residual_module(
         self.residual, self.residual_kw, dtype=self.dtype,
         name='residual')(x, a + m, prev)
-    return out, residual_lib.push_history(prev, x)
+    return layers.constrain(out, SEQ), residual_lib.push_history(prev, x)
 
 
 class ScannedBlocks(nn.Module):
   """`DecoderBlock` as the body of `nn.scan` over layers: carry (x, prev)."""
   block: dict
   train: bool = False
+  remat: str = 'none'
 
   @nn.compact
   def __call__(self, carry, _):
     x, prev = carry
-    x, prev = DecoderBlock(**self.block, name='block')(x, prev, self.train)
+    block = layers.remat(DecoderBlock, self.remat, static_argnums=(3,),
+                         prevent_cse=False)     # inside scan: no CSE to undo
+    x, prev = block(**self.block, name='block')(x, prev, self.train)
     return (x, prev), None
 
 
@@ -136,6 +150,8 @@ class TransformerLM(nn.Module):
   scan_layers: bool = False
   tie_embeddings: bool = False
   embed_from: int = 0
+  attention: str = 'xla'
+  remat: str = 'none'
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -160,25 +176,31 @@ class TransformerLM(nn.Module):
           nn.initializers.lecun_normal(), (None, 'embed')),
                         (self.embed_from, self.width))
       x = x @ proj.astype(self.dtype)
-    x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    x = layers.constrain(nn.Dropout(self.dropout, deterministic=not train)(x),
+                         SEQ)
     prev = residual_lib.init_history(
         residual_lib.history_length(self.residual, self.residual_kw), x)
     block = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim,
                  positions=self.positions, dropout=self.dropout,
                  residual=self.residual, residual_kw=self.residual_kw,
-                 dtype=self.dtype)
+                 attention=self.attention, dtype=self.dtype)
     if self.scan_layers:
       scanned = nn.scan(ScannedBlocks, variable_axes={'params': 0},
                         split_rngs={'params': True, 'dropout': True},
                         length=self.num_layers,
                         metadata_params={nn.PARTITION_NAME: 'layers'})
-      (x, _), _ = scanned(block, train, name='blocks')((x, prev), None)
+      (x, _), _ = scanned(block, train, self.remat, name='blocks')(
+          (x, prev), None)
     else:
+      block_cls = layers.remat(DecoderBlock, self.remat, static_argnums=(3,))
       for i in range(self.num_layers):
-        x, prev = DecoderBlock(**block, name=f'block{i}')(x, prev, train)
+        x, prev = block_cls(**block, name=f'block{i}')(x, prev, train)
     x = RMSNorm(dtype=self.dtype, name='final_norm')(x)
     self.sow('intermediates', 'pre_logits', x)
     if self.tie_embeddings:
-      return embed.attend(x).astype(jnp.float32)
-    return layers.Dense(self.num_classes, ('embed', 'vocab'), use_bias=False,
-                        dtype=self.dtype, name='head')(x).astype(jnp.float32)
+      logits = embed.attend(x)
+    else:
+      logits = layers.Dense(self.num_classes, ('embed', 'vocab'),
+                            use_bias=False, dtype=self.dtype, name='head')(x)
+    return layers.constrain(logits.astype(jnp.float32), (
+        'activation_batch', 'activation_length', 'activation_vocab'))

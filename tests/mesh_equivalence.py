@@ -5,7 +5,10 @@
 
 Trains the same small CNN (with BatchNorm) for a few steps on a 1-device
 mesh, an 8-way data-parallel mesh and an 8-way FSDP mesh, and writes the
-per-step losses and the parameter bytes held per device. Also projects a
+per-step losses and the parameter bytes held per device. Trains a small LM
+on 1 device and on data, FSDP and FSDP x model (4 x 2) meshes, with remat
+and the attention implementations (LM_RUNS), and writes its losses; and the
+per-device temporaries of an LM step on 1 and 8 devices. Also projects a
 teacher LM into a student with GUIDE on the FSDP x model mesh (teacher and
 student sharded) and writes the largest difference from the 1-device result,
 and the LAuReL LM's output on that mesh against one device.
@@ -62,8 +65,77 @@ def main(out):
                            val_accuracy=final['validation/accuracy'],
                            val_loss=final['validation/loss'])
   results['guide'] = guide_on_mesh()
+  results['lm'] = lm_on_meshes()
+  results['lm_temp_bytes'] = lm_temporaries()
   with open(out, 'w') as f:
     json.dump(results, f)
+
+
+def lm_config(mesh, remat='none', attention='xla', scan=False, batch=16,
+              seq=16, width=32):
+  """A small LM on synthetic tokens (no dataset file needed)."""
+  c = common.base_config()
+  c.data.name = 'tiny_shakespeare'
+  c.data.seq_len = seq
+  c.model_name = 'transformer_lm'
+  c.model = dict(num_layers=2, width=width, num_heads=4, mlp_dim=2 * width,
+                 max_len=seq, scan_layers=scan, remat=remat,
+                 attention=attention)
+  c.batch_size = batch
+  c.eval_batch_size = 64
+  c.total_steps = 6
+  c.log_every_steps = 1
+  c.optimizer.name = 'adamw'
+  c.optimizer.lr = 3e-3
+  c.eval_splits = 'validation'
+  c.progress = False
+  c.tensorboard = False
+  c.mesh.update(mesh)
+  return c
+
+
+LM_RUNS = {   # name: mesh, remat, attention, layers scanned
+    'single': (dict(data=1), 'none', 'xla', False),
+    'single_remat': (dict(data=1), 'full', 'xla', False),
+    'single_flash': (dict(data=1), 'none', 'flash', False),
+    'data_remat_flash': (dict(data=8), 'dots_no_batch', 'flash', False),
+    'fsdp': (dict(data=1, fsdp=8), 'none', 'xla', False),
+    'fsdp_model': (dict(data=1, fsdp=4, model=2), 'none', 'xla', False),
+    'single_scan': (dict(data=1), 'none', 'xla', True),
+    'fsdp_model_scan_remat_flash': (dict(data=1, fsdp=4, model=2), 'full',
+                                    'flash', True),
+}
+
+
+def lm_on_meshes():
+  from distill.data import synthetic  # pylint: disable=g-import-not-at-top
+  out = {}
+  for name, (mesh, remat, attention, scan) in LM_RUNS.items():
+    c = lm_config(mesh, remat, attention, scan)
+    devices = jax.devices()[:1] if name.startswith('single') else None
+    with tempfile.TemporaryDirectory() as workdir:
+      trainer = train.Trainer(c, workdir, devices=devices,
+                              data=synthetic.data_like(c, n=256))
+      final = trainer.run()
+      out[name] = dict(losses=[r['train/loss'] for r in read_metrics(workdir)
+                               if 'train/loss' in r],
+                       val_loss=final['validation/loss'])
+  return out
+
+
+def lm_temporaries():
+  """XLA's temporaries per device of one LM train step (global batch 64 x
+  256 tokens) on 1 device and on 8 (fsdp): the activations are sharded."""
+  from distill.data import synthetic  # pylint: disable=g-import-not-at-top
+  out = {}
+  for name, mesh, devices in (('1', dict(data=1), jax.devices()[:1]),
+                              ('8', dict(data=1, fsdp=8), None)):
+    c = lm_config(mesh, batch=64, seq=256, width=64)
+    trainer = train.Trainer(c, '/nonexistent', devices=devices,
+                            data=synthetic.data_like(c), abstract=True)
+    out[name] = trainer.compile_train_step().memory_analysis(
+    ).temp_size_in_bytes
+  return out
 
 
 def guide_on_mesh():

@@ -5,7 +5,7 @@ import pytest
 from scipy.optimize import linprog
 
 from distill import active
-from distill.errors import ConfigError
+from core.errors import ConfigError
 
 
 def lp_value(g, b, m):

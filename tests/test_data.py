@@ -9,7 +9,7 @@ from ml_collections import ConfigDict
 from PIL import Image
 
 from distill.data import builders, datasets, pipeline, splits
-from distill.errors import ConfigError
+from core.errors import ConfigError
 
 
 def data_cfg(**kw):

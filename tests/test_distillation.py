@@ -8,7 +8,7 @@ import pytest
 
 from configs import common, digits_distill
 from distill import distillation, teacher_cache, train
-from distill.errors import ConfigError
+from core.errors import ConfigError
 
 
 def cfg(method, teacher='', **kw):

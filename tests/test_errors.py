@@ -8,7 +8,7 @@ import pytest
 from configs import common, digits_teacher
 from conftest import REPO
 from distill import config_lib, train
-from distill.errors import ConfigError
+from core.errors import ConfigError
 
 
 def run_launcher(*args):
@@ -79,7 +79,7 @@ def bad(**overrides):
     (dict(**{'method_kw.temperature': 2.0}),
      "unknown method_kw temperature for method 'supervised'; valid choices: "
      'label_smoothing'),
-    (dict(**{'mesh.data': 2}), 'needs 2 devices, but there are 1'),
+    (dict(**{'mesh.data': 2}), 'needs 2 devices per slice, but there are 1'),
 ])
 def test_invalid_configs(overrides, match, tmp_path):
   config = bad(**overrides)

@@ -17,7 +17,7 @@ import faultlib
 from configs import common, digits_teacher
 from conftest import REPO
 from distill import train
-from distill.errors import ConfigError, Diverged
+from core.errors import ConfigError, Diverged
 from distill.logging_utils import read_metrics
 
 

@@ -9,7 +9,7 @@ import pytest
 
 import models
 from distill import guide, optim
-from distill.errors import ConfigError
+from core.errors import ConfigError
 from models import transformer
 
 VOCAB = 13

@@ -12,7 +12,7 @@ import models
 from configs import common, digits_distill
 from distill import checkpoint as ckpt_lib
 from distill import distillation, optim
-from distill.errors import ConfigError
+from core.errors import ConfigError
 from models import laurel, residual
 
 VARIANTS = sorted(k for k in residual.RESIDUALS if k.startswith('laurel_'))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import models
-from distill.errors import ConfigError
+from core.errors import ConfigError
 from models import residual
 
 
@@ -107,7 +107,7 @@ def test_unknown_model_and_option_errors():
                      'resnet_imagenet, transformer_lm'):
     models.build('vit', 10)
   with pytest.raises(ConfigError, match='valid choices: depth, extra_blocks, '
-                     'residual, residual_kw, width'):
+                     'remat, residual, residual_kw, width'):
     models.build('resnet', 10, dept=20)
 
 

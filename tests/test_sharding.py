@@ -10,7 +10,7 @@ from jax.sharding import PartitionSpec as P
 
 from conftest import REPO
 from distill import sharding
-from distill.errors import ConfigError
+from core.errors import ConfigError
 
 
 @pytest.fixture(scope='module')
@@ -54,6 +54,32 @@ def test_guide_projection_on_a_sharded_mesh(results):
   assert g['laurel_output_diff'] < 1e-4
 
 
+@pytest.mark.parametrize('name', [
+    'single_remat', 'single_flash', 'data_remat_flash', 'fsdp', 'fsdp_model'])
+def test_lm_losses_match_one_device(results, name):
+  """The LM on 8 devices (data, FSDP, FSDP x model), with remat and flash
+  attention, gives the 1-device losses (remat alone: the same numbers)."""
+  single, other = results['lm']['single'], results['lm'][name]
+  assert len(single['losses']) == 6
+  np.testing.assert_allclose(other['losses'], single['losses'], atol=1e-5,
+                             rtol=0)
+  assert abs(other['val_loss'] - single['val_loss']) < 1e-5
+  assert single['losses'][-1] < single['losses'][0]
+
+
+def test_scanned_lm_on_fsdp_x_model_with_remat_and_flash(results):
+  lm = results['lm']
+  np.testing.assert_allclose(lm['fsdp_model_scan_remat_flash']['losses'],
+                             lm['single_scan']['losses'], atol=1e-5, rtol=0)
+
+
+def test_activations_are_sharded(results):
+  """For a fixed global batch, an LM step's temporaries per device on 8
+  devices are well under those on 1: activations follow the batch."""
+  temp = results['lm_temp_bytes']
+  assert temp['8'] < temp['1'] / 4, temp
+
+
 class FakeMesh:
   shape = {'data': 2, 'fsdp': 4, 'model': 1}
 
@@ -70,9 +96,11 @@ def test_rules_skip_axes_that_do_not_divide():
 
 
 @pytest.mark.parametrize('mesh,match', [
-    (dict(data=3), 'needs 3 devices, but there are 1'),
+    (dict(data=3), 'needs 3 devices per slice, but there are 1'),
     (dict(data=-1, fsdp=-1), 'at most one axis may be -1'),
-    (dict(dat=1), "unknown mesh axis 'dat'; valid choices: data, fsdp, model"),
+    (dict(dat=1), "unknown mesh axis 'dat'; valid choices: data, fsdp, model, "
+     'dcn_data, dcn_fsdp, dcn_model'),
+    (dict(dcn_data=2), 'do not divide the 1 devices into slices'),
 ])
 def test_mesh_errors(mesh, match):
   import jax  # pylint: disable=g-import-not-at-top

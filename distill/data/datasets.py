@@ -22,8 +22,8 @@ import tensorflow_datasets as tfds
 
 from distill.data import builders
 from distill.data import splits
-from distill.errors import ConfigError, EnvironmentFault, errno_of
-from distill.errors import no_space, one_line
+from core.errors import ConfigError, EnvironmentFault, errno_of
+from core.errors import no_space, one_line
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,10 +141,23 @@ def _builder(cfg):
   return builder
 
 
+# TFDS catalog text sets: language-model data (next-token windows).
+TEXT_CATALOG = ('c4', 'lm1b', 'wikipedia', 'wiki40b', 'pg19',
+                'tiny_shakespeare', 'ptb_text_only')
+LM_SPEC = DatasetSpec('tokens', 'lm', label_key=None)
+
+
+def catalog_base(name):
+  """'c4/en:3.1.0' -> 'c4'."""
+  return name.split('/')[0].split(':')[0]
+
+
 def spec(cfg) -> DatasetSpec:
   """The DatasetSpec of `cfg.name` (offline or catalog)."""
   if cfg.name in OFFLINE:
     return OFFLINE[cfg.name][1]
+  if catalog_base(cfg.name) in TEXT_CATALOG:
+    return LM_SPEC
   if cfg.name not in tfds.list_builders(with_community_datasets=False):
     raise ConfigError(
         f'unknown dataset {cfg.name!r}; valid choices: '

@@ -13,7 +13,7 @@ touched. At most one part may be `-1`:
 """
 import numpy as np
 
-from distill.errors import ConfigError, check_choice
+from core.errors import ConfigError, check_choice
 
 PARTS = ('labeled', 'validation', 'unlabeled')
 MODES = ('first', 'random')

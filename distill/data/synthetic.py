@@ -8,7 +8,7 @@ dtypes and class counts are real.
 import numpy as np
 
 from distill.data import datasets
-from distill.errors import ConfigError
+from core.errors import ConfigError
 
 # dataset name -> (input key, raw input shape (None: from the config), dtype,
 # classes). Catalog images are generated at the config's image_size
@@ -48,15 +48,16 @@ class Synthetic:
 def example_like(data_cfg):
   """(one raw example as a batch of one, number of classes or vocabulary)."""
   name = data_cfg.name
-  if name == 'tiny_shakespeare':
-    return {'tokens': np.full((1, data_cfg.seq_len + 1), 64, np.int32),
-            'id': np.zeros(1, np.int64)}, 65
+  if datasets.spec(data_cfg).task == 'lm':
+    vocab = data_cfg.get('vocab_size') or 65   # 65: Tiny Shakespeare's chars
+    return {'tokens': np.full((1, data_cfg.seq_len + 1), vocab - 1, np.int32),
+            'id': np.zeros(1, np.int64)}, vocab
   if name == 'mnist1d':
     return {'signal': np.zeros((1, 40, 1), np.float32),
             'label': np.full(1, 9, np.int64), 'id': np.zeros(1, np.int64)}, 10
   if name not in _IMAGE:
     raise ConfigError(f'no synthetic stand-in for dataset {name!r}; valid '
-                      f'choices: {", ".join(CHOICES)}')
+                      f'choices: {", ".join(CHOICES)} or a text set')
   shape, classes = _IMAGE[name]
   if shape is None:
     size = int(data_cfg.get('image_size') or 224) + 32
@@ -71,12 +72,19 @@ def data_like(config, n=None):
   `n` random examples (default: one batch, at least 64)."""
   from distill import train  # pylint: disable=g-import-not-at-top
   example, classes = example_like(config.data)
-  spec = datasets.spec(config.data) if (
-      config.data.name in datasets.OFFLINE) else datasets.DatasetSpec(
-          'image', 'classification', mean=(127.5,) * 3, std=(64.0,) * 3)
+  known = config.data.name in datasets.OFFLINE or 'tokens' in example
+  spec = datasets.spec(config.data) if known else datasets.DatasetSpec(
+      'image', 'classification', mean=(127.5,) * 3, std=(64.0,) * 3)
   part = Synthetic(example, n=n or max(64, config.batch_size))
   return train.Data(spec, {p: part for p in ('labeled', 'validation',
                                              'unlabeled', 'test')}, classes)
+
+
+def example_inputs(config, data):
+  """One preprocessed example's model inputs (a batch of one)."""
+  from distill.data import pipeline  # pylint: disable=g-import-not-at-top
+  pre = pipeline.preprocessor(data.spec, image_size=config.data.image_size)
+  return pre(data.parts['labeled'].get(np.arange(1)), None)['inputs']
 
 
 def teacher_targets(n, classes, seq_len=None, seed=0):

@@ -1,0 +1,145 @@
+"""Analytic FLOP counts from a function's jaxpr, and the chips' peaks.
+
+    flops.of(fn, *abstract_args)     # matmul + convolution FLOPs of fn
+    flops.model_flops_per_step(trainer)
+
+Only `dot_general` (2 x output elements x contraction size) and
+`conv_general_dilated` (2 x output elements x kernel window x input
+channels per group) count: the work MFU is measured against. Higher-order
+primitives are entered: a `scan` body counts `length` times (XLA's own cost
+analysis counts a scanned layer stack once), `cond` its costliest branch, a
+`while` body once (its trip count is unknown). A train step's model FLOPs
+are 3 x the student's forward (forward, and a backward of twice its cost)
+plus the forward of a teacher run inside the step; rematerialisation is not
+counted (MFU is model FLOPs, not hardware FLOPs).
+"""
+import functools
+import math
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.extend import core as jax_core
+
+# Peak dense bfloat16 FLOP/s per chip by device kind (prefix match, first
+# hit), from the vendors' datasheets.
+PEAK_FLOPS = (
+    ('TPU v6', 918e12),        # Trillium (v6e)
+    ('TPU v5 lite', 197e12),   # v5e
+    ('TPU v5e', 197e12),
+    ('TPU v5p', 459e12),
+    ('TPU v5', 459e12),
+    ('TPU v4', 275e12),
+    ('TPU v3', 123e12),
+    ('TPU v2', 45e12),
+    ('NVIDIA H200', 989e12),
+    ('NVIDIA H100', 989e12),   # SXM; PCIe parts are lower
+    ('NVIDIA A100', 312e12),
+    ('NVIDIA L4', 121e12),
+)
+
+
+def _prod(xs):
+  return math.prod(int(x) for x in xs)
+
+
+def _dot_flops(eqn):
+  (contract, _), _ = eqn.params['dimension_numbers']
+  lhs = eqn.invars[0].aval.shape
+  return 2 * _prod(eqn.outvars[0].aval.shape) * _prod(lhs[d] for d in contract)
+
+
+def _conv_flops(eqn):
+  rhs = eqn.invars[1].aval.shape
+  spec = eqn.params['dimension_numbers'].rhs_spec   # (out, in, *spatial)
+  window = _prod(rhs[d] for d in spec[2:])
+  return 2 * _prod(eqn.outvars[0].aval.shape) * rhs[spec[1]] * window
+
+
+def _sub_jaxprs(value):
+  if isinstance(value, jax_core.ClosedJaxpr):
+    yield value.jaxpr
+  elif isinstance(value, jax_core.Jaxpr):
+    yield value
+  elif isinstance(value, (tuple, list)):
+    for v in value:
+      yield from _sub_jaxprs(v)
+
+
+def jaxpr_flops(jaxpr):
+  """Matmul and convolution FLOPs of a (closed) jaxpr, nested ones included."""
+  jaxpr = getattr(jaxpr, 'jaxpr', jaxpr)
+  total = 0
+  for eqn in jaxpr.eqns:
+    name = eqn.primitive.name
+    if name == 'dot_general':
+      total += _dot_flops(eqn)
+    elif name == 'conv_general_dilated':
+      total += _conv_flops(eqn)
+    elif name == 'cond':
+      total += max(jaxpr_flops(b) for b in eqn.params['branches'])
+    else:
+      inner = sum(jaxpr_flops(j) for v in eqn.params.values()
+                  for j in _sub_jaxprs(v))
+      total += inner * (eqn.params['length'] if name == 'scan' else 1)
+  return total
+
+
+def of(fn, *args):
+  """FLOPs of `fn(*args)`; args may be ShapeDtypeStructs."""
+  return jaxpr_flops(jax.make_jaxpr(fn)(*args))
+
+
+def forward(model, variables, inputs):
+  """Forward FLOPs of `model.apply(variables, inputs)` (abstract ok)."""
+  return of(lambda v, x: model.apply(v, x, train=False), variables, inputs)
+
+
+def _shapes(tree):
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
+
+
+def model_flops_per_step(trainer):
+  """Model FLOPs of one train step of `trainer` over its global batch."""
+  state = _shapes(trainer.state)
+  inputs = trainer.batch_shapes()['inputs']
+  inputs = jax.ShapeDtypeStruct(inputs.shape, inputs.dtype)
+  total = 3 * forward(trainer.model, {'params': state.params,
+                                      **state.model_state}, inputs)
+  if trainer.teacher is not None:
+    t_model, _ = trainer.teacher
+    total += forward(t_model, _shapes(trainer.teacher_variables), inputs)
+  return float(total)
+
+
+def peak_per_device(device):
+  """The chip's peak FLOP/s (bfloat16, dense), None if not in the table."""
+  kind = getattr(device, 'device_kind', '')
+  return next((peak for prefix, peak in PEAK_FLOPS
+               if kind.startswith(prefix)), None)
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_matmul_ceiling(n=1024, repeats=5):
+  """The float32 matmul FLOP/s this host reaches (the CPU's peak for MFU:
+  all its cores, however many CPU devices share them)."""
+  x = jnp.ones((n, n), jnp.float32)
+  f = jax.jit(lambda a: a @ a)
+  f(x).block_until_ready()
+  best = float('inf')
+  for _ in range(repeats):
+    start = time.perf_counter()
+    f(x).block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return 2 * n ** 3 / best
+
+
+def peak_total(devices):
+  """Peak FLOP/s of `devices` together: the table's per-chip peak times the
+  chip count, or the measured matmul ceiling of a CPU host."""
+  devices = list(devices)
+  if all(d.platform == 'cpu' for d in devices):
+    return cpu_matmul_ceiling()
+  peaks = [peak_per_device(d) for d in devices]
+  return None if None in peaks else float(np.sum(peaks))

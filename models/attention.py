@@ -1,0 +1,157 @@
+"""Causal multi-head attention by implementation name (`model.attention`).
+
+    out = attention.attend(q, k, v, implementation='auto')   # (B, T, N, H)
+
+- `xla`: `jax.nn.dot_product_attention` with XLA's implementation: the
+  (B, N, T, T) scores are materialised (memory quadratic in T); any backend.
+- `cudnn`: the same call with cuDNN's fused kernel (GPU, bfloat16/float16).
+- `pallas`: the Pallas flash-attention kernel for TPU
+  (`jax.experimental.pallas.ops.tpu.flash_attention`); TPU only, sequence
+  lengths a multiple of 128.
+- `flash`: blockwise attention in plain JAX with a custom VJP (online
+  softmax over key blocks forward; the backward recomputes each block's
+  scores from the saved log-sum-exp): memory linear in T on any backend,
+  the reference for the kernels above and what the compile check on CPU
+  devices measures. It computes every key block (no causal block skipping),
+  so it does twice the causal minimum of score FLOPs.
+- `auto`: pallas on TPU, cudnn on GPU for 16-bit inputs (else xla), flash on
+  CPU.
+
+Every implementation takes (batch, length, heads, head_dim) queries, keys
+and values, scales scores by 1/sqrt(head_dim), computes the softmax in
+float32 and returns the queries' dtype; they agree to float tolerance
+(tests/test_attention.py).
+"""
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+
+from core.errors import ConfigError, check_choice
+
+IMPLEMENTATIONS = ('auto', 'xla', 'cudnn', 'pallas', 'flash')
+_MASKED = -1e30
+
+
+def resolve(implementation, dtype):
+  """The concrete implementation `auto` stands for on this backend."""
+  check_choice('model.attention', implementation, IMPLEMENTATIONS)
+  if implementation != 'auto':
+    return implementation
+  backend = jax.default_backend()
+  if backend == 'tpu':
+    return 'pallas'
+  if backend == 'gpu' and jnp.dtype(dtype).itemsize == 2:
+    return 'cudnn'
+  return 'flash' if backend == 'cpu' else 'xla'
+
+
+def attend(q, k, v, implementation='auto', block=512):
+  """Causal attention of (B, T, N, H) q, k, v; see the module docstring."""
+  impl = resolve(implementation, q.dtype)
+  if impl in ('xla', 'cudnn'):
+    return jax.nn.dot_product_attention(q, k, v, is_causal=True,
+                                        implementation=impl)
+  if impl == 'pallas':
+    if jax.default_backend() != 'tpu':
+      raise ConfigError("model.attention='pallas' runs on TPU only; valid "
+                        'choices elsewhere: auto, xla, flash (cudnn on GPU)')
+    from jax.experimental.pallas.ops.tpu import flash_attention as tpu  # pylint: disable=g-import-not-at-top
+    out = tpu.flash_attention(*(x.transpose(0, 2, 1, 3) for x in (q, k, v)),
+                              causal=True,
+                              sm_scale=1.0 / math.sqrt(q.shape[-1]))
+    return out.transpose(0, 2, 1, 3)
+  return flash(q, k, v, block_size(k.shape[1], block))
+
+
+def block_size(length, block):
+  """The largest divisor of `length` that is at most `block`."""
+  return max(d for d in range(1, min(length, block) + 1) if length % d == 0)
+
+
+def _key_blocks(x, size):
+  """(B, S, N, H) -> (S / size, B, size, N, H): the scan over key blocks."""
+  b, s, n, h = x.shape
+  return x.reshape(b, s // size, size, n, h).swapaxes(0, 1)
+
+
+def _scores(q, kj, j, size, scale):
+  """Scaled, causally masked float32 scores of all queries against key
+  block j: (B, N, T, size)."""
+  s = jnp.einsum('btnh,bsnh->bnts', q, kj,
+                 preferred_element_type=jnp.float32) * scale
+  q_pos = jnp.arange(q.shape[1])[:, None]
+  k_pos = j * size + jnp.arange(size)[None, :]
+  return jnp.where(q_pos >= k_pos, s, _MASKED)
+
+
+def _forward(q, k, v, size):
+  """(output, log-sum-exp (B, N, T)) by an online softmax over key blocks."""
+  b, t, n, h = q.shape
+  scale = 1.0 / math.sqrt(h)
+
+  def body(carry, inputs):
+    m, l, acc = carry
+    kj, vj, j = inputs
+    s = _scores(q, kj, j, size, scale)
+    m_new = jnp.maximum(m, s.max(-1))
+    correction = jnp.exp(m - m_new)
+    p = jnp.exp(s - m_new[..., None])
+    l = l * correction + p.sum(-1)
+    pv = jnp.einsum('bnts,bsnh->btnh', p.astype(vj.dtype), vj,
+                    preferred_element_type=jnp.float32)
+    acc = acc * correction.transpose(0, 2, 1)[..., None] + pv
+    return (m_new, l, acc), None
+
+  init = (jnp.full((b, n, t), _MASKED, jnp.float32),
+          jnp.zeros((b, n, t), jnp.float32),
+          jnp.zeros((b, t, n, h), jnp.float32))
+  blocks = (_key_blocks(k, size), _key_blocks(v, size),
+            jnp.arange(k.shape[1] // size))
+  (m, l, acc), _ = jax.lax.scan(body, init, blocks)
+  out = acc / l.transpose(0, 2, 1)[..., None]
+  return out.astype(q.dtype), m + jnp.log(l)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def flash(q, k, v, size):
+  """Causal blockwise attention (key blocks of `size`), memory linear in T."""
+  return _forward(q, k, v, size)[0]
+
+
+def _flash_fwd(q, k, v, size):
+  out, lse = _forward(q, k, v, size)
+  return out, (q, k, v, out, lse)
+
+
+def _flash_bwd(size, residuals, d_out):
+  q, k, v, out, lse = residuals
+  scale = 1.0 / math.sqrt(q.shape[-1])
+  d_out32 = d_out.astype(jnp.float32)
+  delta = jnp.sum(d_out32 * out.astype(jnp.float32), -1).transpose(0, 2, 1)
+
+  def body(dq, inputs):
+    kj, vj, j = inputs
+    p = jnp.exp(_scores(q, kj, j, size, scale) - lse[..., None])
+    dv = jnp.einsum('bnts,btnh->bsnh', p, d_out32)
+    dp = jnp.einsum('btnh,bsnh->bnts', d_out32, vj,
+                    preferred_element_type=jnp.float32)
+    ds = p * (dp - delta[..., None]) * scale
+    dq = dq + jnp.einsum('bnts,bsnh->btnh', ds, kj,
+                         preferred_element_type=jnp.float32)
+    dk = jnp.einsum('bnts,btnh->bsnh', ds, q,
+                    preferred_element_type=jnp.float32)
+    return dq, (dk, dv)
+
+  blocks = (_key_blocks(k, size), _key_blocks(v, size),
+            jnp.arange(k.shape[1] // size))
+  dq, (dk, dv) = jax.lax.scan(body, jnp.zeros(q.shape, jnp.float32), blocks)
+
+  def unblock(x, like):
+    return x.swapaxes(0, 1).reshape(like.shape).astype(like.dtype)
+
+  return dq.astype(q.dtype), unblock(dk, k), unblock(dv, v)
+
+
+flash.defvjp(_flash_fwd, _flash_bwd)
