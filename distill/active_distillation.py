@@ -25,9 +25,7 @@ number of queries, and the share of queried points the teacher labels
 wrongly (from the pool's true labels, read for this diagnostic only). A
 killed run resumes at its last finished round with the same selections.
 """
-import io
 import os
-import shutil
 
 import ml_collections
 import numpy as np
@@ -70,16 +68,16 @@ def _reuse_round0(other, s_dir):
   """Copies `other`'s finished round-0 student into `s_dir` (its manifest
   check then refuses it if the configs differ)."""
   src = os.path.join(other, 'round0')
-  if os.path.exists(s_dir):
+  if files.exists(s_dir):
     return
-  if not os.path.exists(os.path.join(src, 'final_metrics.json')):
+  if not files.exists(os.path.join(src, 'final_metrics.json')):
     raise ConfigError(f'active.round0_from={other}: no finished round-0 '
                       f'student in {src}')
   tmp = s_dir + '.tmp'
-  shutil.rmtree(tmp, ignore_errors=True)
-  shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(workdir_lib.LOCK))
-  os.remove(os.path.join(tmp, 'final_metrics.json'))  # re-evaluated here
-  os.replace(tmp, s_dir)
+  files.rmtree(tmp)
+  files.copytree(src, tmp, ignore=(workdir_lib.LOCK,))
+  files.remove(os.path.join(tmp, 'final_metrics.json'))  # re-evaluated here
+  files.rename(tmp, s_dir)
 
 
 class Ledger:
@@ -92,11 +90,11 @@ class Ledger:
     self.positions = np.zeros(0, np.int64)
     self.logits = None
     self.forward_passes = 0
-    if os.path.exists(path):
-      with np.load(path) as f:
-        self.positions = f['positions']
-        self.logits = f['logits']
-        self.forward_passes = int(f['forward_passes'])
+    if files.exists(path):
+      f = files.read_npz(path)
+      self.positions = f['positions']
+      self.logits = f['logits']
+      self.forward_passes = int(f['forward_passes'])
 
   def query(self, positions):
     positions = np.asarray(positions, np.int64)
@@ -192,17 +190,15 @@ def _run(config, workdir):
                   lambda pos: teacher_on(datasets.Subset(pool, pos)))
   rounds_path = os.path.join(workdir, 'rounds.json')
   state = {'rounds': []}
-  if os.path.exists(rounds_path):
+  if files.exists(rounds_path):
     state = files.read_json(rounds_path)
   val_labels = distillation._labels(data.parts['validation'])
   val_path = os.path.join(workdir, 'validation_logits.npy')
-  if os.path.exists(val_path):
-    val_logits = np.load(val_path)
+  if files.exists(val_path):
+    val_logits = files.read_npy(val_path)
   else:
     val_logits = teacher_on(data.parts['validation'])
-    buf = io.BytesIO()
-    np.save(buf, val_logits)
-    files.write_bytes(val_path, buf.getvalue())
+    files.write_npy(val_path, val_logits)
     state['validation_forward_passes'] = len(val_labels)
   state['teacher_val_accuracy'] = float(np.mean(
       val_logits.argmax(-1) == val_labels))

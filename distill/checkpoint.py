@@ -16,7 +16,6 @@ import contextlib
 import errno
 import logging
 import os
-import shutil
 
 import jax
 import ml_collections
@@ -42,7 +41,7 @@ class Checkpointer:
   """
 
   def __init__(self, workdir, keep=2, read_only=False):
-    self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+    self.directory = os.path.join(files.abspath(workdir), CHECKPOINT_DIR)
     self.read_only = read_only
     with _quiet_orbax():
       self.manager = ocp.CheckpointManager(
@@ -79,12 +78,11 @@ class Checkpointer:
 
   def remove_partial(self):
     """Deletes the temporary folders of saves that did not finish."""
-    if self.read_only or not files.is_main() or not os.path.isdir(
-        self.directory):
+    if self.read_only or not files.is_main():
       return
-    for name in os.listdir(self.directory):
+    for name in files.listdir(self.directory):
       if _TMP_MARK in name:
-        shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+        files.rmtree(os.path.join(self.directory, name))
 
   def restore(self, abstract_state, step=None):
     """(state, extra) of `step` (default latest) laid out like the target."""
@@ -126,12 +124,12 @@ class Checkpointer:
     src = os.path.join(self.directory, str(step))
     dst_root = self.directory + '_unreadable'
     dst = os.path.join(dst_root, str(step))
-    if files.is_main() and os.path.exists(src):
-      os.makedirs(dst_root, exist_ok=True)
+    if files.is_main() and files.exists(src):
+      files.makedirs(dst_root)
       n = 1
-      while os.path.exists(dst):
+      while files.exists(dst):
         dst, n = os.path.join(dst_root, f'{step}.{n}'), n + 1
-      os.replace(src, dst)
+      files.rename(src, dst)
     if jax.process_count() > 1:     # every process sees the move first
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       multihost_utils.sync_global_devices(f'set aside checkpoint {step}')
@@ -160,7 +158,7 @@ def abstract_like(state, shardings):
 
 def read_config(workdir):
   path = os.path.join(workdir, 'config.json')
-  if not os.path.isfile(path):
+  if not files.isfile(path):
     raise ConfigError(f'no trained run at {workdir}: {path} is missing')
   try:
     return ml_collections.ConfigDict(files.read_json(path))
@@ -179,16 +177,14 @@ def parse_run_ref(ref):
 
 def steps_of(workdir):
   """The checkpoint steps a run's workdir holds (sorted), read-only."""
-  directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
-  if not os.path.isdir(directory):
-    return []
-  return sorted(int(s) for s in os.listdir(directory) if s.isdigit())
+  directory = os.path.join(files.abspath(workdir), CHECKPOINT_DIR)
+  return sorted(int(s) for s in files.listdir(directory) if s.isdigit())
 
 
 def run_identity(workdir, step=None):
   """What identifies another run this one reads: its path, its config and
   the checkpoint step used (default: its newest)."""
-  workdir = os.path.abspath(workdir)
+  workdir = files.abspath(workdir)
   config = read_config(workdir).to_dict()
   steps = steps_of(workdir)
   if step is None and steps:
@@ -207,7 +203,7 @@ def _quiet_orbax():
   """Orbax logs a warning whenever it opens a directory read-only."""
   logger = logging.getLogger('absl')
   level = logger.level
-  logger.setLevel(max(level, logging.ERROR))
+  logger.setLevel(max(logger.getEffectiveLevel(), logging.ERROR))
   try:
     yield
   finally:
@@ -234,7 +230,7 @@ def saved_shapes(workdir, step=None):
   newest), from the checkpoint's metadata alone."""
   steps = steps_of(workdir)
   step = steps[-1] if step is None and steps else step
-  directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+  directory = os.path.join(files.abspath(workdir), CHECKPOINT_DIR)
   if step not in steps:
     raise ConfigError(f'no checkpoint at step {step} in {directory}')
   manager = _read_only_manager(directory)
@@ -259,7 +255,7 @@ def load_trained(workdir, step=None):
   `step`, the newest checkpoint that reads back (an unreadable newer one is
   skipped, with a message; nothing in that workdir changes).
   """
-  workdir = os.path.abspath(workdir)
+  workdir = files.abspath(workdir)
   config = read_config(workdir)
   directory = os.path.join(workdir, CHECKPOINT_DIR)
   steps = steps_of(workdir)

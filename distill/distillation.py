@@ -192,7 +192,7 @@ def _teacher(config, workdir, data):
     if train.train(config.teacher.config, t_dir).get('preempted'):
       return None
   t_config, variables, step = ckpt_lib.load_trained(t_dir)
-  return t_config, variables, step, os.path.abspath(t_dir)
+  return t_config, variables, step, files.abspath(t_dir)
 
 
 def _fit(config, probs_v, labels_v, probs_u):
@@ -374,7 +374,7 @@ def _run_online(config, workdir):
   t_model, t_vars = online_teacher(config, t_config, data.num_classes, t_vars)
   s_config = _student_config(config)
   if s_config.init.method and not s_config.init.teacher:
-    s_config.init.teacher = os.path.abspath(t_dir)
+    s_config.init.teacher = files.abspath(t_dir)
   s_dir = os.path.join(workdir, 'student')
   print(f'== student ({config.method}, init {config.init.method or "own"}): '
         f'training in {s_dir}', flush=True)
@@ -385,7 +385,7 @@ def _run_online(config, workdir):
     return final
   t_final = os.path.join(t_dir, 'final_metrics.json')
   summary = {'method': config.method, 'init': config.init.method or 'own'}
-  if os.path.exists(t_final):
+  if files.exists(t_final):
     summary.update({f'teacher/{k}': v
                     for k, v in files.read_json(t_final).items()})
   summary.update({f'student/{k}': v for k, v in final.items()})

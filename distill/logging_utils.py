@@ -4,7 +4,6 @@ import os
 import time
 
 from distill import files
-from core.errors import from_os_error
 
 
 def format_duration(seconds):
@@ -35,7 +34,10 @@ class MetricWriter:
     if not enabled:
       return
     self._keep(keep_records, resumed_step)
-    if tensorboard:
+    if tensorboard and not files.is_local(workdir):
+      print('TensorBoard events are written for local workdirs only; '
+            f'{workdir} gets metrics.jsonl', flush=True)
+    elif tensorboard:
       try:
         from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
         self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
@@ -43,10 +45,10 @@ class MetricWriter:
         self._tb = None
 
   def _keep(self, keep_records, resumed_step):
-    if not os.path.exists(self.path):
+    if not files.exists(self.path):
       return
-    with open(self.path) as f:
-      lines = [line for line in f if line.strip()]
+    lines = [line + '\n' for line in files.read_text(self.path).splitlines()
+             if line.strip()]
     if keep_records is None:
       kept = []
       for line in lines:
@@ -65,11 +67,7 @@ class MetricWriter:
     if not self.enabled or not metrics:
       return
     record = {'step': int(step), 'time': time.time(), **metrics}
-    try:
-      with open(self.path, 'a') as f:
-        f.write(json.dumps(record) + '\n')
-    except OSError as e:
-      raise from_os_error(e, f'writing {self.path}') from e
+    files.append_text(self.path, json.dumps(record) + '\n')
     self.records += 1
     if self._tb is not None:
       for k, v in metrics.items():
@@ -84,5 +82,5 @@ class MetricWriter:
 def read_metrics(workdir):
   """All records of workdir/metrics.jsonl, in order."""
   path = os.path.join(workdir, 'metrics.jsonl')
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return [json.loads(line) for line in files.read_text(path).splitlines()
+          if line.strip()]

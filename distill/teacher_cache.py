@@ -58,18 +58,18 @@ class TeacherCache:
     cache file that does not read back (truncated, garbled) is set aside to
     `teacher_cache_unreadable/` and treated as absent, so it is rebuilt."""
     data_path, meta_path = self._paths(name)
-    if not (os.path.exists(data_path) and os.path.exists(meta_path)):
+    if not (files.exists(data_path) and files.exists(meta_path)):
       return None
     try:
       if files.read_json(meta_path) != fingerprint:
         return None
-      with np.load(data_path) as z:
-        return _logits_of(dict(z), fingerprint['num_classes'])
+      return _logits_of(files.read_npz(data_path),
+                        fingerprint['num_classes'])
     except Exception as e:  # pylint: disable=broad-except
       reason = one_line(e, 120) or type(e).__name__
       if files.is_main():
         moved = [files.set_aside(p) for p in (data_path, meta_path)
-                 if os.path.exists(p)]
+                 if files.exists(p)]
         print(f'teacher cache {data_path} is unreadable ({reason}); moved '
               f'it to {os.path.dirname(moved[0])}; rebuilding it.',
               flush=True)
@@ -79,8 +79,8 @@ class TeacherCache:
     data_path, meta_path = self._paths(name)
     arrays = _stored(ids, logits, topk)
     # Meta last: a data file without matching meta is never trusted.
-    if os.path.exists(meta_path) and files.is_main():
-      os.remove(meta_path)
+    if files.exists(meta_path) and files.is_main():
+      files.remove(meta_path)
     files.write_npz(data_path, **arrays)
     files.write_json(meta_path, fingerprint)
 

@@ -35,6 +35,8 @@ import json
 import os
 import socket
 import sys
+import threading
+import time
 
 from distill import files
 from core.errors import ConfigError, WorkdirBusy, from_os_error
@@ -47,7 +49,7 @@ OPERATIONAL = ('progress', 'tensorboard', 'data.prefetch', 'data.workers',
                'data.device_prefetch', 'profile_steps',
                'compilation_cache_dir')
 
-_HELD = {}     # realpath -> [open lock file, depth] of this process's locks
+_HELD = {}     # path -> [lock (open file or _RemoteLock), depth] held here
 
 
 def _operational(key):
@@ -97,13 +99,34 @@ def _holder():
                               + sys.argv)[:300]}
 
 
+def _key(workdir):
+  return (os.path.realpath(workdir) if files.is_local(workdir)
+          else files.abspath(workdir))
+
+
+def _who(text):
+  try:
+    h = json.loads(text)
+    return f'pid {h["pid"]} on {h["host"]} since {h["since"]} ({h["command"]})'
+  except (ValueError, KeyError, TypeError):
+    return 'another process'
+
+
+def _busy(workdir, text):
+  return WorkdirBusy(f'workdir {workdir} is in use by {_who(text)}; wait for '
+                     'it to finish or stop it, or use another --workdir')
+
+
 def _lock(workdir):
   """Takes the workdir's lock (re-entrant in this process)."""
-  key = os.path.realpath(workdir)
+  key = _key(workdir)
   if key in _HELD:
     _HELD[key][1] += 1
     return
   path = os.path.join(workdir, LOCK)
+  if not files.is_local(workdir):
+    _HELD[key] = [_RemoteLock(path, workdir), 1]
+    return
   try:
     f = open(path, 'a+')
   except OSError as e:
@@ -116,23 +139,12 @@ def _lock(workdir):
     f.close()
     if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
       raise from_os_error(e, f'locking the workdir {workdir}') from e
-    try:
-      h = json.loads(text)
-      who = (f'pid {h["pid"]} on {h["host"]} since {h["since"]} '
-             f'({h["command"]})')
-    except (ValueError, KeyError, TypeError):
-      who = 'another process'
-    raise WorkdirBusy(f'workdir {workdir} is in use by {who}; wait for it to '
-                      'finish or stop it, or use another --workdir') from None
+    raise _busy(workdir, text) from None
   f.seek(0)
   previous = f.read()
   if previous.strip():
-    try:
-      h = json.loads(previous)
-      print(f'Took over the lock of {workdir} from pid {h["pid"]} on '
-            f'{h["host"]} (no longer running).', flush=True)
-    except (ValueError, KeyError, TypeError):
-      pass
+    print(f'Took over the lock of {workdir} from {_who(previous)}, no longer '
+          'running.', flush=True)
   f.seek(0)
   f.truncate()
   f.write(json.dumps(_holder()))
@@ -140,8 +152,47 @@ def _lock(workdir):
   _HELD[key] = [f, 1]
 
 
+class _RemoteLock:
+  """The lock of a workdir on an object store (no flock there): LOCK holds
+  the holder and a heartbeat refreshed every HEARTBEAT seconds; a LOCK not
+  refreshed for STALE seconds is a dead run's and is taken over. Two runs
+  starting within the same second can both pass; this is best effort."""
+  HEARTBEAT, STALE = 60.0, 300.0
+
+  def __init__(self, path, workdir):
+    self.path = path
+    if files.exists(path):
+      text = files.read_text(path)
+      if text.strip():
+        try:
+          beat = json.loads(text).get('heartbeat', 0.0)
+        except ValueError:
+          beat = 0.0
+        if time.time() - beat < self.STALE:
+          raise _busy(workdir, text)
+        print(f'Took over the lock of {workdir} from {_who(text)}, silent '
+              f'for {time.time() - beat:.0f} s.', flush=True)
+    self._stop = threading.Event()
+    self._beat()
+    self._thread = threading.Thread(target=self._run, daemon=True)
+    self._thread.start()
+
+  def _beat(self):
+    files.write_text(self.path, json.dumps({**_holder(),
+                                            'heartbeat': time.time()}))
+
+  def _run(self):
+    while not self._stop.wait(self.HEARTBEAT):
+      self._beat()
+
+  def close(self):
+    self._stop.set()
+    self._thread.join(timeout=5)
+    files.write_text(self.path, '')
+
+
 def _unlock(workdir):
-  key = os.path.realpath(workdir)
+  key = _key(workdir)
   entry = _HELD.get(key)
   if entry is None:
     return
@@ -150,6 +201,9 @@ def _unlock(workdir):
     return
   f = entry[0]
   del _HELD[key]
+  if isinstance(f, _RemoteLock):
+    f.close()
+    return
   try:
     f.seek(0)
     f.truncate()         # an empty LOCK: released cleanly
@@ -166,23 +220,23 @@ def identity_files(workdir):
 def _check_identity(workdir, resolved, inputs):
   """Refuses a workdir holding another run; writes the identity if new."""
   config_path, inputs_path = identity_files(workdir)
-  if os.path.exists(config_path):
+  if files.exists(config_path):
     stored = {'config': files.read_json(config_path),
               'inputs': (files.read_json(inputs_path)
-                         if os.path.exists(inputs_path) else {})}
+                         if files.exists(inputs_path) else inputs)}
     diff = differences(stored, {'config': resolved, 'inputs': inputs})
     if diff:
       key, old, new = diff[0]
       key = key.split('.', 1)[1] if key.startswith('config.') else key
       more = f' (and {len(diff) - 1} more)' if len(diff) > 1 else ''
       start = (f', or start one from its checkpoint with '
-               f'--init_from={workdir}' if os.path.isdir(
+               f'--init_from={workdir}' if files.isdir(
                    os.path.join(workdir, 'checkpoints')) else '')
       raise ConfigError(
           f'workdir {workdir} holds a run with another config: {key} is '
           f'{_show(old)} there, {_show(new)} here{more}; rerun with its '
           f'config or use a new --workdir{start}')
-    if not os.path.exists(inputs_path) and inputs:
+    if not files.exists(inputs_path):
       files.write_json(inputs_path, inputs)
     return
   files.write_json(config_path, resolved)
@@ -191,11 +245,8 @@ def _check_identity(workdir, resolved, inputs):
 
 def _manifest(workdir):
   import jax  # pylint: disable=g-import-not-at-top
-  try:
-    with open(os.path.join(workdir, 'command.txt'), 'a') as f:
-      f.write(' '.join([os.path.basename(sys.executable)] + sys.argv) + '\n')
-  except OSError as e:
-    raise from_os_error(e, f'writing {workdir}/command.txt') from e
+  files.append_text(os.path.join(workdir, 'command.txt'), ' '.join(
+      [os.path.basename(sys.executable)] + sys.argv) + '\n')
   files.write_json(os.path.join(workdir, 'manifest.json'), {
       'jax': jax.__version__, 'devices': jax.device_count(),
       'processes': jax.process_count(),
@@ -255,4 +306,4 @@ def claim(workdir, config, inputs=None):
 
 def holds(workdir):
   """Whether this process holds `workdir`'s lock."""
-  return os.path.realpath(workdir) in _HELD
+  return _key(workdir) in _HELD

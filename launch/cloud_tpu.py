@@ -27,6 +27,7 @@ class Job:
   data_dir: str
   commit: str
   extra: tuple = ()
+  gcsfuse: bool = False      # gs:// through FUSE mounts instead of natively
 
 
 def gcs_to_mount(path):
@@ -101,14 +102,19 @@ class Commands:
     d = self.remote_dir
     return self._ssh(
         f'mkdir -p ~/{d} && tar xzf ~/{os.path.basename(self.archive)} -C '
-        f'~/{d} && bash ~/{d}/launch/tpu_bootstrap.sh ~/{d} '
-        + ' '.join(buckets(self.job)))
+        f'~/{d} && bash ~/{d}/launch/tpu_bootstrap.sh '
+        + ' '.join([f'~/{d}'] + (buckets(self.job) if self.job.gcsfuse
+                                 else [])))
 
   def run(self):
+    """The run on every worker: gs:// paths given as they are (orbax,
+    TFDS and the run's files read and write Cloud Storage directly), or as
+    the FUSE mount's paths with `gcsfuse`."""
+    path = gcs_to_mount if self.job.gcsfuse else (lambda p: p)
     args = ['--multihost', f'--config={self.job.config}',
-            f'--workdir={gcs_to_mount(self.job.workdir)}']
+            f'--workdir={path(self.job.workdir)}']
     if self.job.data_dir:
-      args.append(f'--config.data.data_dir={gcs_to_mount(self.job.data_dir)}')
+      args.append(f'--config.data.data_dir={path(self.job.data_dir)}')
     args += list(self.job.extra)
     return self._ssh(f'cd ~/{self.remote_dir} && ~/venv-distill/bin/python '
                      '-m launch.main ' + ' '.join(map(shlex.quote, args)))

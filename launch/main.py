@@ -39,6 +39,10 @@ _COORDINATOR = flags.DEFINE_string(
 _NUM_PROCESSES = flags.DEFINE_integer(
     'num_processes', int(os.environ.get('DISTILL_NUM_PROCESSES', '0')),
     'Number of processes, with --coordinator.')
+_GCSFUSE = flags.DEFINE_bool(
+    'gcsfuse', False, 'Map gs://BUCKET/... paths to a Cloud Storage FUSE '
+    'mount at /gcs/BUCKET (launch/tpu.py --gcsfuse mounts it); without it '
+    'gs:// paths are read and written directly.')
 _INIT_FROM = flags.DEFINE_string(
     'init_from', '', 'WORKDIR[:STEP]: start this (new) workdir from that run\'s '
     'checkpoint (config.init_from); with --config.init_from_state=all its '
@@ -84,13 +88,18 @@ def main(argv):
   try:
     if _MULTIHOST.value:
       initialize_distributed()
-    workdir = local_path(_WORKDIR.value, '--workdir')
-    config = _CONFIG.value
+    workdir, config = _WORKDIR.value, _CONFIG.value
     if _INIT_FROM.value:
       config.init_from = _INIT_FROM.value
-    if config.data.get('data_dir'):
-      config.data.data_dir = local_path(config.data.data_dir,
-                                        '--config.data.data_dir')
+    if _GCSFUSE.value:
+      workdir = local_path(workdir, '--workdir')
+      if config.data.get('data_dir'):
+        config.data.data_dir = local_path(config.data.data_dir,
+                                          '--config.data.data_dir')
+    else:
+      for what, path in (('--workdir', workdir),
+                         ('--config.data.data_dir', config.data.data_dir)):
+        check_cloud_storage(path, what)
     result = execute(config, workdir)
   except BaseException as e:  # pylint: disable=broad-except
     fail(e)
@@ -150,6 +159,17 @@ def fail(error):
   # Skip interpreter teardown: background checkpoint threads would print
   # their own tracebacks for a fault already reported here.
   os._exit(code)
+
+
+def check_cloud_storage(path, what):
+  """A gs:// path is read directly through etils.epath, which needs gcsfs."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  from core.errors import EnvironmentFault  # pylint: disable=g-import-not-at-top
+  if path.startswith('gs://') and importlib.util.find_spec('gcsfs') is None:
+    raise EnvironmentFault(
+        f'{what}={path}: reading Cloud Storage directly needs the gcsfs '
+        "package (pip install -e '.[gcs]'; .[tpu] has it), or give --gcsfuse "
+        'with the bucket mounted at /gcs/BUCKET')
 
 
 def local_path(path, what):

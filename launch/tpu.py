@@ -10,14 +10,17 @@ done (the run itself resumes from its newest checkpoint in the workdir).
         -- --config.batch_size=2048
     python -m launch.tpu ... --dry_run      # prints every command, runs none
 
-Buckets named by --workdir and --data_dir are mounted with Cloud Storage
-FUSE at /gcs/<bucket> on every worker (launch/tpu_bootstrap.sh), and the run
-sees them there: checkpoints, metrics and the TFDS data dir live in GCS and
-survive the slice. Arguments after `--` go to launch/main.py unchanged.
+--workdir and --data_dir are gs:// paths the run reads and writes directly
+(orbax checkpoints through tensorstore, TFDS and the run's own files through
+etils.epath): checkpoints, metrics and the TFDS data dir live in Cloud
+Storage and survive the slice. With --gcsfuse the buckets are mounted with
+Cloud Storage FUSE at /gcs/<bucket> on every worker instead
+(launch/tpu_bootstrap.sh) and the run sees them there. Arguments after `--`
+go to launch/main.py unchanged.
 
 Each attempt: describe the slice (create it if missing, delete and recreate
 it if preempted), copy `git archive <ref>` to every worker, bootstrap (venv,
-`pip install .[tpu]`, gcsfuse mounts; idempotent), then
+`pip install .[tpu]`, gcsfuse mounts with --gcsfuse; idempotent), then
 `launch.main --multihost` on every worker through
 `gcloud compute tpus tpu-vm ssh --worker=all`. A run that fails while the
 slice is still READY is a bug, not a preemption: the loop stops there (exit
@@ -51,6 +54,9 @@ _BACKOFF = flags.DEFINE_integer('backoff_s', 60,
                                 'Seconds to wait between attempts.')
 _DRY_RUN = flags.DEFINE_bool('dry_run', False,
                              'Print the commands; run none.')
+_GCSFUSE = flags.DEFINE_bool(
+    'gcsfuse', False, 'Mount the buckets with Cloud Storage FUSE and give the '
+    'run the mount\'s paths, instead of gs:// paths read directly.')
 
 
 def main(argv):
@@ -58,7 +64,8 @@ def main(argv):
             accelerator=_ACCELERATOR.value, version=_VERSION.value,
             capacity=_CAPACITY.value, config=_CONFIG.value,
             workdir=_WORKDIR.value, data_dir=_DATA_DIR.value,
-            commit=resolve_commit(_REF.value), extra=tuple(argv[1:]))
+            commit=resolve_commit(_REF.value), extra=tuple(argv[1:]),
+            gcsfuse=_GCSFUSE.value)
   check_job(job)
   if _DRY_RUN.value:
     ok = lambda cmd: (0, '')  # noqa: E731  (describe: the slice is missing)

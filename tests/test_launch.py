@@ -79,15 +79,19 @@ def _head():
                         check=True).stdout.strip()
 
 
-def test_tpu_dry_run_prints_the_exact_commands():
+@pytest.mark.parametrize('gcsfuse', [False, True])
+def test_tpu_dry_run_prints_the_exact_commands(gcsfuse):
   proc = subprocess.run(
-      [sys.executable, '-m', 'launch.tpu', *TPU_ARGS, '--dry_run', '--',
-       '--config.batch_size=2048'], cwd=REPO, capture_output=True, text=True,
-      timeout=120, check=False)
+      [sys.executable, '-m', 'launch.tpu', *TPU_ARGS, '--dry_run',
+       f'--gcsfuse={gcsfuse}', '--', '--config.batch_size=2048'], cwd=REPO,
+      capture_output=True, text=True, timeout=120, check=False)
   assert proc.returncode == 0, proc.stderr[-2000:]
   sha = _head()
   d = f'distill-{sha[:12]}'
   where = '--zone=us-central2-b --project=my-proj'
+  # gs:// paths as they are, or (--gcsfuse) mounted and given as mount paths
+  mounts, gs = (' my-bucket', '/gcs/my-bucket') if gcsfuse else (
+      '', 'gs://my-bucket')
   assert [l for l in proc.stdout.splitlines() if l.startswith('$ ')] == [
       f'$ git -C {REPO} archive --format=tar.gz --output=/tmp/{d}.tar.gz '
       f'{sha}',
@@ -99,12 +103,12 @@ def test_tpu_dry_run_prints_the_exact_commands():
       f'{where} --worker=all',
       f"$ gcloud compute tpus tpu-vm ssh kd-v4 {where} --worker=all "
       f"'--command=mkdir -p ~/{d} && tar xzf ~/{d}.tar.gz -C ~/{d} && bash "
-      f"~/{d}/launch/tpu_bootstrap.sh ~/{d} my-bucket'",
+      f"~/{d}/launch/tpu_bootstrap.sh ~/{d}{mounts}'",
       f"$ gcloud compute tpus tpu-vm ssh kd-v4 {where} --worker=all "
       f"'--command=cd ~/{d} && ~/venv-distill/bin/python -m launch.main "
       '--multihost --config=configs/imagenet_distill.py:method=slam '
-      '--workdir=/gcs/my-bucket/kd/in_slam '
-      "--config.data.data_dir=/gcs/my-bucket/tfds --config.batch_size=2048'"]
+      f'--workdir={gs}/kd/in_slam '
+      f"--config.data.data_dir={gs}/tfds --config.batch_size=2048'"]
 
 
 class FakeCloud:
@@ -175,10 +179,27 @@ def test_tpu_bad_input_is_one_line(flag, expected):
 def test_entry_point_refuses_an_unmounted_gcs_workdir():
   proc = subprocess.run(
       [sys.executable, '-m', 'launch.main', '--config=configs/digits_teacher.py',
-       '--workdir=gs://no-such-bucket/run'], cwd=REPO, capture_output=True,
-      text=True, timeout=120, check=False)
+       '--workdir=gs://no-such-bucket/run', '--gcsfuse'], cwd=REPO,
+      capture_output=True, text=True, timeout=120, check=False)
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines() == [
       'error: --workdir=gs://no-such-bucket/run: bucket no-such-bucket is not '
       'mounted at /gcs/no-such-bucket; mount it with gcsfuse (launch/tpu.py '
       'does on TPU workers) or give a local path']
+
+
+def test_entry_point_needs_gcsfs_for_a_gcs_workdir():
+  """Without --gcsfuse a gs:// workdir is read directly (etils.epath), which
+  needs gcsfs: its absence is one line, before anything else happens."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  if importlib.util.find_spec('gcsfs') is not None:
+    pytest.skip('gcsfs is installed: a gs:// workdir would be used directly')
+  proc = subprocess.run(
+      [sys.executable, '-m', 'launch.main', '--config=configs/digits_teacher.py',
+       '--workdir=gs://no-such-bucket/run'], cwd=REPO, capture_output=True,
+      text=True, timeout=120, check=False)
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines() == [
+      'error: --workdir=gs://no-such-bucket/run: reading Cloud Storage '
+      "directly needs the gcsfs package (pip install -e '.[gcs]'; .[tpu] has "
+      'it), or give --gcsfuse with the bucket mounted at /gcs/BUCKET']

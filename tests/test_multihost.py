@@ -55,7 +55,7 @@ def _summary(workdir):
 
 def _records(workdir):
   with open(os.path.join(workdir, 'student', 'metrics.jsonl')) as f:
-    return [(r['step'], sorted(k for k in r if k != 'time'))
+    return [(r['step'], sorted(set(r) - {'time', 'compile_seconds'}))
             for r in map(json.loads, f)]
 
 
