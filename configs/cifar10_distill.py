@@ -53,6 +53,8 @@ def get_config(arg=None):
   c.checkpoint_every_steps = 300
   c.distill.predict_batch_size = 1000
   if arg.runlocal:                # a 2,000-image pool: a quick labeling pass
+    c.data.in_memory = False            # read only the examples used
+    c.data.test_split = 'test[:500]'
     c.data.unlabeled = 2000
     c.total_steps = 2
     c.log_every_steps = 1

@@ -47,6 +47,8 @@ def get_config(arg=None):
   c.eval_splits = 'validation,test'
   c.checkpoint_every_steps = 200
   if arg.runlocal:
+    c.data.in_memory = False            # read only the examples used
+    c.data.test_split = 'test[:500]'
     c.total_epochs = -1.0
     c.total_steps = 2
     c.log_every_steps = 1

@@ -96,8 +96,7 @@ def lm_config(mesh, remat='none', attention='xla', scan=False, batch=16,
 
 LM_RUNS = {   # name: mesh, remat, attention, layers scanned
     'single': (dict(data=1), 'none', 'xla', False),
-    'single_remat': (dict(data=1), 'full', 'xla', False),
-    'single_flash': (dict(data=1), 'none', 'flash', False),
+    'single_remat_flash': (dict(data=1), 'full', 'flash', False),
     'data_remat_flash': (dict(data=8), 'dots_no_batch', 'flash', False),
     'fsdp': (dict(data=1, fsdp=8), 'none', 'xla', False),
     'fsdp_model': (dict(data=1, fsdp=4, model=2), 'none', 'xla', False),

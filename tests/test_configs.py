@@ -20,6 +20,7 @@ NEEDS_SHARED = {'cifar10_teacher': 'cifar10_jpeg.tar.gz',
                 'cifar10_distill': 'cifar10_jpeg.tar.gz',
                 'cifar10_laurel_distill': 'cifar10_jpeg.tar.gz',
                 'shakespeare_lm': 'tiny_shakespeare.txt',
+                'laurel_lm': 'tiny_shakespeare.txt',
                 'guide_lm': 'tiny_shakespeare.txt'}
 
 

@@ -55,7 +55,7 @@ def test_guide_projection_on_a_sharded_mesh(results):
 
 
 @pytest.mark.parametrize('name', [
-    'single_remat', 'single_flash', 'data_remat_flash', 'fsdp', 'fsdp_model'])
+    'single_remat_flash', 'data_remat_flash', 'fsdp', 'fsdp_model'])
 def test_lm_losses_match_one_device(results, name):
   """The LM on 8 devices (data, FSDP, FSDP x model), with remat and flash
   attention, gives the 1-device losses (remat alone: the same numbers)."""
