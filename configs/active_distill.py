@@ -19,8 +19,8 @@ from configs import cifar10_distill
 from configs import common
 from configs import digits_distill
 from configs import mnist5k_distill
-from distill import active_distillation
 from core.errors import ConfigError, check_choice
+from distill import active_distillation
 
 BASES = {'digits': digits_distill, 'mnist5k': mnist5k_distill,
          'cifar10': cifar10_distill}

@@ -64,7 +64,9 @@ def base_config():
       augment='',            # '', 'flip', 'crop_flip', 'inception_crop'
       image_size=0,          # >0: resize variable-size images (ImageNet)
       test_split='test',     # the held-out split (ImageNet: 'validation')
-      prefetch=2,
+      prefetch=2,            # host batches read ahead (per worker)
+      workers=0,             # input worker processes (grain); 0: a thread
+      device_prefetch=2,     # batches placed on the devices ahead of the step
       # Out-of-distribution unlabeled data: another dataset's train images
       # (resized) replace the unlabeled part; set data.unlabeled=0.
       unlabeled_from=ml_collections.ConfigDict(dict(

@@ -18,6 +18,8 @@ Arguments:
            8-chip v5e slice, raise it with the slice)
   teacher  a trained teacher's workdir ('' trains it in <workdir>/teacher)
   seq_len  tokens per window (default 64 at cpu scale, 2048 at paper)
+  text, tokenizer, vocab  the cpu-scale data: a UTF-8 file or folder (default
+           Tiny Shakespeare), char | spm, spm pieces
   steps, teacher_steps, seed, trainable_projection (GUIDE's learned-M
   reading: frozen teacher table, trainable projection), runlocal (2 steps),
   manual_dir (folder of tiny_shakespeare.txt).
@@ -28,8 +30,8 @@ optimizer and token budget per step.
 """
 from configs import common
 from configs import shakespeare_lm
-from distill import distillation
 from core.errors import check_choice
+from distill import distillation
 
 SCALES = {
     # (layers, width, heads, mlp) of teacher and student
@@ -44,7 +46,8 @@ def _lm(arg, size, steps):
   seq_len = arg.seq_len or (2048 if paper else 64)
   c = shakespeare_lm.get_config(
       f'layers={layers},width={width},heads={heads},mlp={mlp},'
-      f'positions=learned,seq_len={seq_len},steps={steps},'
+      f'positions=learned,seq_len={seq_len},steps={steps},text={arg.text},'
+      f'tokenizer={arg.tokenizer},vocab={arg.vocab},'
       f'manual_dir={arg.manual_dir}' + (',runlocal' if arg.runlocal else ''))
   c.seed = arg.seed
   c.batch_size = 32
@@ -73,7 +76,8 @@ def _lm(arg, size, steps):
 def get_config(arg=None):
   arg = common.parse_arg(arg, init='', method='supervised', scale='cpu',
                          teacher='', steps=600, teacher_steps=1500, seed=0,
-                         seq_len=0, trainable_projection=False,
+                         seq_len=0, trainable_projection=False, text='',
+                         tokenizer='char', vocab=0,
                          runlocal=False, manual_dir='../shared/datasets')
   check_choice("guide_lm scale", arg.scale, SCALES)
   t_size, s_size = SCALES[arg.scale]

@@ -19,6 +19,8 @@ Arguments:
             laurel_rw_lr, the paper's best trade-off)
   rank      LAuReL's r (Table 5: 32); pa_k is k for the PA variants (3)
   layers    override the depth (the paper's naive-scaling row is 28)
+  text, tokenizer, vocab  the cpu-scale data: a UTF-8 file or folder
+            (default Tiny Shakespeare), char | spm, spm pieces
   steps, seq_len, seed, runlocal (2 steps), manual_dir (Tiny Shakespeare).
 """
 from configs import common
@@ -34,6 +36,7 @@ SCALES = {  # layers, width, heads, mlp
 def get_config(arg=None):
   arg = common.parse_arg(arg, scale='cpu', residual='laurel_rw_lr', rank=0,
                          pa_k=3, layers=0, steps=0, seq_len=0, seed=0,
+                         text='', tokenizer='char', vocab=0,
                          runlocal=False, manual_dir='../shared/datasets')
   check_choice('laurel_lm scale', arg.scale, SCALES)
   layers, width, heads, mlp = SCALES[arg.scale]
@@ -43,6 +46,7 @@ def get_config(arg=None):
       f'layers={arg.layers or layers},width={width},heads={heads},mlp={mlp},'
       f'seq_len={seq_len},steps={arg.steps or (100000 if paper else 400)},'
       f'residual={arg.residual},rank={arg.rank or (32 if paper else 8)},'
+      f'text={arg.text},tokenizer={arg.tokenizer},vocab={arg.vocab},'
       f'manual_dir={arg.manual_dir}' + (',runlocal' if arg.runlocal else ''))
   c.seed = arg.seed
   c.model.residual_kw.pa_k = arg.pa_k

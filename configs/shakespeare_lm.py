@@ -1,13 +1,19 @@
-"""A character-level decoder-only Transformer on Tiny Shakespeare.
+"""A decoder-only Transformer LM on Tiny Shakespeare's characters, or on any
+text file or folder.
 
     python -m launch.main --config=configs/shakespeare_lm.py \
         --workdir=/tmp/distill/shakespeare_lm
+    python -m launch.main --config=configs/shakespeare_lm.py:text=my_corpus.txt,tokenizer=spm,vocab=2000 \
+        --workdir=/tmp/distill/my_lm
 
-Arguments: layers, width, heads, mlp (hidden size), positions (learned |
-rope), seq_len (window), steps, residual (standard or a LAuReL variant, e.g.
-laurel_rw_lr), rank (LAuReL's r), scan (layers under nn.scan), runlocal (2 steps), manual_dir (folder or path
-of tiny_shakespeare.txt, default ../shared/datasets). Accuracy is next-char
-accuracy; loss is nats per character.
+Arguments: text (a UTF-8 file or folder; default Tiny Shakespeare from
+manual_dir), tokenizer (char | spm: SentencePiece trained on the text's
+training part when it is prepared), vocab (spm pieces), layers, width,
+heads, mlp (hidden size), positions (learned | rope), seq_len (window),
+steps, residual (standard or a LAuReL variant, e.g. laurel_rw_lr), rank
+(LAuReL's r), scan (layers under nn.scan), runlocal (2 steps), manual_dir
+(folder or path of tiny_shakespeare.txt, default ../shared/datasets).
+Accuracy is next-token accuracy; loss is nats per token.
 """
 from configs import common
 
@@ -16,11 +22,14 @@ def get_config(arg=None):
   arg = common.parse_arg(arg, layers=4, width=128, heads=4, mlp=512,
                          positions='rope', seq_len=128, steps=2000,
                          residual='standard', rank=16, scan=False,
+                         text='', tokenizer='char', vocab=0,
                          runlocal=False, manual_dir='../shared/datasets')
   c = common.base_config()
-  c.data.name = 'tiny_shakespeare'
-  c.data.manual_dir = arg.manual_dir
+  c.data.name = 'text' if arg.text else 'tiny_shakespeare'
+  c.data.manual_dir = arg.text or arg.manual_dir
   c.data.seq_len = arg.seq_len
+  c.data.tokenizer = arg.tokenizer
+  c.data.vocab_size = arg.vocab
   c.data.validation = 200
   c.data.labeled = -1
   c.model_name = 'transformer_lm'

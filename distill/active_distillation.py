@@ -30,7 +30,7 @@ import os
 import ml_collections
 import numpy as np
 
-import models
+from core.errors import ConfigError, check_choice
 from distill import active
 from distill import config_lib
 from distill import distillation
@@ -41,8 +41,9 @@ from distill import sharding
 from distill import train
 from distill import workdir as workdir_lib
 from distill.data import datasets
+from distill.data import loading
 from distill.data import pipeline
-from core.errors import ConfigError, check_choice
+import models
 
 
 def active_defaults():
@@ -164,12 +165,12 @@ def student_config(config):
 def run(config, workdir):
   """The active loop; returns (and writes) `rounds.json`'s content."""
   check(config)
-  with workdir_lib.claim(workdir, config, distillation.inputs(config)):
+  with workdir_lib.claim(workdir, config, distillation.input_runs(config)):
     return _run(config, workdir)
 
 
 def _run(config, workdir):
-  data = train.load_data(config.data)
+  data = loading.load_data(config.data)
   pool = data.parts['unlabeled']
   a = config.active
   teacher = distillation._teacher(config, workdir, data)  # pylint: disable=protected-access
@@ -179,12 +180,11 @@ def _run(config, workdir):
   t_model = models.build(t_config.model_name, data.num_classes,
                          t_config.model_dtype, **t_config.model.to_dict())
   mesh = sharding.make_mesh(config.mesh)
-  preprocess = pipeline.preprocessor(data.spec,
-                                     image_size=config.data.image_size)
+  inputs = pipeline.Inputs(data.spec, image_size=config.data.image_size)
   batch = config.distill.predict_batch_size
 
   def teacher_on(part):
-    return predict.logits(t_model, t_vars, part, preprocess, mesh, batch)
+    return predict.logits(t_model, t_vars, part, inputs, mesh, batch)
 
   ledger = Ledger(os.path.join(workdir, 'ledger.npz'),
                   lambda pos: teacher_on(datasets.Subset(pool, pos)))
@@ -259,13 +259,13 @@ def _run(config, workdir):
     rest = np.setdiff1d(np.arange(len(pool)), queried)
     variables = {'params': trainer.state.params, **trainer.state.model_state}
     probs_logits, feats = predict.logits(
-        trainer.model, variables, datasets.Subset(pool, rest), preprocess,
+        trainer.model, variables, datasets.Subset(pool, rest), inputs,
         mesh, batch, features=True)
     labeled_feats = None
     if a.strategy == 'kcenter':
       _, labeled_feats = predict.logits(
           trainer.model, variables, datasets.Subset(pool, queried),
-          preprocess, mesh, batch, features=True)
+          inputs, mesh, batch, features=True)
     b = min(a.per_round, a.budget - len(queried))
     rng = np.random.default_rng([config.seed, r + 1])
     probs = distillation._softmax(probs_logits)

@@ -21,9 +21,9 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from distill import files
 from core.errors import ConfigError, EnvironmentFault, errno_of, no_space
 from core.errors import one_line
+from distill import files
 
 CHECKPOINT_DIR = 'checkpoints'
 _TMP_MARK = '.orbax-checkpoint-tmp'

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-import models
+from core.errors import ConfigError, check_choice
 from distill import checkpoint as ckpt_lib
 from distill import config_lib
 from distill import files
@@ -39,9 +39,10 @@ from distill import teacher_cache
 from distill import train
 from distill import workdir as workdir_lib
 from distill.data import datasets
+from distill.data import loading
 from distill.data import pipeline
 from distill.data import splits
-from core.errors import ConfigError, check_choice
+import models
 
 K_MODES = ('global', 'per_example')
 # What defines a dataset's examples (beyond its name), for the fingerprint.
@@ -150,8 +151,7 @@ def _teacher_outputs(config, data, parts, model, variables, step, t_dir,
   d = config.distill
   cache = teacher_cache.TeacherCache(os.path.join(t_dir, 'teacher_cache'))
   digest = teacher_cache.params_digest(variables)
-  preprocess = pipeline.preprocessor(data.spec,
-                                     image_size=config.data.image_size)
+  inputs = pipeline.Inputs(data.spec, image_size=config.data.image_size)
   logits, rebuilt = {}, []
   for name in parts:
     part = data.parts[name]
@@ -166,7 +166,7 @@ def _teacher_outputs(config, data, parts, model, variables, step, t_dir,
         num_classes=int(data.num_classes), topk=d.cache_topk)
     logits[name], built = cache.get_or_build(
         f'{name}-{fingerprint["ids"]}', fingerprint, part.indices,
-        lambda p=part: predict.logits(model, variables, p, preprocess, mesh,
+        lambda p=part: predict.logits(model, variables, p, inputs, mesh,
                                       d.predict_batch_size),
         topk=d.cache_topk)
     if built:
@@ -262,7 +262,7 @@ def validate_stages(config):
                               'teacher.config: ' if stage == 'teacher' else '')
 
 
-def inputs(config):
+def input_runs(config):
   """The identity of the runs this pipeline reads (an external teacher)."""
   if config.teacher.workdir:
     return {'teacher': ckpt_lib.run_identity(config.teacher.workdir)}
@@ -274,12 +274,12 @@ def run(config, workdir):
   if config.distill.get('online'):
     return run_online(config, workdir)
   check(config)
-  with workdir_lib.claim(workdir, config, inputs(config)):
+  with workdir_lib.claim(workdir, config, input_runs(config)):
     return _run(config, workdir)
 
 
 def _run(config, workdir):
-  data = train.load_data(config.data)
+  data = loading.load_data(config.data)
   teacher = _teacher(config, workdir, data)
   if teacher is None:                      # SIGTERM while training it
     return {'preempted': True}
@@ -287,8 +287,7 @@ def _run(config, workdir):
   t_model = models.build(t_config.model_name, data.num_classes,
                          t_config.model_dtype, **t_config.model.to_dict())
   mesh = sharding.make_mesh(config.mesh)
-  preprocess = pipeline.preprocessor(data.spec,
-                                     image_size=config.data.image_size)
+  inputs = pipeline.Inputs(data.spec, image_size=config.data.image_size)
   d = config.distill
 
   parts = ['validation', 'unlabeled', 'test'] + (
@@ -328,7 +327,7 @@ def _run(config, workdir):
     return final
   s_test = predict.logits(trainer.model, {'params': trainer.state.params,
                                           **trainer.state.model_state},
-                          data.parts['test'], preprocess, mesh,
+                          data.parts['test'], inputs, mesh,
                           d.predict_batch_size)
   summary.update({f'student/{k}': v for k, v in final.items()})
   if d.finetune_per_class:
@@ -356,12 +355,12 @@ def run_online(config, workdir):
                       'distillation supports vanilla, hard, taylor_ce, '
                       'pseudo_label or supervised')
   validate_stages(config)
-  with workdir_lib.claim(workdir, config, inputs(config)):
+  with workdir_lib.claim(workdir, config, input_runs(config)):
     return _run_online(config, workdir)
 
 
 def _run_online(config, workdir):
-  data = train.load_data(config.data)
+  data = loading.load_data(config.data)
   t_dir = config.teacher.workdir or os.path.join(workdir, 'teacher')
   if not config.teacher.workdir:
     print(f'== teacher: training in {t_dir}', flush=True)

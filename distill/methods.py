@@ -36,11 +36,17 @@ def get(name):
 
 
 def example_weights(batch, logits):
-  """Per-position weights: the batch mask, broadcast over LM time steps."""
-  w = batch['mask']
-  if logits.ndim == 3:
-    w = jnp.broadcast_to(w[:, None], logits.shape[:2])
-  return w
+  """Per-position weights: the batch mask, broadcast over LM time steps
+  (times `target_mask` where windows are padded)."""
+  return _per_position(batch['mask'], batch, logits.shape[:2]) if (
+      logits.ndim == 3) else batch['mask']
+
+
+def _per_position(weights, batch, shape):
+  """Per-example weights (B,) broadcast to an LM's (B, T) positions, padding
+  (`target_mask` 0) weighted 0."""
+  w = jnp.broadcast_to(weights[:, None], shape)
+  return w * batch['target_mask'] if 'target_mask' in batch else w
 
 
 def labels_of(batch):
@@ -114,7 +120,7 @@ def _distill_metrics(student_out, teacher_logits, batch):
 
 def _finish(per_example, weights, student_out, teacher, batch):
   if per_example.ndim == 2 and weights.ndim == 1:     # (batch, tokens)
-    weights = jnp.broadcast_to(weights[:, None], per_example.shape)
+    weights = _per_position(weights, batch, per_example.shape)
   loss, total = weighted_mean(per_example, weights)
   metrics = {'loss': (loss * total, total)}
   metrics.update(_distill_metrics(student_out, teacher['logits'], batch))

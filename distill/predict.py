@@ -1,6 +1,6 @@
 """Batched, sharded inference of a model over a data part.
 
-    logits = predict.logits(model, variables, part, preprocess, mesh, 1000)
+    logits = predict.logits(model, variables, part, inputs, mesh, 1000)
 
 Returns a host numpy array in the part's order: what the teacher-labeling
 pass caches, and what student/teacher agreement is measured on.
@@ -15,17 +15,19 @@ from distill import sharding
 from distill.data import pipeline
 
 
-def logits(model, variables, part, preprocess, mesh, batch_size,
-           features=False):
+def logits(model, variables, part, inputs, mesh, batch_size,
+           features=False, workers=0):
   """Model logits (float32) for every example of `part`, in order; with
   `features=True` also the sown `pre_logits` (e.g. for k-center selection),
-  as a pair (logits, features)."""
+  as a pair (logits, features). `inputs`: the dataset's `pipeline.Inputs`
+  (host reading, device normalisation)."""
   batch_sh = sharding.batch_sharding(mesh)
   shards = math.lcm(sharding.batch_shards(mesh), jax.process_count())
   batch_size = -(-batch_size // shards) * shards     # a multiple of shards
   rep = sharding.replicated(mesh)
   variables = jax.device_put(variables, rep)
   def run(v, x):
+    x = inputs.device(x)
     if not features:
       return model.apply(v, x, train=False)
     out, inter = model.apply(v, x, train=False, mutable=['intermediates'])
@@ -33,8 +35,9 @@ def logits(model, variables, part, preprocess, mesh, batch_size,
 
   apply = jax.jit(run, in_shardings=(rep, batch_sh), out_shardings=batch_sh)
   outs = []
-  for batch in pipeline.eval_batches(part, batch_size, preprocess,
-                                     jax.process_index(), jax.process_count()):
+  for batch in pipeline.eval_batches(part, batch_size, inputs.host_eval,
+                                     jax.process_index(), jax.process_count(),
+                                     workers=workers):
     x = sharding.put_batch(batch['inputs'], batch_sh)
     out = apply(variables, x)
     outs.append(jax.tree.map(np.asarray, multihost_utils.process_allgather(

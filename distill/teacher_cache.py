@@ -16,8 +16,8 @@ import os
 import jax
 import numpy as np
 
-from distill import files
 from core.errors import one_line
+from distill import files
 
 
 def params_digest(variables):

@@ -15,7 +15,6 @@ killed and restarted with the same command ends with the same metrics as one
 that was never interrupted.
 """
 import contextlib
-import dataclasses
 import functools
 import math
 import os
@@ -30,7 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-import models
+from core.errors import ConfigError, Diverged, EnvironmentFault
+from core.errors import check_choice
 from distill import checkpoint as ckpt_lib
 from distill import config_lib
 from distill import files
@@ -39,13 +39,17 @@ from distill import methods
 from distill import optim
 from distill import sharding
 from distill import workdir as workdir_lib
-from distill.data import datasets
+from distill.data import loading
 from distill.data import pipeline
-from distill.data import splits
-from core.errors import ConfigError, Diverged, EnvironmentFault
-from core.errors import check_choice
 from distill.logging_utils import MetricWriter, format_duration
+import models
 
+
+# The augmentation's random stream: fold_in(PRNGKey(seed), this), then the step.
+_AUGMENT_STREAM = 0x617567
+
+# A language model's tokenizer, stored in its workdir (tokenizers.from_json).
+TOKENIZER_FILE = 'tokenizer.json'
 
 # config.init_from_state: what `init_from` takes from the other run.
 INIT_FROM_STATES = ('params', 'all')
@@ -58,52 +62,6 @@ class TrainState:
   model_state: Any       # non-trainable collections, e.g. {'batch_stats': …}
   opt_state: Any
   rng: jax.Array
-
-
-@dataclasses.dataclass
-class Data:
-  """The dataset's parts: 'labeled', 'validation', 'unlabeled' and 'test'."""
-  spec: datasets.DatasetSpec
-  parts: dict
-  num_classes: int
-
-
-def load_data(data_cfg):
-  """Loads the train/test splits and carves the train split into parts."""
-  spec = datasets.spec(data_cfg)
-  # in_memory: each split is decoded once per process and shared by every
-  # run in it; otherwise parts read (and decode) examples batch by batch.
-  load = (datasets.load_split_in_memory if data_cfg.in_memory
-          else datasets.load_split)
-  train = load(data_cfg, 'train')
-  test = load(data_cfg, data_cfg.get('test_split', 'test'))
-  carved = splits.carve(len(train), data_cfg.labeled, data_cfg.validation,
-                        data_cfg.unlabeled, data_cfg.carve_seed,
-                        data_cfg.carve)
-  parts = {k: datasets.Subset(train, v) for k, v in carved.items()}
-  parts['test'] = datasets.Subset(test)
-  ood = data_cfg.get('unlabeled_from')
-  if ood is not None and ood.name:
-    parts['unlabeled'] = _out_of_distribution(data_cfg, ood, load, parts)
-  return Data(spec, parts, datasets.num_classes(data_cfg))
-
-
-def _out_of_distribution(data_cfg, ood, load, parts):
-  """The unlabeled part taken from another dataset's train split (Menghani
-  and Ravi 2019): `size` seeded examples (-1: all), resized to this
-  dataset's input shape."""
-  if data_cfg.unlabeled != 0:
-    raise ConfigError('data.unlabeled_from replaces the unlabeled part: set '
-                      f'data.unlabeled=0 (got {data_cfg.unlabeled})')
-  ood_cfg = datasets.ood_config(data_cfg)
-  if datasets.spec(ood_cfg).input_key != 'image':
-    raise ConfigError(f'data.unlabeled_from.name={ood.name!r} has no images')
-  source = load(ood_cfg, 'train')
-  idx = (np.arange(len(source)) if ood.size < 0 else
-         splits.carve(len(source), labeled=ood.size, validation=0,
-                      unlabeled=-1, seed=data_cfg.carve_seed)['labeled'])
-  shape = parts['labeled'].get(np.arange(1))['image'].shape[1:]
-  return datasets.OutOfDistribution(datasets.Subset(source, idx), shape)
 
 
 def _non_params(variables):
@@ -134,7 +92,7 @@ class Trainer:
     self.mesh = sharding.make_mesh(config.mesh, devices)
     config_lib.validate_for_mesh(config, sharding.batch_shards(self.mesh),
                                  jax.process_count())
-    self.data = data or load_data(config.data)
+    self.data = data or loading.load_data(config.data)
     config_lib.validate_for_data(config, self.data)
     self.model = models.build(config.model_name, self.data.num_classes,
                               config.model_dtype, **config.model.to_dict())
@@ -158,10 +116,10 @@ class Trainer:
                                           default=self.total_steps)
     self.tx, self.schedule = optim.make(config.optimizer, config.schedule,
                                         self.total_steps, warmup)
-    self.preprocess_train = pipeline.preprocessor(
-        self.data.spec, config.data.augment, config.data.image_size)
-    self.preprocess_eval = pipeline.preprocessor(
-        self.data.spec, image_size=config.data.image_size)
+    self.inputs = pipeline.Inputs(self.data.spec, config.data.augment,
+                                  config.data.image_size)
+    self._augment_key = jax.random.fold_in(jax.random.PRNGKey(config.seed),
+                                           _AUGMENT_STREAM)
     self.batch_sharding = sharding.batch_sharding(self.mesh)
     self._build_state()
     self._build_steps()
@@ -177,8 +135,8 @@ class Trainer:
                       opt_state=self.tx.init(params), rng=state_rng)
 
   def _build_state(self):
-    self._example_inputs = jnp.asarray(self.preprocess_eval(
-        self.train_part.get(np.arange(1)), None)['inputs'])
+    self._example_inputs = self.inputs.device(jnp.asarray(
+        self.inputs.host_eval(self.train_part.get(np.arange(1)))['inputs']))
     rng = jax.random.PRNGKey(self.config.seed)
     abstract = jax.eval_shape(self._init_fn, rng)
     self.state_sharding = sharding.shardings_from_boxed(abstract, self.mesh)
@@ -206,14 +164,15 @@ class Trainer:
 
   def _train_step_body(self, state, batch, teacher_vars):
     rng = jax.random.fold_in(state.rng, state.step)
+    inputs = self.inputs.device(batch['inputs'], jax.random.fold_in(
+        self._augment_key, state.step))         # augmented on the device
     if teacher_vars is not None:
-      t_logits = self.teacher[0].apply(teacher_vars, batch['inputs'],
-                                       train=False)
+      t_logits = self.teacher[0].apply(teacher_vars, inputs, train=False)
       batch = dict(batch, teacher={'logits': jax.lax.stop_gradient(t_logits)})
 
     def loss_of(params):
-      out, new_model_state = self._apply(params, state.model_state,
-                                         batch['inputs'], True, rng)
+      out, new_model_state = self._apply(params, state.model_state, inputs,
+                                         True, rng)
       loss, metrics = self.loss_fn(out, batch.get('teacher'), batch)
       return loss, (metrics, new_model_state)
 
@@ -229,7 +188,8 @@ class Trainer:
 
   def _eval_step(self, params, model_state, batch):
     with sharding.activation_rules():
-      logits, _ = self._apply(params, model_state, batch['inputs'], False)
+      logits, _ = self._apply(params, model_state,
+                              self.inputs.device(batch['inputs']), False)
     labels = methods.labels_of(batch)
     weights = methods.example_weights(batch, logits)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
@@ -273,8 +233,8 @@ class Trainer:
   def batch_shapes(self):
     """The global train batch as ShapeDtypeStructs with the batch sharding
     (shapes from one preprocessed example of the train part)."""
-    one = self.preprocess_train(self.train_part.get(np.arange(1)),
-                                np.random.default_rng(0))
+    one = self.inputs.host_train(self.train_part.get(np.arange(1)),
+                                 np.random.default_rng(0))
     return jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(
             (self.config.batch_size,) + np.shape(x)[1:], np.asarray(x).dtype,
@@ -298,7 +258,7 @@ class Trainer:
         continue
       totals = None
       for batch in pipeline.eval_batches(part, self.config.eval_batch_size,
-                                         self.preprocess_eval,
+                                         self.inputs.host_eval,
                                          jax.process_index(),
                                          jax.process_count()):
         batch = sharding.put_batch(batch, self.batch_sharding)
@@ -309,10 +269,11 @@ class Trainer:
         out[f'{name}/{k}'] = float(s) / max(float(c), 1e-12)
     return out
 
-  def inputs(self):
-    """The identity of the other runs this one starts from (workdir.claim
-    compares it on a rerun)."""
-    out = {}
+  def input_runs(self):
+    """The identity of what this run reads besides its config: the data's
+    source (prepared files' hashes, a language model's tokenizer) and the
+    other runs it starts from (workdir.claim compares it on a rerun)."""
+    out = {'data': self.data.source} if self.data.source else {}
     if self.config.get('init_from'):
       ref, step = ckpt_lib.parse_run_ref(self.config.init_from)
       out['init_from'] = ckpt_lib.run_identity(ref, step)
@@ -426,7 +387,7 @@ class Trainer:
     """Trains to `total_steps` holding the workdir (distill/workdir.py);
     returns the final metrics, or {'preempted': True, ...} after SIGTERM."""
     self.check_init_from()
-    with workdir_lib.claim(self.workdir, self.config, self.inputs()):
+    with workdir_lib.claim(self.workdir, self.config, self.input_runs()):
       return self._run()
 
   def _resume(self, checkpointer):
@@ -460,6 +421,9 @@ class Trainer:
   def _run(self):
     config, workdir = self.config, self.workdir
     is_main = jax.process_index() == 0
+    if self.data.tokenizer is not None:   # read checkpoints with this vocab
+      files.write_json(os.path.join(workdir, TOKENIZER_FILE),
+                       self.data.tokenizer.to_json())
     checkpointer = ckpt_lib.Checkpointer(workdir, config.keep_checkpoints)
     checkpointer.remove_partial()          # of a save a crash interrupted
     start, extra = self._resume(checkpointer)
@@ -467,11 +431,14 @@ class Trainer:
     writer = MetricWriter(workdir, config.tensorboard and is_main,
                           enabled=is_main, keep_records=extra['metrics'].get(
                               'records', None), resumed_step=start)
-    batches = pipeline.TrainBatches(
-        self.train_part, config.batch_size,
-        self.preprocess_train, seed=config.seed, start_step=start,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(), prefetch=config.data.prefetch)
+    host_batches = pipeline.train_batches(
+        self.train_part, config.batch_size, self.inputs.host_train,
+        seed=config.seed, start_step=start,
+        process_index=jax.process_index(), process_count=jax.process_count(),
+        workers=config.data.get('workers', 0), prefetch=config.data.prefetch)
+    batches = pipeline.device_prefetch(
+        host_batches, lambda b: sharding.put_batch(b, self.batch_sharding),
+        size=config.data.get('device_prefetch', 2))
     preempted = _Preemption()
     speed = _Speed(self)
     profile = _Profile(config.get('profile_steps', (0, 0)), workdir)
@@ -483,7 +450,7 @@ class Trainer:
     try:
       while step < self.total_steps:
         profile.before(step)
-        batch = sharding.put_batch(next(batches), self.batch_sharding)
+        batch = next(batches)
         with jax.set_mesh(self.mesh):
           self.state, metrics = self.train_step(self.state, batch)
         pending.append(metrics)
@@ -517,7 +484,8 @@ class Trainer:
           with speed.paused():
             writer.write(step, self.evaluate(eval_names))
         if saving:
-          extra = {'data': batches.state(),
+          extra = {'data': {'next_step': step, 'seed': config.seed,
+                            'num_examples': len(self.train_part)},
                    'chrono': {'train_seconds': train_seconds},
                    'metrics': {'records': writer.records}}
           checkpointer.save(step, self.state, extra, force=True)
@@ -535,7 +503,7 @@ class Trainer:
       return final
     finally:
       profile.close()
-      batches.close()
+      pipeline.close(host_batches)
       preempted.restore()
       writer.close()
       try:

@@ -38,8 +38,8 @@ import sys
 import threading
 import time
 
-from distill import files
 from core.errors import ConfigError, WorkdirBusy, from_os_error
+from distill import files
 
 LOCK = 'LOCK'
 # Keys that say how a run is watched or fed, not what it computes: they may
@@ -78,7 +78,8 @@ _MISSING = _Missing()
 
 
 def _show(value):
-  text = json.dumps(value) if not isinstance(value, _Missing) else repr(value)
+  text = (json.dumps(value, sort_keys=True) if not isinstance(value, _Missing)
+          else repr(value))
   return text if len(text) <= 60 else text[:57] + '...'
 
 
@@ -232,10 +233,11 @@ def _check_identity(workdir, resolved, inputs):
       start = (f', or start one from its checkpoint with '
                f'--init_from={workdir}' if files.isdir(
                    os.path.join(workdir, 'checkpoints')) else '')
+      what = 'inputs' if key.startswith('inputs.') else 'config'
       raise ConfigError(
-          f'workdir {workdir} holds a run with another config: {key} is '
+          f'workdir {workdir} holds a run with other {what}: {key} is '
           f'{_show(old)} there, {_show(new)} here{more}; rerun with its '
-          f'config or use a new --workdir{start}')
+          f'config and inputs or use a new --workdir{start}')
     if not files.exists(inputs_path):
       files.write_json(inputs_path, inputs)
     return

@@ -21,7 +21,7 @@ from absl import flags
 
 from configs import common
 from distill import methods, predict, teacher_cache, train
-from distill.data import datasets, pipeline
+from distill.data import datasets, loading, pipeline
 
 _MODEL = flags.DEFINE_enum('model', 'resnet', ['resnet', 'mlp'],
                            'Student: CIFAR ResNet-8 or an MLP.')
@@ -80,7 +80,7 @@ def main(argv):
   spec = datasets.DatasetSpec('image', 'classification', mean=(127.5,) * 3,
                               std=(64.0,) * 3)
   part = RandomImages(max(_UNLABELED.value, _BATCH.value))
-  data = train.Data(spec, {p: part for p in ('labeled', 'validation',
+  data = loading.Data(spec, {p: part for p in ('labeled', 'validation',
                                              'unlabeled', 'test')}, 10)
   config = _config()
   with tempfile.TemporaryDirectory() as workdir:

@@ -30,7 +30,7 @@ def _count(state):
 
 def measure(configs, data, steps=10, rounds=3):
   """{label: {params, step_s, peak_bytes}} for {label: config}, on one
-  batch of `data` (a `train.Data`, shared by every config)."""
+  batch of `data` (a `loading.Data`, shared by every config)."""
   runs = {}
   for label, config in configs.items():
     config = ml_collections.ConfigDict(config.to_dict())

@@ -27,6 +27,7 @@ from absl import logging
 
 from configs import cifar10_teacher, common, shakespeare_lm
 from distill import train
+from distill.data import loading
 from experiments import costs as cost_lib
 from experiments import plotting
 
@@ -158,7 +159,7 @@ def run_cells(name, table, workdir, manual_dir, report_only=False):
       if result is None and not report_only:
         print(f'-- {name}: {row} seed={seed}', flush=True)
         if data is None:
-          data = train.load_data(base.data)
+          data = loading.load_data(base.data)
         out = train.train(row_config(base, table, overrides, seed), cell,
                           data=data)
         if out.get('preempted'):
@@ -174,7 +175,7 @@ def costs(table, base, data, rounds):
              for row, o in table['rows'].items()}
   first = next(iter(configs))
   if data is None:
-    data = train.load_data(base.data)
+    data = loading.load_data(base.data)
   return cost_lib.relative(cost_lib.measure(configs, data, rounds=rounds),
                            first)
 

@@ -27,6 +27,7 @@ from absl import logging
 from configs import common
 from distill import distillation
 from distill import train
+from distill.data import loading
 from experiments import plotting
 
 ALL_METHODS = ('vanilla', 'hard', 'weighted', 'slam', 'taylor_ce',
@@ -150,7 +151,7 @@ def run_cell(get_config, root, labeled, seed, method, extra=''):
       student.data.train_on = 'labeled'
       # The same number of steps as the distilled students (more epochs of
       # the smaller labeled part), so the baseline is not under-trained.
-      data = train.load_data(student.data)
+      data = loading.load_data(student.data)
       n_labeled = len(data.parts['labeled'])
       if config.total_epochs > 0:
         ratio = len(data.parts['unlabeled']) / n_labeled

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy.optimize import linprog
 
-from distill import active
 from core.errors import ConfigError
+from distill import active
 
 
 def lp_value(g, b, m):

@@ -8,10 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import models
 from core.errors import ConfigError
 from distill import flops
 from models import attention
+import models
 
 
 def einsum_attention(q, k, v):

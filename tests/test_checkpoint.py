@@ -10,12 +10,13 @@ import jax
 import numpy as np
 import pytest
 
-import models
 from conftest import REPO
 from distill import checkpoint as ckpt_lib
 from distill import train
+from distill.data import loading
 from distill.data import pipeline
 from distill.logging_utils import read_metrics
+import models
 
 STEPS = 1500
 ARGS = ['--config=configs/digits_teacher.py',
@@ -71,9 +72,14 @@ def reference(tmp_path_factory):
 
 
 def test_kill9_then_resume_gives_the_same_final_metrics(reference, tmp_path):
+  """Killed while two grain workers feed it, resumed with none: the same
+  final metrics and records as the uninterrupted run (the batches depend on
+  the step alone), and no worker outlives the killed run."""
   workdir = str(tmp_path)
-  proc = launch(workdir)
+  proc = launch(workdir, '--config.data.workers=2')
   wait_for_checkpoint(proc, workdir, 300)
+  workers = _children(proc.pid)
+  assert len(workers) >= 2, workers
   proc.kill()                       # SIGKILL: no chance to save anything
   proc.wait()
   assert proc.returncode == -signal.SIGKILL
@@ -88,6 +94,21 @@ def test_kill9_then_resume_gives_the_same_final_metrics(reference, tmp_path):
     return [(r['step'], sorted(set(r) - {'time', 'compile_seconds'}))
             for r in read_metrics(w)]
   assert records(workdir) == records(reference)
+  assert not [p for p in workers if os.path.exists(f'/proc/{p}')]
+
+
+def _children(pid):
+  """Process ids whose parent is `pid` (Linux)."""
+  out = []
+  for name in os.listdir('/proc'):
+    if name.isdigit():
+      try:
+        with open(f'/proc/{name}/stat') as f:
+          if int(f.read().rsplit(')', 1)[1].split()[1]) == pid:
+            out.append(int(name))
+      except (OSError, IndexError, ValueError):
+        pass
+  return out
 
 
 def test_sigterm_saves_then_resume_gives_the_same_final_metrics(reference,
@@ -111,13 +132,15 @@ def test_sigterm_saves_then_resume_gives_the_same_final_metrics(reference,
 def test_load_trained_reproduces_the_test_accuracy(reference):
   config, variables, step = ckpt_lib.load_trained(reference)
   assert step == STEPS
-  data = train.load_data(config.data)
+  data = loading.load_data(config.data)
   model = models.build(config.model_name, data.num_classes,
                        config.model_dtype, **config.model.to_dict())
-  pre = pipeline.preprocessor(data.spec)
+  inputs = pipeline.Inputs(data.spec)
   correct = total = 0
-  for batch in pipeline.eval_batches(data.parts['test'], 500, pre):
-    pred = np.argmax(model.apply(variables, batch['inputs']), -1)
+  for batch in pipeline.eval_batches(data.parts['test'], 500,
+                                     inputs.host_eval):
+    pred = np.argmax(model.apply(variables, inputs.device(batch['inputs'])),
+                     -1)
     correct += np.sum((pred == batch['label']) * batch['mask'])
     total += batch['mask'].sum()
   assert correct / total == pytest.approx(

@@ -2,14 +2,16 @@
 import io
 import tarfile
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from ml_collections import ConfigDict
 from PIL import Image
 
-from distill.data import builders, datasets, pipeline, splits
 from core.errors import ConfigError
+from distill.data import augment, builders, datasets, pipeline, splits
 
 
 def data_cfg(**kw):
@@ -74,52 +76,97 @@ class ArraySource:
 SPEC = datasets.DatasetSpec('image', 'classification', mean=(0.,), std=(1.,))
 
 
-def test_train_batches_are_a_function_of_the_step():
+def _ids(batches, n):
+  out = [next(batches)['id'] for _ in range(n)]
+  pipeline.close(batches)
+  return out
+
+
+@pytest.mark.parametrize('workers', [0, 2])
+def test_train_batches_are_a_function_of_the_step(workers):
+  """The grain path: the batch of step s depends on (seed, s) alone, with
+  any number of workers; a run started at step 7 sees steps 7.. as they
+  were; each epoch is a permutation."""
   src = ArraySource(37)
-  pre = pipeline.preprocessor(SPEC)
-  a = pipeline.TrainBatches(src, 8, pre, seed=1, prefetch=2)
-  first = [next(a)['id'] for _ in range(12)]
-  a.close()
-  b = pipeline.TrainBatches(src, 8, pre, seed=1, start_step=7, prefetch=0)
-  resumed = [next(b)['id'] for _ in range(5)]
+  host = pipeline.Host(SPEC)
+  first = _ids(pipeline.train_batches(src, 8, host, seed=1,
+                                      workers=workers), 12)
+  resumed = _ids(pipeline.train_batches(src, 8, host, seed=1, start_step=7,
+                                        prefetch=0), 5)
   for x, y in zip(first[7:], resumed):
     np.testing.assert_array_equal(x, y)
-  # Each epoch is a permutation: the first 37 positions hit every example.
   stream = np.concatenate(first)
   assert sorted(stream[:37]) == list(range(37))
-  assert b.state() == {'next_step': 12, 'seed': 1, 'num_examples': 37}
+  other_seed = _ids(pipeline.train_batches(src, 8, host, seed=2), 1)
+  assert not np.array_equal(other_seed[0], first[0])
 
 
-def test_processes_split_the_global_batch():
-  src = ArraySource(50)
-  pre = pipeline.preprocessor(SPEC)
-  whole = pipeline.TrainBatches(src, 8, pre, seed=0, prefetch=0).indices(3)
-  parts = [pipeline.TrainBatches(src, 8, pre, seed=0, process_index=p,
-                                 process_count=4, prefetch=0).indices(3)
-           for p in range(4)]
-  np.testing.assert_array_equal(np.concatenate(parts), whole)
+def test_processes_split_the_global_batch_disjointly():
+  """Each process reads a contiguous slice of the global batch; over an
+  epoch the slices are disjoint and cover the part."""
+  n, batch, procs = 48, 8, 4
+  whole = pipeline.BatchIndices(n, batch, seed=0)
+  parts = [pipeline.BatchIndices(n, batch, seed=0, process_index=p,
+                                 process_count=procs) for p in range(procs)]
+  for step in range(n // batch):
+    np.testing.assert_array_equal(
+        np.concatenate([p[step] for p in parts]), whole[step])
+  per_process = [np.concatenate([p[s] for s in range(n // batch)])
+                 for p in parts]
+  assert sorted(np.concatenate(per_process)) == list(range(n))
 
 
 def test_eval_batches_cover_each_example_once():
   src = ArraySource(23)
-  pre = pipeline.preprocessor(SPEC)
   seen = []
-  for batch in pipeline.eval_batches(src, 10, pre):
+  for batch in pipeline.eval_batches(src, 10, pipeline.Host(SPEC)):
     assert len(batch['id']) == 10
     seen.extend(batch['id'][batch['mask'] > 0].tolist())
   assert seen == list(range(23))
 
 
-def test_crop_flip_keeps_shape_and_content():
-  rng = np.random.default_rng(0)
-  images = rng.integers(0, 255, (16, 8, 8, 3), dtype=np.uint8)
-  out = pipeline.crop_flip(images, np.random.default_rng(1), pad=2)
-  assert out.shape == images.shape
-  # With no padding a crop is the image itself, possibly mirrored.
-  out0 = pipeline.crop_flip(images, np.random.default_rng(1), pad=0)
-  for a, b in zip(images, out0):
-    assert np.array_equal(a, b) or np.array_equal(a[:, ::-1], b)
-  assert not np.array_equal(out, images)
+def test_device_prefetch_keeps_the_order():
+  put = []
+  out = list(pipeline.device_prefetch(iter(range(7)),
+                                      lambda b: put.append(b) or b, size=2))
+  assert out == list(range(7)) and put == list(range(7))
+
+
+def test_images_cross_as_uint8_and_are_normalised_on_device():
+  spec = datasets.DatasetSpec('image', 'classification', mean=(100.0,),
+                              std=(50.0,))
+  raw = ArraySource(5).get(np.arange(5))
+  host = pipeline.Host(spec)(raw)
+  assert host['inputs'].dtype == np.uint8
+  x = augment.model_inputs(spec)(jnp.asarray(host['inputs']))
+  np.testing.assert_allclose(x, (raw['image'].astype(np.float32) - 100) / 50)
+
+
+def test_device_crop_flip_draws_offsets_and_flips_like_the_host_did():
+  """Each image is a crop of its 4-pixel zero padding at an offset in
+  [0, 8] x [0, 8], flipped or not: offsets uniform over the 81 cells and
+  flips at rate 1/2 (the host version drew them so), a new draw per key."""
+  n, h = 4000, 12
+  images = np.arange(1, h * h + 1, dtype=np.float32).reshape(1, h, h, 1)
+  images = jnp.asarray(np.repeat(images, n, 0))
+  out = np.asarray(augment.crop_flip(images, jax.random.PRNGKey(3)))
+  padded = np.pad(np.asarray(images[0, :, :, 0]), 4)
+  offsets, flips = [], []
+  for img in out[..., 0]:
+    found = [(dy, dx, f) for dy in range(9) for dx in range(9) for f in (0, 1)
+             if np.array_equal(padded[dy:dy + h, dx:dx + h][:, ::-1] if f
+                               else padded[dy:dy + h, dx:dx + h], img)]
+    assert len(found) == 1              # a crop of the padding, or its mirror
+    dy, dx, f = found[0]
+    offsets.append(dy * 9 + dx)
+    flips.append(f)
+  counts = np.bincount(offsets, minlength=81)
+  expected = n / 81
+  chi2 = float(np.sum((counts - expected) ** 2 / expected))
+  assert chi2 < 130, chi2                 # 80 d.o.f.: p > 0.0003
+  assert abs(np.mean(flips) - 0.5) < 0.04
+  again = np.asarray(augment.crop_flip(images, jax.random.PRNGKey(4)))
+  assert not np.array_equal(out, again)
 
 
 # --- builders ----------------------------------------------------------------
@@ -244,13 +291,14 @@ def test_resizing_crops_for_variable_size_images():
   raw = {'image': images, 'label': np.array([1, 2]), 'id': np.arange(2)}
   spec = datasets.DatasetSpec('image', 'classification', mean=(0.,) * 3,
                               std=(1.,) * 3)
-  evaluated = pipeline.preprocessor(spec, image_size=16)(raw, None)
-  trained = pipeline.preprocessor(spec, 'inception_crop', 16)(
+  evaluated = pipeline.Host(spec, image_size=16)(raw, None)
+  trained = pipeline.Host(spec, 'inception_crop', 16)(
       raw, np.random.default_rng(1))
   assert evaluated['inputs'].shape == trained['inputs'].shape == (2, 16, 16, 3)
+  assert trained['inputs'].dtype == np.uint8     # decoded and cropped on host
   # The center crop of a constant image is that constant.
   flat = np.empty(1, object)
   flat[:] = [np.full((50, 80, 3), 7, np.uint8)]
-  out = pipeline.preprocessor(spec, image_size=8)(
+  out = pipeline.Host(spec, image_size=8)(
       {'image': flat, 'label': np.array([0]), 'id': np.arange(1)}, None)
   assert np.all(out['inputs'] == 7)

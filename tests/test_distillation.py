@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from configs import common, digits_distill
-from distill import distillation, teacher_cache, train
 from core.errors import ConfigError
+from distill import distillation, teacher_cache, train
+from distill.data import loading
 
 
 def cfg(method, teacher='', **kw):
@@ -103,7 +104,7 @@ def test_add_labeled_appends_true_labels(teacher_dir, tmp_path):
 def test_out_of_distribution_unlabeled_then_finetune(teacher_dir, tmp_path):
   from configs import digits_ood_distill  # pylint: disable=g-import-not-at-top
   c = digits_ood_distill.get_config(f'runlocal,teacher={teacher_dir}')
-  data = train.load_data(c.data)
+  data = loading.load_data(c.data)
   unlabeled = data.parts['unlabeled'].get(np.arange(3))
   assert unlabeled['image'].shape == (3, 8, 8, 1)       # MNIST resized
   assert unlabeled['label'].tolist() == [-1, -1, -1]     # no true labels
@@ -119,7 +120,7 @@ def test_out_of_distribution_needs_unlabeled_zero(tmp_path):
   c = digits_ood_distill.get_config('runlocal')
   c.data.unlabeled = -1
   with pytest.raises(ConfigError, match='set data.unlabeled=0'):
-    train.load_data(c.data)
+    loading.load_data(c.data)
 
 
 def test_init_from_a_different_model_is_refused(teacher_dir, tmp_path):

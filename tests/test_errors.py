@@ -7,8 +7,8 @@ import pytest
 
 from configs import common, digits_teacher
 from conftest import REPO
-from distill import config_lib, train
 from core.errors import ConfigError
+from distill import config_lib, train
 
 
 def run_launcher(*args):

@@ -23,8 +23,8 @@ from typing import Callable, Optional
 import numpy as np
 import pytest
 
-import faultlib
 from conftest import REPO
+import faultlib
 
 DIGITS = '--config=configs/digits_teacher.py'
 DISTILL = ['--config=configs/digits_distill.py:runlocal',
@@ -143,6 +143,22 @@ def _copy_pipeline(tmp, pipe, *extra):
           *extra]
 
 
+def _changed_text(tmp):
+  """A small LM trained on a text file, which is then rewritten."""
+  path = f'{tmp}/corpus.txt'
+  words = np.random.default_rng(0).choice(
+      ['the', 'cat', 'sat', 'on', 'a', 'mat', 'and', 'ran', 'far'], 20000)
+  with open(path, 'w') as f:
+    f.write(' '.join(words))
+  args = [f'--config=configs/shakespeare_lm.py:runlocal,text={path}',
+          f'--config.data.data_dir={tmp}/tfds', f'--workdir={tmp}/run']
+  first = faultlib.launch(args)
+  assert first.code == 0, first.stderr_lines[-3:]
+  with open(path, 'a') as f:
+    f.write(' and the dog')
+  return dict(args=args, watch=[f'{tmp}/run'])
+
+
 def _rerun(tmp, pipe, *args):
   """The finished pipeline (a copy) rerun with `args`."""
   shutil.copytree(pipe, f'{tmp}/run')      # its LOCK is free (empty)
@@ -239,17 +255,25 @@ CASES = [
          'a rerun into a workdir that holds another config',
          lambda tmp, pipe: _rerun(tmp, pipe, *DISTILL,
                                   '--config.distill.alpha_floor=0.2'), 2,
-         r'error: workdir \S+ holds a run with another config: '
+         r'error: workdir \S+ holds a run with other config: '
          r'distill.alpha_floor is 0.001 there, 0.2 here; rerun with its '
-         r'config or use a new --workdir'),
+         r'config and inputs or use a new --workdir'),
     Case('workdir_of_another_teacher',
          'a rerun into a workdir whose student learned from another teacher',
          lambda tmp, pipe: _rerun(tmp, pipe,
                                   DISTILL[0] + f',teacher={pipe}/teacher',
                                   *DISTILL[1:]), 2,
-         r'error: workdir \S+ holds a run with another config: '
+         r'error: workdir \S+ holds a run with other config: '
          r'teacher.workdir is "" there, "\S+/teacher" here \(and \d+ more\); '
-         r'rerun with its config or use a new --workdir'),
+         r'rerun with its config and inputs or use a new --workdir'),
+    Case('text_source_changed',
+         'a rerun after the text file it was trained on changed',
+         lambda tmp, pipe: _changed_text(tmp), 2,
+         r'error: workdir \S+ holds a run with other inputs: '
+         r'inputs.data.source is \[\{"sha256": "[0-9a-f]+\.\.\. there, '
+         r'\[\{"sha256": "[0-9a-f]+\.\.\. here( \(and \d+ more\))?; rerun '
+         r'with its config and inputs or use a new --workdir, or start one '
+         r'from its checkpoint with --init_from=\S+'),
     Case('workdir_in_use', 'a second process in a workdir a live run holds',
          _busy, 2, r'error: workdir \S+/w is in use by pid \d+ on \S+ since '
          r'\S+ \(.*launch/main.py .*\); wait for it to finish or stop it, or '

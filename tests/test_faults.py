@@ -13,12 +13,12 @@ import time
 import jax.numpy as jnp
 import pytest
 
-import faultlib
 from configs import common, digits_teacher
 from conftest import REPO
-from distill import train
 from core.errors import ConfigError, Diverged
+from distill import train
 from distill.logging_utils import read_metrics
+import faultlib
 
 
 def _config(steps):

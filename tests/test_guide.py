@@ -7,10 +7,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-import models
-from distill import guide, optim
 from core.errors import ConfigError
+from distill import guide, optim
 from models import transformer
+import models
 
 VOCAB = 13
 

@@ -8,12 +8,12 @@ import numpy as np
 import optax
 import pytest
 
-import models
 from configs import common, digits_distill
+from core.errors import ConfigError
 from distill import checkpoint as ckpt_lib
 from distill import distillation, optim
-from core.errors import ConfigError
 from models import laurel, residual
+import models
 
 VARIANTS = sorted(k for k in residual.RESIDUALS if k.startswith('laurel_'))
 RANK, PA_K = 4, 3

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import models
 from core.errors import ConfigError
 from models import residual
+import models
 
 
 def init(model, x):

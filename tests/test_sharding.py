@@ -9,8 +9,8 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from conftest import REPO
-from distill import sharding
 from core.errors import ConfigError
+from distill import sharding
 
 
 @pytest.fixture(scope='module')

@@ -12,9 +12,13 @@ at write time is off, so position in a split follows `id` order and
 
 The builders are not registered in the TFDS catalog (TFDS already has a
 `tiny_shakespeare` that downloads); `distill.data.datasets` looks them up by
-our names first and falls back to the catalog.
+our names first and falls back to the catalog. Builders made from a local
+file (`Cifar10Jpeg`, `TextFiles`) are configured by that file's path, size
+and modification time (`SourceConfig`), so a different source is prepared
+into a directory of its own, and record its content hash.
 """
 import dataclasses
+import hashlib
 import os
 import tarfile
 
@@ -145,18 +149,65 @@ def mnist1d_config(num_samples, generator_seed=42):
                        num_samples=num_samples, generator_seed=generator_seed)
 
 
+@dataclasses.dataclass
+class SourceConfig(tfds.core.BuilderConfig):
+  """A builder config keyed by the local files a dataset is built from:
+  `files` holds (path, size, modification time in ns) of each, so another
+  source (or the same path rewritten) is prepared into its own directory,
+  never read from one built from something else."""
+  files: tuple = ()
+
+
+def source_files(path, pattern=None):
+  """The regular files of `path` (a file, or a folder walked in sorted
+  order, hidden files left out; `pattern` keeps one name), as the
+  (path, size, mtime_ns) tuples a SourceConfig keys on."""
+  if os.path.isfile(path):
+    found = [path]
+  else:
+    found = []
+    for base, dirs, names in os.walk(path):
+      dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
+      found += [os.path.join(base, n) for n in sorted(names)
+                if not n.startswith('.') and (pattern is None or n == pattern)]
+  out = []
+  for p in found:
+    st = os.stat(p)
+    out.append((os.path.abspath(p), st.st_size, st.st_mtime_ns))
+  return tuple(out)
+
+
+def source_key(files, *args):
+  """A short name for a source and the builder arguments."""
+  return hashlib.sha256(repr((files, args)).encode()).hexdigest()[:12]
+
+
+def content_hashes(files):
+  """[{path, size, sha256}] of the source files, recorded with the
+  prepared data (what it was built from)."""
+  out = []
+  for path, size, _ in files:
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+      for block in iter(lambda: f.read(1 << 20), b''):
+        h.update(block)
+    out.append({'path': path, 'size': size, 'sha256': h.hexdigest()})
+  return out
+
+
 class Cifar10Jpeg(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """CIFAR-10 from an image-folder archive of JPEGs (`train|test/<class>/N.jpg`).
 
-  The archive (`cifar10_jpeg.tar.gz`) is read with Python's `tarfile` from
-  `manual_dir` (or `download_config.manual_dir`); JPEG bytes are stored as
-  they are, so building needs no image encoder and no TensorFlow.
-  Example ids follow the sorted member paths: stable across rebuilds.
+  The archive (`cifar10_jpeg.tar.gz`) is read with Python's `tarfile`; JPEG
+  bytes are stored as they are, so building needs no image encoder and no
+  TensorFlow. Example ids follow the sorted member paths: stable across
+  rebuilds. Built with `cifar10_config(archive)`: prepared per archive.
   """
   VERSION = tfds.core.Version('1.0.0')
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       'Give the path of cifar10_jpeg.tar.gz (or its folder) as data.manual_dir.')
   ARCHIVE = 'cifar10_jpeg.tar.gz'
+  BUILDER_CONFIGS = []
 
   def _info(self):
     return tfds.core.DatasetInfo(
@@ -169,14 +220,14 @@ class Cifar10Jpeg(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             'label': tfds.features.ClassLabel(names=CIFAR10_CLASSES),
             'id': tfds.features.Tensor(shape=(), dtype=np.int64),
         }),
-        supervised_keys=('image', 'label'))
+        supervised_keys=('image', 'label'),
+        metadata=tfds.core.MetadataDict())
 
   def _split_generators(self, dl_manager):
-    path = os.fspath(dl_manager.manual_dir)
-    if os.path.isdir(path):
-      path = os.path.join(path, self.ARCHIVE)
-    if not os.path.isfile(path):
-      raise FileNotFoundError(f'cifar10_jpeg archive not found: {path}')
+    del dl_manager
+    files = self.builder_config.files
+    path = files[0][0]
+    self.info.metadata['source'] = content_hashes(files)
     members = {'train': [], 'test': []}
     with tarfile.open(path, 'r:*') as tar:
       for m in tar:
@@ -194,36 +245,34 @@ class Cifar10Jpeg(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       yield i, {'image': data, 'label': CIFAR10_CLASSES.index(cls), 'id': i}
 
 
+def cifar10_config(archive):
+  files = source_files(archive)
+  return SourceConfig(name=f'src-{source_key(files)}', files=files)
+
+
 @dataclasses.dataclass
-class TinyShakespeareConfig(tfds.core.BuilderConfig):
+class TextConfig(SourceConfig):
   seq_len: int = 128
+  tokenizer: str = 'char'
+  vocab_size: int = 0
 
 
-class TinyShakespeare(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """Character-level Tiny Shakespeare from a local text file (manual_dir).
+class TextFiles(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Language-model windows of any UTF-8 text: a file, or a folder of files
+  (concatenated in sorted path order, one newline between them).
 
-  The text is cut 90/10 into train/test; each split into non-overlapping
-  windows of `seq_len + 1` character ids (inputs are `tokens[:-1]`, targets
-  `tokens[1:]`). The vocabulary is the sorted set of characters of the file.
+  The text is cut 90/10 into train and test; a tokenizer (`char`: the
+  sorted characters of the whole text; `spm`: SentencePiece trained on the
+  train part, `vocab_size` pieces, distill/data/tokenizers.py) turns each
+  into ids, cut into non-overlapping windows of `seq_len + 1` ids (inputs
+  are `tokens[:-1]`, targets `tokens[1:]`). Ids are the window's index (test
+  windows from 2**32): stable across rebuilds. The tokenizer and the source
+  files' sizes and content hashes are stored with the prepared data.
+  Built with `text_config(path, seq_len, tokenizer, vocab_size)`.
   """
   VERSION = tfds.core.Version('1.0.0')
-  MANUAL_DOWNLOAD_INSTRUCTIONS = (
-      'Give the path of tiny_shakespeare.txt (or its folder) as '
-      'data.manual_dir.')
-  FILE = 'tiny_shakespeare.txt'
-
-  def _text(self, dl_manager):
-    path = os.fspath(dl_manager.manual_dir)
-    if os.path.isdir(path):
-      path = os.path.join(path, self.FILE)
-    if not os.path.isfile(path):
-      raise FileNotFoundError(f'tiny_shakespeare text not found: {path}')
-    with open(path, encoding='utf-8') as f:
-      text = f.read()
-    if len(text) < 2 * (self.builder_config.seq_len + 1):
-      raise SourceError(f'{len(text)} characters: too short for train and '
-                        f'test windows of {self.builder_config.seq_len + 1}')
-    return text
+  MANUAL_DOWNLOAD_INSTRUCTIONS = 'Give the text file or folder as data.manual_dir.'
+  BUILDER_CONFIGS = []
 
   def _info(self):
     n = self.builder_config.seq_len + 1
@@ -237,15 +286,34 @@ class TinyShakespeare(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         }),
         metadata=tfds.core.MetadataDict())
 
+  def _text(self):
+    parts = []
+    for path, _, _ in self.builder_config.files:
+      try:
+        with open(path, encoding='utf-8') as f:
+          parts.append(f.read())
+      except UnicodeDecodeError as e:
+        raise SourceError(f'{path} is not UTF-8 text ({e.reason})') from e
+    text = '\n'.join(parts)
+    n = self.builder_config.seq_len + 1
+    if len(text) < 20 * n:
+      raise SourceError(f'{len(text)} characters: too short for train and '
+                        f'test windows of {n}')
+    return text
+
   def _split_generators(self, dl_manager):
-    text = self._text(dl_manager)
-    vocab = sorted(set(text))
-    self.info.metadata['vocab'] = ''.join(vocab)
-    lookup = {c: i for i, c in enumerate(vocab)}
-    tokens = np.fromiter((lookup[c] for c in text), np.int32, len(text))
-    cut = int(0.9 * len(tokens))
-    return {'train': self._generate_examples(tokens[:cut], 0),
-            'test': self._generate_examples(tokens[cut:], 1 << 32)}
+    del dl_manager
+    from distill.data import tokenizers  # pylint: disable=g-import-not-at-top
+    cfg = self.builder_config
+    text = self._text()
+    cut = int(0.9 * len(text))
+    train, test = text[:cut], text[cut:]
+    tok = tokenizers.train(cfg.tokenizer, tokenizers.chunks_of(
+        text if cfg.tokenizer == 'char' else train), cfg.vocab_size)
+    self.info.metadata['tokenizer'] = tok.to_json()
+    self.info.metadata['source'] = content_hashes(cfg.files)
+    return {'train': self._generate_examples(tok.encode(train), 0),
+            'test': self._generate_examples(tok.encode(test), 1 << 32)}
 
   def _generate_examples(self, tokens, offset):
     n = self.builder_config.seq_len + 1
@@ -253,5 +321,11 @@ class TinyShakespeare(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       yield i, {'tokens': tokens[i * n:(i + 1) * n], 'id': offset + i}
 
 
-def tiny_shakespeare_config(seq_len):
-  return TinyShakespeareConfig(name=f'seq{seq_len}', seq_len=seq_len)
+def text_config(path, seq_len, tokenizer='char', vocab_size=0):
+  files = source_files(path)
+  if not files:
+    raise SourceError(f'{path} holds no file')
+  name = (f'{tokenizer}{vocab_size or ""}-seq{seq_len}-'
+          f'{source_key(files, seq_len, tokenizer, vocab_size)}')
+  return TextConfig(name=name, files=files, seq_len=seq_len,
+                    tokenizer=tokenizer, vocab_size=vocab_size)

@@ -20,10 +20,12 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
-from distill.data import builders
-from distill.data import splits
 from core.errors import ConfigError, EnvironmentFault, errno_of
 from core.errors import no_space, one_line
+from distill.data import builders
+from distill.data import splits
+from distill.data import text
+from distill.data import tokenizers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,25 +48,37 @@ def _mnist1d(cfg, data_dir):
       data_dir=data_dir)
 
 
-def _shakespeare(cfg, data_dir):
-  return builders.TinyShakespeare(
-      config=builders.tiny_shakespeare_config(cfg.get('seq_len', 128) or 128),
+def _text(cfg, data_dir, source):
+  return builders.TextFiles(
+      config=builders.text_config(source, cfg.get('seq_len', 128) or 128,
+                                  cfg.get('tokenizer', 'char') or 'char',
+                                  cfg.get('vocab_size', 0) or 0),
       data_dir=data_dir)
 
 
-OFFLINE: dict[str, tuple[Callable[..., Any], DatasetSpec]] = {
-    'digits': (lambda cfg, d: builders.Digits(data_dir=d),
+LM_SPEC = DatasetSpec('tokens', 'lm', label_key=None)
+
+
+# name -> (factory(data config, data dir, local source path) -> builder,
+# spec, the file data.manual_dir holds ('' for a file or folder of any name;
+# None: an embedded set)).
+OFFLINE: dict[str, tuple[Callable[..., Any], DatasetSpec, Any]] = {
+    'digits': (lambda cfg, d, s: builders.Digits(data_dir=d),
                DatasetSpec('image', 'classification', mean=(127.5,),
-                           std=(127.5,))),
-    'mnist5k': (lambda cfg, d: builders.Mnist5k(data_dir=d),
+                           std=(127.5,)), None),
+    'mnist5k': (lambda cfg, d, s: builders.Mnist5k(data_dir=d),
                 DatasetSpec('image', 'classification', mean=(33.3,),
-                            std=(78.6,))),
-    'mnist1d': (_mnist1d, DatasetSpec('signal', 'classification')),
-    'cifar10_jpeg': (lambda cfg, d: builders.Cifar10Jpeg(data_dir=d),
+                            std=(78.6,)), None),
+    'mnist1d': (lambda cfg, d, s: _mnist1d(cfg, d),
+                DatasetSpec('signal', 'classification'), None),
+    'cifar10_jpeg': (lambda cfg, d, s: builders.Cifar10Jpeg(
+        config=builders.cifar10_config(s), data_dir=d),
                      DatasetSpec('image', 'classification', mean=_CIFAR_MEAN,
-                                 std=_CIFAR_STD)),
-    'tiny_shakespeare': (_shakespeare,
-                         DatasetSpec('tokens', 'lm', label_key=None)),
+                                 std=_CIFAR_STD), 'cifar10_jpeg.tar.gz'),
+    # Any UTF-8 file or folder (data.manual_dir), tokenized by
+    # data.tokenizer into windows of data.seq_len + 1.
+    'text': (_text, LM_SPEC, ''),
+    'tiny_shakespeare': (_text, LM_SPEC, 'tiny_shakespeare.txt'),
 }
 
 # Input statistics of well-known catalog sets; others default to 0..1 scaling.
@@ -84,19 +98,25 @@ def default_data_dir():
 
 
 def _manual_file(cfg):
-  """The local source file of an offline builder that needs one, checked:
-  data.manual_dir is that file or a folder holding it."""
-  factory_file = {'cifar10_jpeg': builders.Cifar10Jpeg.ARCHIVE,
-                  'tiny_shakespeare': builders.TinyShakespeare.FILE}
-  if cfg.name not in factory_file:
+  """The local source of an offline builder that needs one, checked:
+  data.manual_dir is that file or a folder holding it (for `text`, any file
+  or a folder of text files)."""
+  name = OFFLINE[cfg.name][2]
+  if name is None:
     return None
   manual = cfg.get('manual_dir')
-  name = factory_file[cfg.name]
   if not manual:
-    raise ConfigError(f'dataset {cfg.name!r} needs data.manual_dir: the '
-                      f'folder of {name} or its path (e.g. ../shared/datasets)')
+    raise ConfigError(f'dataset {cfg.name!r} needs data.manual_dir: '
+                      + (f'the folder of {name} or its path (e.g. '
+                         '../shared/datasets)' if name else
+                         'the path of a UTF-8 text file or folder'))
   if not os.path.exists(manual):
     raise ConfigError(f'data.manual_dir does not exist: {manual}')
+  if not name:
+    if os.path.isdir(manual) and not builders.source_files(manual):
+      raise ConfigError(f'data.manual_dir={manual} holds no file; give a '
+                        'UTF-8 text file or a folder of them')
+    return manual
   path = os.path.join(manual, name) if os.path.isdir(manual) else manual
   if not os.path.isfile(path):
     raise ConfigError(f'data.manual_dir={manual} holds no {name}; give its '
@@ -131,12 +151,16 @@ def _prepare(builder, cfg, source):
 
 
 def _builder(cfg):
-  """The prepared TFDS builder for an offline dataset (built on first use)."""
-  factory, _ = OFFLINE[cfg.name]
+  """The prepared TFDS builder for an offline dataset (built on first use,
+  into a directory of its own for each local source)."""
+  factory, _, _ = OFFLINE[cfg.name]
   data_dir = cfg.get('data_dir') or default_data_dir()
-  builder = factory(cfg, data_dir)
+  source = _manual_file(cfg)
+  try:
+    builder = factory(cfg, data_dir, source)
+  except builders.SourceError as e:
+    raise ConfigError(f'data.manual_dir={cfg.manual_dir}: {e}') from e
   if not builder.is_prepared():
-    source = _manual_file(cfg)
     _prepare(builder, cfg, source or cfg.name)
   return builder
 
@@ -144,7 +168,6 @@ def _builder(cfg):
 # TFDS catalog text sets: language-model data (next-token windows).
 TEXT_CATALOG = ('c4', 'lm1b', 'wikipedia', 'wiki40b', 'pg19',
                 'tiny_shakespeare', 'ptb_text_only')
-LM_SPEC = DatasetSpec('tokens', 'lm', label_key=None)
 
 
 def catalog_base(name):
@@ -207,6 +230,15 @@ class Source:
     out['id'] = (ids.astype(np.int64) if np.issubdtype(ids.dtype, np.integer)
                  and 'id' in items[0] else indices)
     return out
+
+  def get_text(self, indices, key):
+    """The raw `key` feature (text, as str or bytes) of each example."""
+    keys = [int(i) for i in np.asarray(indices, np.int64)]
+    try:
+      items = self._ds.__getitems__(keys)
+    except TypeError:
+      items = [self._ds[k] for k in keys]
+    return [it[key] for it in items]
 
 
 class Subset:
@@ -337,7 +369,8 @@ def load_split_in_memory(cfg, split):
   """`load_split` decoded into RAM, shared by every later call in this
   process with the same dataset (experiments run many cells on one split)."""
   key = (split,) + tuple(str(cfg.get(k)) for k in (
-      'name', 'data_dir', 'manual_dir', 'num_samples', 'seq_len'))
+      'name', 'data_dir', 'manual_dir', 'num_samples', 'seq_len', 'tokenizer',
+      'vocab_size'))
   if key not in _IN_MEMORY:
     _IN_MEMORY[key] = ArraySource(load_split(cfg, split))
   return _IN_MEMORY[key]
@@ -347,10 +380,12 @@ def load_split(cfg, split):
   """A Source for `split` ('train' or 'test') of dataset `cfg.name`."""
   spec(cfg)  # validates the name
   if cfg.name in OFFLINE:
-    ds = _builder(cfg).as_data_source(split=split)
-  else:
-    ds = _catalog_source(cfg, split)
-  return Source(ds)
+    return Source(_builder(cfg).as_data_source(split=split))
+  source = Source(_catalog_source(cfg, split))
+  if spec(cfg).task == 'lm':
+    return text.DocumentWindows(source, tokenizer(cfg), cfg.seq_len,
+                                text.text_key(cfg))
+  return source
 
 
 def _catalog_source(cfg, split):
@@ -363,6 +398,11 @@ def _catalog_source(cfg, split):
     return tfds.data_source(
         cfg.name, split=split, data_dir=data_dir, download=download,
         download_and_prepare_kwargs={'file_format': 'array_record'})
+  except ModuleNotFoundError:      # its builder code imports TensorFlow (c4)
+    prepared = text.prepared_directory(cfg.name, data_dir or
+                                       default_data_dir())
+    if prepared:
+      return tfds.builder_from_directory(prepared).as_data_source(split=split)
   except Exception:  # pylint: disable=broad-except
     if download or tfds.builder(cfg.name, data_dir=data_dir).is_prepared():
       raise
@@ -402,10 +442,37 @@ def part_sizes(cfg):
   return sizes
 
 
+def tokenizer(cfg):
+  """The tokenizer of a language-model dataset (stored with its prepared
+  data), else None."""
+  if spec(cfg).task != 'lm':
+    return None
+  if cfg.name in OFFLINE:
+    return tokenizers.from_json(_builder(cfg).info.metadata['tokenizer'])
+  return text.catalog_tokenizer(cfg, Source(_catalog_source(cfg, 'train')),
+                                cfg.get('data_dir') or default_data_dir())
+
+
+def source_record(cfg):
+  """What the data of `cfg` was prepared from, for a run's identity: the
+  builder's directory and the source files' hashes (offline builders), the
+  tokenizer's digest (language models)."""
+  out = {'name': cfg.name}
+  if cfg.name in OFFLINE:
+    builder = _builder(cfg)
+    if 'source' in builder.info.metadata:
+      out['source'] = [{k: f[k] for k in ('size', 'sha256')}
+                       for f in builder.info.metadata['source']]
+  tok = tokenizer(cfg)
+  if tok is not None:
+    out['tokenizer'] = tokenizers.digest(tok)
+  return out
+
+
 def num_classes(cfg):
   """Number of classes (or vocabulary size for LM data)."""
-  if cfg.name == 'tiny_shakespeare':
-    return len(_builder(cfg).info.metadata['vocab'])
+  if spec(cfg).task == 'lm':
+    return tokenizer(cfg).vocab_size
   if cfg.name in OFFLINE:
     return _builder(cfg).info.features['label'].num_classes
   return tfds.builder(cfg.name, data_dir=cfg.get('data_dir') or None,

@@ -1,74 +1,73 @@
-"""Host input pipeline: deterministic batches as a pure function of the step.
+"""The input pipeline, through grain: the batch of step `s` is a pure function
+of `(seed, s)`.
 
-Training batches: for global step `s`, the batch is positions
-`[s*B, (s+1)*B)` of an endless stream made of per-epoch permutations seeded
-by `(seed, epoch)`. Augmentation randomness is seeded by `(seed, step)`. So a
-run resumed at step `s` sees exactly the batches an uninterrupted run sees,
-and the only iterator state to checkpoint is the next step.
+    batches = pipeline.train_batches(part, 128, host, seed=0, start_step=0,
+                                     workers=2)
+    on_device = pipeline.device_prefetch(batches, put, size=2)
 
-Each process takes its contiguous slice of the global batch; the train loop
-assembles the global array with `jax.make_array_from_process_local_data`.
-A background thread prefetches `prefetch` batches.
+Training: `BatchIndices` (a grain MapDataset) maps step `s` to this process's
+contiguous slice of the global batch's positions `[s*B, (s+1)*B)` in an
+endless stream of per-epoch permutations seeded by `(seed, epoch)`; grain's
+`map_with_index` reads those examples and runs the host work (`Host`:
+decoding, crops of variable-size images, LM targets) with a generator seeded
+by `(seed, s, process)`; `to_iter_dataset` prefetches with one thread, or
+`mp_prefetch` with `workers` processes (`data.workers`). A run resumed at step
+`s` starts the dataset there, so it sees exactly the batches an uninterrupted
+run sees: the iterator's state is the next step, stored in the checkpoint,
+whatever the worker count. `device_prefetch` places the next batches on the
+devices ahead of the step. Evaluation (`eval_batches`): one pass in order, the
+last batch padded with mask 0.
+
+Images stay uint8 here; normalisation and crop/flip run on the device inside
+the jitted step (distill/data/augment.py).
 """
-import queue
+import collections
+import os
+import sys
 import threading
+import time
 
+import grain
 import numpy as np
 
+from distill.data import augment as augment_lib
 
-def preprocessor(spec, augment='', image_size=0):
-  """Returns `fn(raw_batch, rng) -> batch` with keys inputs/label|targets/id/mask.
+AUGMENTATIONS = augment_lib.AUGMENTATIONS
 
-  `image_size > 0` resizes images (ImageNet-style sets of variable size): for
-  evaluation, the shorter side to image_size / 0.875 then a center crop;
-  for training with augment='inception_crop', a random-resized crop (area
-  8-100%, aspect 3/4-4/3) and a flip.
-  """
-  mean = None if spec.mean is None else np.asarray(spec.mean, np.float32)
-  std = None if spec.std is None else np.asarray(spec.std, np.float32)
 
-  def fn(raw, rng):
-    x = raw[spec.input_key]
+class Host:
+  """The host half of preprocessing: a raw batch (dict of numpy arrays) to
+  `inputs` (uint8 images, int32 tokens), `label` or `targets`, `id`, `mask`
+  and the `teacher` targets a part carries. `image_size > 0` resizes
+  variable-size images (ImageNet-style sets): for evaluation the shorter side
+  to image_size / 0.875 and a center crop; for training with
+  augment='inception_crop' a random-resized crop (area 8-100%, aspect
+  3/4-4/3) and a flip."""
+
+  def __init__(self, spec, augment='', image_size=0):
+    self.spec = spec
+    self.augment = augment
+    self.image_size = image_size
+
+  def __call__(self, raw, rng=None):
+    x = raw[self.spec.input_key]
     out = {'id': raw['id']}
-    if spec.task == 'lm':
+    if self.spec.task == 'lm':
       out['inputs'] = x[:, :-1].astype(np.int32)
       out['targets'] = x[:, 1:].astype(np.int32)
+      if 'token_mask' in raw:          # padded document windows
+        out['target_mask'] = raw['token_mask'][:, 1:].astype(np.float32)
     else:
-      if image_size:
-        train = augment == 'inception_crop' and rng is not None
-        x = np.stack([inception_crop(im, image_size, rng) if train
-                      else center_crop(im, image_size) for im in x])
-      elif augment and rng is not None:
-        x = AUGMENTATIONS[augment](x, rng)
-      x = x.astype(np.float32)
-      if mean is not None:
-        x = (x - mean) / std
+      if self.image_size:
+        train = self.augment == 'inception_crop' and rng is not None
+        x = np.stack([inception_crop(im, self.image_size, rng) if train
+                      else center_crop(im, self.image_size) for im in x])
       out['inputs'] = x
-      out['label'] = raw[spec.label_key].astype(np.int32)
+      out['label'] = raw[self.spec.label_key].astype(np.int32)
     out['mask'] = np.ones(len(x), np.float32)
     if 'teacher' in raw:
       out['teacher'] = raw['teacher']
     return out
-
-  return fn
-
-
-def crop_flip(images, rng, pad=4):
-  """Random crop with `pad` pixels of zero padding, and random h-flip (NHWC)."""
-  n, h, w, _ = images.shape
-  padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-  dy = rng.integers(0, 2 * pad + 1, n)
-  dx = rng.integers(0, 2 * pad + 1, n)
-  rows = dy[:, None] + np.arange(h)[None]          # (n, h)
-  cols = dx[:, None] + np.arange(w)[None]          # (n, w)
-  flip = rng.random(n) < 0.5
-  cols = np.where(flip[:, None], cols[:, ::-1], cols)
-  return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
-
-
-def flip(images, rng):
-  f = rng.random(len(images)) < 0.5
-  return np.where(f[:, None, None, None], images[:, :, ::-1], images)
 
 
 def _resize(image, height, width):
@@ -103,48 +102,54 @@ def inception_crop(image, size, rng, area=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
   return image[:, ::-1] if rng.random() < 0.5 else image
 
 
-AUGMENTATIONS = {'crop_flip': crop_flip, 'flip': flip,
-                 'inception_crop': None}   # applied with data.image_size
+class Inputs:
+  """How a dataset's raw examples become model inputs: the host halves
+  (`host_train` with the augmentation's host part, `host_eval`) and the
+  device half (`device(x, key=None)`, jittable; a key applies the training
+  augmentation)."""
+
+  def __init__(self, spec, augment='', image_size=0):
+    self.spec = spec
+    self.host_train = Host(spec, augment, image_size)
+    self.host_eval = Host(spec, '', image_size)
+    self.device = augment_lib.model_inputs(spec, augment)
 
 
-class TrainBatches:
-  """Endless, resumable iterator of process-local training batches."""
+class BatchIndices(grain.MapDataset):
+  """Step `s` -> the source indices of this process's slice of the global
+  batch of step `s`: positions `[s*B, (s+1)*B)` of an endless stream made of
+  per-epoch permutations of the `n` examples, seeded by `(seed, epoch)`
+  (numpy's `default_rng([seed, epoch])`, the identity without `shuffle`);
+  process `p` of `P` takes the contiguous `[p*B/P, (p+1)*B/P)`."""
 
-  def __init__(self, source, global_batch_size, preprocess, seed=0,
-               start_step=0, process_index=0, process_count=1, prefetch=2,
-               shuffle=True):
-    if global_batch_size % process_count:
-      raise ValueError(f'batch size {global_batch_size} is not divisible by '
-                       f'the process count {process_count}')
-    self.source = source
-    self.n = len(source)
-    if self.n == 0:
+  def __init__(self, n, global_batch, seed=0, process_index=0,
+               process_count=1, shuffle=True):
+    super().__init__()
+    if n == 0:
       raise ValueError('cannot train on an empty split')
-    self.batch = global_batch_size
-    self.local = global_batch_size // process_count
+    if global_batch % process_count:
+      raise ValueError(f'batch size {global_batch} is not divisible by the '
+                       f'process count {process_count}')
+    self.n, self.batch, self.seed, self.shuffle = n, global_batch, seed, shuffle
+    self.local = global_batch // process_count
     self.offset = process_index * self.local
-    self.process_index = process_index
-    self.preprocess = preprocess
-    self.seed = seed
-    self.shuffle = shuffle
-    self.step = start_step
-    self._perm_cache = {}
-    self._prefetch = prefetch
-    self._queue = None
-    self._thread = None
-    self._stop = threading.Event()
+    self._perms = collections.OrderedDict()
+
+  def __len__(self):
+    return sys.maxsize
 
   def _perm(self, epoch):
-    if epoch not in self._perm_cache:
-      if len(self._perm_cache) > 4:
-        self._perm_cache.clear()
-      self._perm_cache[epoch] = (
+    if epoch not in self._perms:
+      if len(self._perms) > 4:
+        self._perms.popitem(last=False)
+      self._perms[epoch] = (
           np.random.default_rng([self.seed, epoch]).permutation(self.n)
           if self.shuffle else np.arange(self.n))
-    return self._perm_cache[epoch]
+    return self._perms[epoch]
 
-  def indices(self, step):
-    """Source indices of this process's part of the global batch at `step`."""
+  def __getitem__(self, step):
+    if isinstance(step, slice):
+      return self.slice(step)
     pos = step * self.batch + self.offset + np.arange(self.local)
     epochs, within = np.divmod(pos, self.n)
     out = np.empty(self.local, np.int64)
@@ -153,57 +158,111 @@ class TrainBatches:
       out[sel] = self._perm(int(e))[within[sel]]
     return out
 
-  def batch_at(self, step):
+
+class _ReadStep:
+  """Step, indices -> the host batch (a picklable map for grain workers)."""
+
+  def __init__(self, part, host, seed, process_index, start):
+    self.part, self.host = part, host
+    self.seed, self.process_index, self.start = seed, process_index, start
+
+  def __call__(self, i, indices):
+    step = self.start + i
     rng = np.random.default_rng([self.seed, step, self.process_index, 1])
-    return self.preprocess(self.source.get(self.indices(step)), rng)
+    return self.host(self.part.get(indices), rng)
 
-  def state(self):
-    """What a checkpoint stores to resume this iterator."""
-    return {'next_step': int(self.step), 'seed': int(self.seed),
-            'num_examples': int(self.n)}
 
-  def _worker(self, start):
-    step = start
-    while not self._stop.is_set():
-      item = self.batch_at(step)
-      while not self._stop.is_set():
-        try:
-          self._queue.put(item, timeout=0.1)
-          break
-        except queue.Full:
-          continue
-      step += 1
+def train_batches(part, global_batch, host, seed=0, start_step=0,
+                  process_index=0, process_count=1, workers=0, prefetch=2,
+                  shuffle=True):
+  """An endless grain iterator of this process's training batches from
+  `start_step` on; `close()` it (workers are processes)."""
+  steps = BatchIndices(len(part), global_batch, seed, process_index,
+                       process_count, shuffle)[start_step:]
+  ds = steps.map_with_index(_ReadStep(part, host, seed, process_index,
+                                      start_step))
+  return _iterate(ds, workers, prefetch)
 
-  def __iter__(self):
-    return self
 
-  def __next__(self):
-    if self._prefetch <= 0:
-      out = self.batch_at(self.step)
-    else:
-      if self._thread is None:
-        self._queue = queue.Queue(self._prefetch)
-        self._thread = threading.Thread(target=self._worker,
-                                        args=(self.step,), daemon=True)
-        self._thread.start()
-      out = self._queue.get()
-    self.step += 1
+def _iterate(ds, workers, prefetch):
+  it = ds.to_iter_dataset(grain.ReadOptions(
+      num_threads=1 if prefetch and not workers else 0,
+      prefetch_buffer_size=max(prefetch, 1)))
+  if workers:
+    _grain_flags_ready()
+    it = it.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=workers, per_worker_buffer_size=max(prefetch, 1)),
+                        worker_init_fn=_exit_with_parent)
+  return iter(it)
+
+
+def _exit_with_parent(worker_index, worker_count):
+  """In each input worker: exit as soon as the training process is gone
+  (killed with -9, it cannot stop its workers itself)."""
+  del worker_index, worker_count
+  parent = os.getppid()
+
+  def watch():
+    while os.getppid() == parent:
+      time.sleep(1.0)
+    os._exit(0)
+
+  threading.Thread(target=watch, daemon=True).start()
+
+
+def _grain_flags_ready():
+  """grain's multiprocessing reads absl flags: parse them (to their
+  defaults) where no absl app did, e.g. under pytest or in a notebook."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+
+
+class _ReadEval:
+  """Batch number -> the padded host batch of one pass in order."""
+
+  def __init__(self, part, host, global_batch, process_index, process_count):
+    self.part, self.host, self.batch = part, host, global_batch
+    self.local = global_batch // process_count
+    self.offset = process_index * self.local
+
+  def __call__(self, j):
+    n = len(self.part)
+    pos = j * self.batch + self.offset + np.arange(self.local)
+    valid = pos < n
+    out = self.host(self.part.get(np.where(valid, pos, 0)), None)
+    out['mask'] = out['mask'] * valid.astype(np.float32)
     return out
 
-  def close(self):
-    self._stop.set()
-    if self._thread is not None:
-      self._thread.join(timeout=5)
+
+def eval_batches(part, global_batch, host, process_index=0, process_count=1,
+                 workers=0, prefetch=2):
+  """One pass over `part` in order (a grain iterator); the last batch is
+  padded, with mask 0 on the padding."""
+  count = -(-len(part) // global_batch)
+  ds = grain.MapDataset.range(count).map(_ReadEval(
+      part, host, global_batch, process_index, process_count))
+  it = _iterate(ds, workers, prefetch)
+  try:
+    yield from it
+  finally:
+    close(it)
 
 
-def eval_batches(source, global_batch_size, preprocess, process_index=0,
-                 process_count=1):
-  """One pass over `source` in order; the last batch is padded, mask=0."""
-  local = global_batch_size // process_count
-  n = len(source)
-  for start in range(0, n, global_batch_size):
-    pos = start + process_index * local + np.arange(local)
-    valid = pos < n
-    batch = preprocess(source.get(np.where(valid, pos, 0)), None)
-    batch['mask'] = batch['mask'] * valid.astype(np.float32)
-    yield batch
+def close(iterator):
+  """Stops a grain iterator's threads and worker processes."""
+  stop = getattr(iterator, 'close', None)
+  if stop is not None:
+    stop()
+
+
+def device_prefetch(batches, put, size=2):
+  """Yields `put(batch)` (placed on the devices, asynchronously) `size`
+  batches ahead of the consumer."""
+  queue = collections.deque()
+  for batch in batches:
+    queue.append(put(batch))
+    if len(queue) > size:
+      yield queue.popleft()
+  while queue:
+    yield queue.popleft()

@@ -3,12 +3,13 @@ check: no dataset files, no downloads. Values are random; only shapes,
 dtypes and class counts are real.
 
     from distill.data import synthetic
-    data = synthetic.data_like(config)       # a train.Data
+    data = synthetic.data_like(config)       # a loading.Data
 """
 import numpy as np
 
-from distill.data import datasets
 from core.errors import ConfigError
+from distill.data import datasets
+from distill.data import loading
 
 # dataset name -> (input key, raw input shape (None: from the config), dtype,
 # classes). Catalog images are generated at the config's image_size
@@ -68,23 +69,23 @@ def example_like(data_cfg):
 
 
 def data_like(config, n=None):
-  """A `train.Data` with the shapes of `config.data`, every part the same
+  """A `loading.Data` with the shapes of `config.data`, every part the same
   `n` random examples (default: one batch, at least 64)."""
-  from distill import train  # pylint: disable=g-import-not-at-top
   example, classes = example_like(config.data)
   known = config.data.name in datasets.OFFLINE or 'tokens' in example
   spec = datasets.spec(config.data) if known else datasets.DatasetSpec(
       'image', 'classification', mean=(127.5,) * 3, std=(64.0,) * 3)
   part = Synthetic(example, n=n or max(64, config.batch_size))
-  return train.Data(spec, {p: part for p in ('labeled', 'validation',
+  return loading.Data(spec, {p: part for p in ('labeled', 'validation',
                                              'unlabeled', 'test')}, classes)
 
 
 def example_inputs(config, data):
-  """One preprocessed example's model inputs (a batch of one)."""
+  """One example's model inputs (a batch of one, as the model reads it)."""
   from distill.data import pipeline  # pylint: disable=g-import-not-at-top
-  pre = pipeline.preprocessor(data.spec, image_size=config.data.image_size)
-  return pre(data.parts['labeled'].get(np.arange(1)), None)['inputs']
+  inputs = pipeline.Inputs(data.spec, image_size=config.data.image_size)
+  return inputs.device(inputs.host_eval(
+      data.parts['labeled'].get(np.arange(1)))['inputs'])
 
 
 def teacher_targets(n, classes, seq_len=None, seed=0):
