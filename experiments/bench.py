@@ -20,13 +20,17 @@ Sections (--sections, comma-separated; default all):
   devices   steady-state examples/s on 1 vs 8 simulated CPU devices (same
             global batch; should stay flat);
   compile   compile time of the train step per config;
-  input     the input pipeline's examples/s (decode-free in-memory CIFAR,
-            crop + flip, batching) against the train step's consumption;
+  input     the input pipeline before grain and now, with 0, 1 and 2
+            workers, on CIFAR in memory, CIFAR JPEGs from array_record,
+            ImageNet-sized JPEGs with inception crops and LM tokens:
+            examples/s, per host core, and as a share of one accelerator's
+            consumption (experiments/bench_input.py names the figures);
   methods   the distillation-loss overhead and teacher-cache speed-up
             (experiments/bench_methods.py, its output as is).
 Timings are the best of interleaved rounds (`--rounds`), so that load from
 elsewhere hits both sides of a ratio alike. Writes
-experiments/results/bench.{md,json}.
+experiments/results/bench.{md,json} (bench_<sections>.{md,json} for a
+subset, e.g. bench_input.md).
 """
 import json
 import os
@@ -117,7 +121,7 @@ class OurStep:
     self.trainer = train.Trainer(config, '/nonexistent', data=data,
                                  devices=devices)
     raw = self.trainer.train_part.get(np.arange(config.batch_size))
-    self.host_batch = self.trainer.preprocess_train(
+    self.host_batch = self.trainer.inputs.host_train(
         raw, np.random.default_rng(0))
     self.batch = sharding.put_batch(self.host_batch,
                                     self.trainer.batch_sharding)
@@ -145,7 +149,7 @@ class PlainFlaxStep:
     t = ours.trainer
     model, tx = t.model, t.tx
     batch = ours.host_batch
-    self.x = jax.numpy.asarray(batch['inputs'])
+    self.x = t.inputs.device(jax.numpy.asarray(batch['inputs']))
     self.y = jax.numpy.asarray(batch['label'] if 'label' in batch
                                else batch['targets'])
     params = jax.tree.map(lambda a: a.copy(), t.state.params)
@@ -428,30 +432,10 @@ def section_compile(steps, rounds):
 
 
 def section_input(steps, rounds):
-  from distill.data import pipeline  # pylint: disable=g-import-not-at-top
-  from distill.data import synthetic  # pylint: disable=g-import-not-at-top
-  config = resnet_config()
-  config.data.name = 'cifar10_jpeg'
-  data = synthetic.data_like(config, n=10_000)
-  pre = pipeline.preprocessor(data.spec, 'crop_flip')
-  part = data.parts['labeled']
-  best = float('inf')
-  n_batches = 40
-  for _ in range(rounds):
-    batches = pipeline.TrainBatches(part, config.batch_size, pre, seed=0,
-                                    prefetch=config.data.prefetch)
-    next(batches)
-    start = time.perf_counter()
-    for _ in range(n_batches):
-      next(batches)
-    best = min(best, (time.perf_counter() - start) / n_batches)
-    batches.close()
-  ours = OurStep(config)
-  step = _best_time(ours, steps, rounds)
-  return [dict(pipeline='CIFAR in memory, crop + flip, batch 128',
-               pipeline_examples_per_s=config.batch_size / best,
-               step_examples_per_s=config.batch_size / step,
-               headroom=step / best)]
+  """Old and new input pipelines side by side (experiments/bench_input.py)."""
+  del steps
+  from experiments import bench_input  # pylint: disable=g-import-not-at-top
+  return bench_input.run(rounds=max(1, rounds - 1))
 
 
 def section_methods(steps, rounds):
@@ -512,7 +496,8 @@ def main(argv):
   md = markdown(results, time.time() - start)
   print(md)
   os.makedirs(_OUT.value, exist_ok=True)
-  suffix = '' if set(_SECTIONS.value) == set(SECTIONS) else '_partial'
+  suffix = ('' if set(_SECTIONS.value) == set(SECTIONS) else
+            '_' + '_'.join(s for s in SECTIONS if s in _SECTIONS.value))
   with open(os.path.join(_OUT.value, f'bench{suffix}.md'), 'w') as f:
     f.write(md)
   with open(os.path.join(_OUT.value, f'bench{suffix}.json'), 'w') as f:

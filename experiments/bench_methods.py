@@ -86,14 +86,14 @@ def main(argv):
   with tempfile.TemporaryDirectory() as workdir:
     trainer = train.Trainer(config, workdir, data=data)
   rng = np.random.default_rng(0)
-  pre = pipeline.preprocessor(spec)
+  host = pipeline.Host(spec)
   raw = part.get(np.arange(_BATCH.value))
   raw['teacher'] = {
       'logits': rng.normal(size=(_BATCH.value, 10)).astype(np.float32) * 3,
       'weight': rng.random(_BATCH.value).astype(np.float32),
       'alpha': rng.random(_BATCH.value).astype(np.float32),
       'k': np.full(_BATCH.value, 3, np.int32)}
-  batch = jax.device_put(pre(raw, None), trainer.batch_sharding)
+  batch = jax.device_put(host(raw), trainer.batch_sharding)
 
   print(f'student {_MODEL.value}, batch {_BATCH.value}, {_STEPS.value} steps, '
         f'{jax.device_count()} {jax.devices()[0].platform} device(s)')
@@ -114,10 +114,11 @@ def main(argv):
           f'{best[name] / best["supervised"]:5.2f}x CE')
 
   variables = {'params': trainer.state.params, **trainer.state.model_state}
-  predict.logits(trainer.model, variables, part, pre, trainer.mesh, 512)
+  predict.logits(trainer.model, variables, part, trainer.inputs, trainer.mesh,
+                 512)
   start = time.perf_counter()
-  logits = predict.logits(trainer.model, variables, part, pre, trainer.mesh,
-                          512)
+  logits = predict.logits(trainer.model, variables, part, trainer.inputs,
+                          trainer.mesh, 512)
   online = time.perf_counter() - start
   with tempfile.TemporaryDirectory() as d:
     cache = teacher_cache.TeacherCache(d)

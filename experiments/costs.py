@@ -38,7 +38,7 @@ def measure(configs, data, steps=10, rounds=3):
     trainer = train.Trainer(config, '/nonexistent', data=data)
     raw = trainer.train_part.get(np.arange(config.batch_size))
     batch = sharding.put_batch(
-        trainer.preprocess_train(raw, np.random.default_rng(0)),
+        trainer.inputs.host_train(raw, np.random.default_rng(0)),
         trainer.batch_sharding)
     state = trainer.state
     with jax.set_mesh(trainer.mesh):

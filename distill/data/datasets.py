@@ -354,12 +354,28 @@ class ArraySource:
     self.arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     self._len = n
 
+  @classmethod
+  def of(cls, **arrays):
+    """A source of arrays already in memory (aligned on axis 0)."""
+    return cls(_Arrays(arrays))
+
   def __len__(self):
     return self._len
 
   def get(self, indices):
     indices = np.asarray(indices, np.int64)
     return {k: v[indices] for k, v in self.arrays.items()}
+
+
+class _Arrays:
+  def __init__(self, arrays):
+    self.arrays = arrays
+
+  def __len__(self):
+    return len(next(iter(self.arrays.values())))
+
+  def get(self, indices):
+    return {k: v[np.asarray(indices, np.int64)] for k, v in self.arrays.items()}
 
 
 _IN_MEMORY = {}
