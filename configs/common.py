@@ -108,6 +108,10 @@ def base_config():
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1,
                                           dcn_data=1, dcn_fsdp=1, dcn_model=1))
 
+  # CPU runs: JAX CPU devices the process starts with, for data parallelism
+  # over the cores (0: auto, distill/host_devices.py); ignored elsewhere.
+  c.cpu_devices = 0
+
   c.log_every_steps = 50
   c.eval_every_steps = -1
   c.eval_every_epochs = -1.0

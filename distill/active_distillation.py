@@ -179,7 +179,7 @@ def _run(config, workdir):
   t_config, t_vars, _, _ = teacher
   t_model = models.build(t_config.model_name, data.num_classes,
                          t_config.model_dtype, **t_config.model.to_dict())
-  mesh = sharding.make_mesh(config.mesh)
+  mesh = sharding.stage_mesh(config)
   inputs = pipeline.Inputs(data.spec, image_size=config.data.image_size)
   batch = config.distill.predict_batch_size
 

@@ -84,7 +84,7 @@ def validate_stage(config, part_size=None, part='', prefix=''):
     validate(config)
     models.build(config.model_name, 2, config.model_dtype,
                  **config.model.to_dict())
-    mesh = sharding.make_mesh(config.mesh)
+    mesh = sharding.stage_mesh(config)
     validate_for_mesh(config, sharding.batch_shards(mesh),
                       jax.process_count())
     if part_size is not None:

@@ -27,6 +27,7 @@ from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from core.errors import ConfigError
+from distill import host_devices
 from models import layers
 
 MESH_AXES = ('data', 'fsdp', 'model')
@@ -116,6 +117,29 @@ def make_mesh(mesh_cfg, devices=None):
   except (ValueError, NotImplementedError, AssertionError, AttributeError):
     grid = np.asarray(devices).reshape(shape)   # topology unknown (CPU)
   return Mesh(grid, MESH_AXES)
+
+
+def batch_sizes(config):
+  """Every batch size a stage splits over the mesh's batch shards."""
+  sizes = [config.get('batch_size'), config.get('eval_batch_size')]
+  if 'distill' in config:
+    sizes.append(config.distill.get('predict_batch_size'))
+  return [int(b) for b in sizes if b]
+
+
+def stage_mesh(config, devices=None):
+  """The mesh a stage runs on: `make_mesh(config.mesh)`, except that on one
+  CPU process a -1 data axis takes only as many of the host's CPU devices as
+  divide the stage's batch sizes (distill/host_devices.py)."""
+  devices = jax.devices() if devices is None else list(devices)
+  m = config.mesh
+  if m.get('data', 1) == -1 and all(
+      int(m.get(a, 1)) == 1 for a in DCN_AXES):
+    fsdp, model = int(m.get('fsdp', 1)), int(m.get('model', 1))
+    if fsdp > 0 and model > 0:
+      devices = host_devices.usable(devices, batch_sizes(config),
+                                    fsdp * model, model)
+  return make_mesh(m, devices)
 
 
 def batch_sharding(mesh):

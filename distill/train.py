@@ -89,7 +89,7 @@ class Trainer:
                         config.compilation_cache_dir)
     self.config = config
     self.workdir = workdir
-    self.mesh = sharding.make_mesh(config.mesh, devices)
+    self.mesh = sharding.stage_mesh(config, devices)
     config_lib.validate_for_mesh(config, sharding.batch_shards(self.mesh),
                                  jax.process_count())
     self.data = data or loading.load_data(config.data)

@@ -47,7 +47,7 @@ LOCK = 'LOCK'
 # so `teacher.config.progress` is one too).
 OPERATIONAL = ('progress', 'tensorboard', 'data.prefetch', 'data.workers',
                'data.device_prefetch', 'profile_steps',
-               'compilation_cache_dir')
+               'compilation_cache_dir', 'cpu_devices')
 
 _HELD = {}     # path -> [lock (open file or _RemoteLock), depth] held here
 

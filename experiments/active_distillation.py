@@ -179,6 +179,8 @@ def plot(name, states, seeds, path):
 
 def main(argv):
   del argv
+  from distill import host_devices  # pylint: disable=g-import-not-at-top
+  host_devices.configure()          # CPU: data parallel over the cores
   logging.set_verbosity(logging.WARNING)
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   tfds.disable_progress_bar()

@@ -10,15 +10,18 @@ Sections (--sections, comma-separated; default all):
             (width 16, batch 128) and the Tiny Shakespeare LM (batch 64);
   flax      our step against a minimal hand-written Flax + optax step, same
             model, optimizer and batch (goal: at most 5% overhead);
-  torch     the same ResNet-20 in PyTorch on CPU (eager; channels-last and
-            contiguous, the better one), same batch and optimizer;
+  torch     ResNet-20, ResNet-8 and the small CNN in PyTorch on CPU (eager;
+            channels-last and contiguous, the better one), same batch and
+            optimizer, against our step on the default CPU devices (data
+            parallel, distill/host_devices.py) and on one;
   breakdown the ResNet-20 step's kernels timed alone: each convolution
             shape's forward, input-gradient and weight-gradient kernels and
             each batch norm's forward + backward, times their counts in the
             network, with their GFLOP/s (isolated kernels do not add up to
             the fused step; the column compares kernel kinds);
-  devices   steady-state examples/s on 1 vs 8 simulated CPU devices (same
-            global batch; should stay flat);
+  devices   steady-state examples/s of the ResNet-20 step on 1, 2, 4, 8 and
+            16 CPU devices (same global batch; distill/host_devices.py picks
+            the default count from these);
   compile   compile time of the train step per config;
   input     the input pipeline before grain and now, with 0, 1 and 2
             workers, on CIFAR in memory, CIFAR JPEGs from array_record,
@@ -227,9 +230,10 @@ def section_flax(steps, rounds):
   return rows
 
 
-def torch_resnet20(torch, channels_last):
-  """He et al.'s CIFAR ResNet-20 (16-32-64, option-B 1x1 projections),
-  the architecture of models/resnet.py at depth 20."""
+def torch_resnet(torch, channels_last, blocks=3):
+  """He et al.'s CIFAR ResNet (16-32-64, option-B 1x1 projections, `blocks`
+  per stage: 3 is ResNet-20, 1 ResNet-8), the architecture of
+  models/resnet.py at depth 6 * blocks + 2."""
   nn = torch.nn
 
   class Block(nn.Module):
@@ -254,23 +258,67 @@ def torch_resnet20(torch, channels_last):
             nn.ReLU()]
   cin = 16
   for stage, w in enumerate((16, 32, 64)):
-    for b in range(3):
+    for b in range(blocks):
       layers.append(Block(cin, w, 2 if stage and not b else 1))
       cin = w
   layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)]
-  model = nn.Sequential(*layers)
-  if channels_last:
-    model = model.to(memory_format=torch.channels_last)
-  return model
+  return _layout(torch, nn.Sequential(*layers), channels_last)
 
 
-def torch_step_seconds(steps, rounds, batch=128):
-  """{'channels_last': s, 'contiguous': s} per PyTorch train step."""
+def torch_small_cnn(torch, channels_last, widths=(16, 32, 64)):
+  """models/cnn.py's SmallCNN: conv3-BN-ReLU + 2x max-pool per width, global
+  average pool, linear head."""
+  nn = torch.nn
+  layers, cin = [], 3
+  for w in widths:
+    layers += [nn.Conv2d(cin, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w),
+               nn.ReLU(), nn.MaxPool2d(2)]
+    cin = w
+  layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, 10)]
+  return _layout(torch, nn.Sequential(*layers), channels_last)
+
+
+def _layout(torch, model, channels_last):
+  return model.to(memory_format=torch.channels_last) if channels_last else (
+      model)
+
+
+def small_cnn_config(batch=128):
+  c = resnet_config(batch)
+  c.model_name = 'cnn'
+  c.model = ml_collections_dict(widths=(16, 32, 64))
+  return c
+
+
+def ml_collections_dict(**kw):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  return ml_collections.ConfigDict(kw)
+
+
+# (name, our config, the PyTorch model) compared by the torch section.
+TORCH_MODELS = (
+    ('CIFAR ResNet-20', lambda: resnet_config(),
+     lambda torch, cl: torch_resnet(torch, cl, 3)),
+    ('CIFAR ResNet-8', lambda: _depth(resnet_config(), 8),
+     lambda torch, cl: torch_resnet(torch, cl, 1)),
+    ('small CNN 16-32-64', small_cnn_config, torch_small_cnn),
+)
+
+
+def _depth(c, depth):
+  c.model.depth = depth
+  return c
+
+
+def torch_step_seconds(steps, rounds, batch=128, build=None):
+  """{'channels_last': s, 'contiguous': s} per PyTorch train step of the
+  model `build(torch, channels_last)` (default ResNet-20)."""
   import torch  # pylint: disable=g-import-not-at-top
+  build = build or (lambda t, cl: torch_resnet(t, cl, 3))
   torch.manual_seed(0)
   out = {}
   for layout in ('channels_last', 'contiguous'):
-    model = torch_resnet20(torch, layout == 'channels_last')
+    model = build(torch, layout == 'channels_last')
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9,
                           nesterov=True, weight_decay=5e-4)
     x = torch.randn(batch, 3, 32, 32)
@@ -299,29 +347,36 @@ def torch_step_seconds(steps, rounds, batch=128):
 
 
 def section_torch(steps, rounds):
+  """Our step (on this process's CPU devices, and on one) against PyTorch's,
+  per model; rounds interleave the frameworks."""
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError:
     return [dict(note='PyTorch is not installed: pip install torch (on this '
                  'machine: /opt/wheels/torch-2.13.0+cpu-*.whl)')]
-  ours = OurStep(resnet_config())
-  plain = PlainFlaxStep(ours)
+  import jax  # pylint: disable=g-import-not-at-top
   rows = []
-  best_jax = {'ours': float('inf'), 'plain': float('inf')}
-  best_torch = {}
-  for _ in range(rounds):               # interleave the frameworks
-    b = _interleaved({'ours': ours, 'plain': plain}, steps, 1)
-    best_jax = {k: min(best_jax[k], b[k]) for k in b}
-    t = torch_step_seconds(steps, 1)
-    best_torch = {k: min(best_torch.get(k, float('inf')), t[k]) for k in t}
-  torch_best = min(best_torch.values())
-  rows.append(dict(
-      model='CIFAR ResNet-20, batch 128', torch_version=torch.__version__,
-      torch_threads=torch.get_num_threads(),
-      ours_ms=1000 * best_jax['ours'], plain_flax_ms=1000 * best_jax['plain'],
-      torch_channels_last_ms=1000 * best_torch['channels_last'],
-      torch_contiguous_ms=1000 * best_torch['contiguous'],
-      ours_over_torch=best_jax['ours'] / torch_best))
+  for name, config_fn, build in TORCH_MODELS:
+    ours = OurStep(config_fn())
+    one = OurStep(config_fn(), devices=jax.devices()[:1])
+    best_jax = {'ours': float('inf'), 'one': float('inf')}
+    best_torch = {}
+    for _ in range(rounds):               # interleave the frameworks
+      b = _interleaved({'ours': ours, 'one': one}, steps, 1)
+      best_jax = {k: min(best_jax[k], b[k]) for k in b}
+      t = torch_step_seconds(steps, 1, build=build)
+      best_torch = {k: min(best_torch.get(k, float('inf')), t[k]) for k in t}
+    torch_best = min(best_torch.values())
+    rows.append(dict(
+        model=f'{name}, batch 128', torch_version=torch.__version__,
+        torch_threads=torch.get_num_threads(),
+        devices=ours.trainer.mesh.size,
+        ours_ms=1000 * best_jax['ours'],
+        ours_one_device_ms=1000 * best_jax['one'],
+        torch_channels_last_ms=1000 * best_torch['channels_last'],
+        torch_contiguous_ms=1000 * best_torch['contiguous'],
+        ours_over_torch=best_jax['ours'] / torch_best,
+        one_device_over_torch=best_jax['one'] / torch_best))
   return rows
 
 
@@ -398,7 +453,7 @@ def _child_devices(devices, steps, rounds):
 
 def section_devices(steps, rounds):
   rows = []
-  for n in (1, 8):
+  for n in (1, 2, 4, 8, 16):
     proc = subprocess.run(
         [sys.executable, '-m', 'experiments.bench', f'--child=devices:{n}',
          f'--steps={steps}', f'--rounds={rounds}'], cwd=REPO,
@@ -480,6 +535,8 @@ def main(argv):
     assert kind == 'devices'
     print(json.dumps(_child_devices(int(n), _STEPS.value, _ROUNDS.value)))
     return
+  from distill import host_devices  # pylint: disable=g-import-not-at-top
+  host_devices.configure()      # the default CPU path: data parallel
   unknown = sorted(set(_SECTIONS.value) - set(SECTIONS))
   if unknown:
     raise app.UsageError(f'unknown section {unknown[0]!r}; valid choices: '

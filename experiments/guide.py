@@ -149,6 +149,8 @@ def plot(teacher, cells, seeds, path):
 
 def main(argv):
   del argv
+  from distill import host_devices  # pylint: disable=g-import-not-at-top
+  host_devices.configure()          # CPU: data parallel over the cores
   logging.set_verbosity(logging.WARNING)
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   tfds.disable_progress_bar()

@@ -280,6 +280,8 @@ def run_table(name, workdir, results, manual_dir, report_only=False,
 
 def main(argv):
   del argv
+  from distill import host_devices  # pylint: disable=g-import-not-at-top
+  host_devices.configure()          # CPU: data parallel over the cores
   logging.set_verbosity(logging.WARNING)
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   tfds.disable_progress_bar()

@@ -84,11 +84,16 @@ def main(argv):
     logging.set_verbosity(logging.INFO)
   else:
     quiet_library_reports()
+  from distill import host_devices  # pylint: disable=g-import-not-at-top
   from distill.run import execute  # pylint: disable=g-import-not-at-top
   try:
+    workdir, config = _WORKDIR.value, _CONFIG.value
+    # CPU devices before the backend starts (several on one process: data
+    # parallelism over the cores; one per process of a multi-process run).
+    host_devices.configure(config.get('cpu_devices', 0),
+                           processes=_NUM_PROCESSES.value or 1)
     if _MULTIHOST.value:
       initialize_distributed()
-    workdir, config = _WORKDIR.value, _CONFIG.value
     if _INIT_FROM.value:
       config.init_from = _INIT_FROM.value
     if _GCSFUSE.value:

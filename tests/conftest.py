@@ -3,7 +3,8 @@
 The session shares one persistent XLA compilation cache (a temporary directory,
 removed at exit) with every process it starts: the fault table, the kill -9
 tests and the two-process runs compile the same programs many times over.
-Set DISTILL_TEST_CACHE=0 to compile everything afresh.
+Set DISTILL_TEST_CACHE=0 to compile everything afresh. Processes the tests
+start use one CPU device unless a test says otherwise.
 """
 import atexit
 import os
@@ -25,6 +26,10 @@ if os.environ.get('DISTILL_TEST_CACHE', '1') != '0' and (
   os.environ['JAX_COMPILATION_CACHE_DIR'] = _CACHE
   os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
   os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '-1'
+
+# The runs the tests start use one CPU device each (compiling for one is
+# quicker); tests/test_host_devices.py checks the default (several).
+os.environ.setdefault('DISTILL_CPU_DEVICES', '1')
 
 
 def shared_file(name):

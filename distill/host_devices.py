@@ -1,0 +1,77 @@
+"""Data parallelism over the host's CPU cores: one process, several CPU devices.
+
+XLA:CPU runs one program on a few threads and leaves cores idle between its
+small kernels; the same step split over several CPU devices (each a slice of
+the batch, gradients all-reduced) runs the slices side by side. Measured with
+`python -m experiments.bench --sections=devices` (README, Benchmarks). CPU
+runs therefore start JAX with `cpu_devices` devices (config key; 0 = auto:
+AUTO_PER_CORE per usable core, at most AUTO_MAX), and the mesh's data axis
+(-1) takes the largest count of them that divides every batch size of the
+stage (`usable`), so any batch size still runs.
+
+Changing the device count changes the order of floating-point reductions,
+hence the last digits of a run; a given count is deterministic. Runs on TPU
+or GPU are untouched (the count only shapes JAX's CPU backend), and so is a
+process whose backend is already running (tests, notebooks) or whose
+XLA_FLAGS already force a device count.
+
+    python -m launch.main --config=configs/cifar10_teacher.py \
+        --workdir=/tmp/c10 --config.cpu_devices=1     # one device, as before
+"""
+import os
+
+# Measured on 2 cores (README, Benchmarks): 1, 2, 4, 8, 16 devices ran the
+# CIFAR ResNet-20 step in 891, 658, 620, 557, 554 ms.
+AUTO_PER_CORE = 4
+AUTO_MAX = 8
+ENV = 'DISTILL_CPU_DEVICES'
+
+
+def usable_cores():
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:                          # not Linux
+    return os.cpu_count() or 1
+
+
+def auto_count(cores=None):
+  cores = usable_cores() if cores is None else cores
+  return max(1, min(AUTO_MAX, AUTO_PER_CORE * cores))
+
+
+def configure(count=0, processes=1):
+  """Asks JAX for `count` CPU devices (0: auto, which is 1 per process when
+  several processes share the work; DISTILL_CPU_DEVICES, when set, wins)
+  before its backends start. Returns the count asked for, or None where it
+  was left alone (backend running, XLA_FLAGS force a count)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+  count = int(os.environ.get(ENV, count) or 0)
+  if count < 0:
+    from core.errors import ConfigError  # pylint: disable=g-import-not-at-top
+    raise ConfigError(f'cpu_devices={count} must be >= 0 (0: auto)')
+  if 'xla_force_host_platform_device_count' in os.environ.get('XLA_FLAGS', ''):
+    return None
+  if xla_bridge.backends_are_initialized():
+    return None
+  count = count or (auto_count() if processes == 1 else 1)
+  jax.config.update('jax_num_cpu_devices', count)
+  return count
+
+
+def usable(devices, batch_sizes, per_replica=1, model=1):
+  """The first n of `devices` that a mesh with a -1 data axis uses on one CPU
+  process: the largest n, a multiple of `per_replica` (the other axes'
+  product), whose batch shards (n / `model`) divide every batch size. All of
+  them off CPU or across processes, where a batch that does not divide is the
+  user's to fix, as the mesh check says."""
+  import jax  # pylint: disable=g-import-not-at-top
+  devices = list(devices)
+  if (not devices or devices[0].platform != 'cpu'
+      or jax.process_count() > 1):
+    return devices
+  sizes = [int(b) for b in batch_sizes if b and int(b) > 0]
+  for n in range(len(devices), 0, -1):
+    if n % per_replica == 0 and all(b % (n // model) == 0 for b in sizes):
+      return devices[:n]
+  return devices

@@ -1,0 +1,70 @@
+"""CPU runs are data parallel over the host's cores by default
+(distill/host_devices.py): how many devices, which of them a mesh uses, and
+that a run on several gives the numbers of a run on one."""
+import json
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from conftest import REPO
+from distill import host_devices
+
+
+def _cpus(n, platform='cpu'):
+  return [SimpleNamespace(id=i, platform=platform) for i in range(n)]
+
+
+@pytest.mark.parametrize('batches,per_replica,model,expected', [
+    ((128, 256), 1, 1, 8),     # every device
+    ((100, 200), 1, 1, 5),     # the largest count dividing both
+    ((64, 50), 1, 1, 2),
+    ((9,), 1, 1, 3),
+    ((11,), 1, 1, 1),
+    ((6,), 2, 2, 6),           # fsdp 1 x model 2: batch shards are n / 2
+    ((12,), 4, 1, 4),          # a multiple of the other axes' product
+])
+def test_a_mesh_uses_the_largest_count_dividing_the_batches(
+    batches, per_replica, model, expected):
+  assert len(host_devices.usable(_cpus(8), batches, per_replica,
+                                 model)) == expected
+
+
+def test_accelerators_are_never_left_out():
+  assert len(host_devices.usable(_cpus(8, 'tpu'), (7,))) == 8
+
+
+@pytest.mark.parametrize('cores,expected', [(1, 4), (2, 8), (64, 8)])
+def test_auto_count(cores, expected):
+  assert host_devices.auto_count(cores) == expected
+
+
+def _run(workdir, *extra, devices=None):
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  env.pop('DISTILL_CPU_DEVICES', None)
+  env.pop('XLA_FLAGS', None)
+  proc = subprocess.run(
+      [sys.executable, '-m', 'launch.main',
+       '--config=configs/digits_teacher.py', f'--workdir={workdir}',
+       '--config.total_epochs=2', '--config.eval_every_epochs=1',
+       '--config.progress=False', '--config.tensorboard=False', *extra]
+      + ([f'--config.cpu_devices={devices}'] if devices else []),
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+      check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  final = json.loads(proc.stdout.strip().splitlines()[-1][len('final: '):])
+  with open(os.path.join(workdir, 'manifest.json')) as f:
+    return final, json.load(f)
+
+
+def test_default_run_is_data_parallel_and_matches_one_device(tmp_path):
+  auto, manifest = _run(tmp_path / 'auto')
+  assert manifest['devices'] == host_devices.auto_count() > 1
+  one, manifest = _run(tmp_path / 'one', devices=1)
+  assert manifest['devices'] == 1
+  metrics = [k for k in one if k.endswith(('loss', 'accuracy'))]
+  assert metrics
+  for k in metrics:       # reductions in another order: the last digits
+    assert auto[k] == pytest.approx(one[k], abs=2e-4), k
