@@ -15,12 +15,12 @@ expected error count is taken over), round0_from (another run of
 the same seed whose round-0 student is reused), warm_start, labeled, seed, teacher (a
 trained teacher's workdir), runlocal, manual_dir.
 """
+from core import defaults
 from configs import cifar10_distill
 from configs import common
 from configs import digits_distill
 from configs import mnist5k_distill
 from core.errors import ConfigError, check_choice
-from distill import active_distillation
 
 BASES = {'digits': digits_distill, 'mnist5k': mnist5k_distill,
          'cifar10': cifar10_distill}
@@ -60,7 +60,7 @@ def get_config(arg=None):
   c.eval_every_epochs = -1.0
   c.eval_every_steps = -1
   c.eval_splits = 'test'
-  c.active = active_distillation.active_defaults()
+  c.active = defaults.active()
   c.active.strategy = arg.strategy
   c.active.budget = pick(arg.budget, budget)
   c.active.per_round = pick(arg.per_round, per_round)

@@ -9,6 +9,7 @@ defaults given. Unknown argument names are an error listing the valid ones.
 """
 import ml_collections
 
+from core import defaults as core_defaults
 from core.errors import ConfigError
 
 
@@ -176,7 +177,6 @@ def unlabeled_student(arg, dataset, teacher):
   `arg` has method, labeled, validation, seed and teacher (a trained
   teacher's workdir, or '' to train `teacher` first).
   """
-  from distill import distillation  # pylint: disable=g-import-not-at-top
   c = base_config()
   c.seed = arg.seed
   c.data.name = dataset
@@ -194,5 +194,5 @@ def unlabeled_student(arg, dataset, teacher):
   if arg.labeled > 0:              # no batch larger than the labeled part
     teacher.batch_size = min(teacher.batch_size, arg.labeled)
   c.teacher = dict(workdir=arg.teacher, config=teacher)
-  c.distill = distillation.distill_defaults()
+  c.distill = core_defaults.distill()
   return c

@@ -28,10 +28,10 @@ optimizer and token budget per step.
 
     python -m launch.compile_check --config=configs/guide_lm.py:scale=paper,method=vanilla --devices=8
 """
+from core import defaults
 from configs import common
 from configs import shakespeare_lm
 from core.errors import check_choice
-from distill import distillation
 
 SCALES = {
     # (layers, width, heads, mlp) of teacher and student
@@ -92,7 +92,7 @@ def get_config(arg=None):
     c.model.embed_from = teacher.model.width
     c.optimizer.frozen = 'embed,pos_embed'
   c.teacher = dict(workdir=arg.teacher, config=teacher)
-  c.distill = distillation.distill_defaults()
+  c.distill = defaults.distill()
   c.distill.online = True
   if arg.scale == 'paper' and not arg.runlocal:
     c.distill.teacher_dtype = 'bfloat16'

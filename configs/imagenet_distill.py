@@ -15,8 +15,8 @@ batch 1024, lr 0.4, 5 warmup epochs, cosine, label smoothing off.
 Arguments: labeled, validation, method, teacher_depth, student_depth,
 epochs, batch, seed, teacher, runlocal (tiny nets on TFDS mock data).
 """
+from core import defaults
 from configs import common
-from distill import distillation
 
 
 def _base(arg, depth):
@@ -75,7 +75,7 @@ def get_config(arg=None):
   c.data.train_on = 'unlabeled'
   c.method = arg.method
   c.teacher = dict(workdir=arg.teacher, config=teacher)
-  c.distill = distillation.distill_defaults()
+  c.distill = defaults.distill()
   c.distill.cache_topk = 10
   c.distill.predict_batch_size = 8 if arg.runlocal else 1024
   return c

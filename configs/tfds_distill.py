@@ -16,9 +16,9 @@ runlocal (2 steps, tiny nets; the tests run it on TFDS mock data).
 On a pod slice set `--config.mesh.data=-1` (default) and, for large
 models, `--config.mesh.fsdp=N`; teacher and student use the same mesh.
 """
+from core import defaults
 from configs import common
 from configs import tfds_teacher
-from distill import distillation
 
 
 def get_config(arg=None):
@@ -57,7 +57,7 @@ def get_config(arg=None):
   c.log_every_steps = 100
   c.checkpoint_every_steps = 1000
   c.teacher = dict(workdir=arg.teacher, config=teacher)
-  c.distill = distillation.distill_defaults()
+  c.distill = defaults.distill()
   c.distill.predict_batch_size = 1024
   if arg.runlocal:
     c.model.depth = 8

@@ -27,9 +27,9 @@ killed run resumes at its last finished round with the same selections.
 """
 import os
 
-import ml_collections
 import numpy as np
 
+from core import defaults
 from core.errors import ConfigError, check_choice
 from distill import active
 from distill import config_lib
@@ -47,22 +47,8 @@ import models
 
 
 def active_defaults():
-  """The `config.active` block, with defaults."""
-  return ml_collections.ConfigDict(dict(
-      strategy='rad',       # random | margin | entropy | kcenter | rad
-      budget=1000,          # total teacher queries on the pool, initial
-                            # set included
-      per_round=250,        # queries per round (b)
-      initial=250,          # random pool points queried before round 1
-      warm_start=False,     # next round's student starts from this one's
-      m=-1,                 # RAD's expected mislabeled points; -1: from
-                            # the teacher's validation error rate x m_over
-      m_over='pool',        # pool: error x unlabeled pool size (the spec's
-                            # reading); round: error x this round's b
-      round0_from='',       # another active run (same data, seed, initial
-                            # set, student) whose finished round-0 student
-                            # is copied instead of retrained
-  ))
+  """The `config.active` block (core/defaults.py)."""
+  return defaults.active()
 
 
 def _reuse_round0(other, s_dir):

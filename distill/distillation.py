@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from core import defaults
 from core.errors import ConfigError, check_choice
 from distill import checkpoint as ckpt_lib
 from distill import config_lib
@@ -50,30 +51,8 @@ DATASET_KEYS = ('name', 'num_samples', 'seq_len')
 
 
 def distill_defaults():
-  """The `config.distill` block, with defaults."""
-  return ml_collections.ConfigDict(dict(
-      weight_mode='isotonic',    # weighted: isotonic | debiased
-      alpha_floor=1e-3,          # slam: alpha clipped to [floor, 1]
-      k='global',                # slam: global | per_example
-      k_delta=0.05,              # slam: top-k accuracy target 1 - delta
-      k_bins=5,                  # slam per_example: margin quantile bins
-      add_labeled=False,         # student also trains on the labeled part
-      # After distillation, fine-tune the student on this many labeled
-      # examples per class (0: off), as for out-of-distribution unlabeled data.
-      finetune_per_class=0,
-      finetune_steps=200,
-      finetune_lr=1e-3,
-      cache_topk=0,              # >0: cache only the top-k teacher logits
-      predict_batch_size=500,
-      # Online: the teacher runs inside every student step on the student's
-      # own training data (LMs: per-token outputs too large to cache); no
-      # labeling pass, no fitted state.
-      online=False,
-      # Online: the frozen teacher's parameters and compute in this dtype
-      # ('' = its own model_dtype and float32 parameters; bfloat16 halves
-      # its memory). It is sharded like the student by the same rules.
-      teacher_dtype='',
-  ))
+  """The `config.distill` block (core/defaults.py)."""
+  return defaults.distill()
 
 
 def online_teacher(config, t_config, num_classes, variables=None,

@@ -19,6 +19,11 @@ Sections (--sections, comma-separated; default all):
             each batch norm's forward + backward, times their counts in the
             network, with their GFLOP/s (isolated kernels do not add up to
             the fused step; the column compares kernel kinds);
+  profile   where the fused ResNet-20 step spends its time, from a
+            jax.profiler trace of XLA:CPU's kernels (thunks) grouped by
+            kind, on one device and on the default CPU devices: thread
+            milliseconds per step (kernels of several devices overlap, so a
+            kind can exceed the step's wall time);
   devices   steady-state examples/s of the ResNet-20 step on 1, 2, 4, 8 and
             16 CPU devices (same global batch; distill/host_devices.py picks
             the default count from these);
@@ -44,8 +49,8 @@ import time
 from absl import app
 from absl import flags
 
-SECTIONS = ('flops', 'flax', 'torch', 'breakdown', 'devices', 'compile',
-            'input', 'methods')
+SECTIONS = ('flops', 'flax', 'torch', 'breakdown', 'profile', 'devices',
+            'compile', 'input', 'methods')
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -139,7 +144,8 @@ class OurStep:
   def flops(self):
     cost = self.trainer.compile_train_step().cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return float(cost['flops'])
+    # XLA counts one device's partition of the program.
+    return float(cost['flops']) * self.trainer.mesh.size
 
 
 class PlainFlaxStep:
@@ -388,6 +394,64 @@ RESNET20_CONVS = ((32, 3, 16, 3, 1, 1), (32, 16, 16, 3, 1, 6),
                   (16, 32, 64, 1, 2, 1), (8, 64, 64, 3, 1, 5))
 # batch norms by output (spatial size, channels): count
 RESNET20_NORMS = ((32, 16, 7), (16, 32, 7), (8, 64, 7))
+
+
+# XLA:CPU kernel (thunk) names, by prefix, grouped into what they do.
+PROFILE_KINDS = (
+    ('convolutions (YNNPACK fusions)', ('ynn_fusion', 'xnn_fusion')),
+    ('convolutions (Eigen)', ('convolution', 'conv_general_dilated')),
+    ('layout transposes (+ fused recomputation)', ('transpose',)),
+    ('reductions (batch-norm statistics, pooling)',
+     ('wrapped_reduce', 'reduce')),
+    ('cross-device all-reduce and waiting',
+     ('all-reduce', 'Rendezvous', 'Wait:')),
+)
+_NOT_KERNELS = ('Thunk', '$', 'Pjit', 'Common', 'PjRt', 'Execute')
+
+
+def profile_kinds(step, reps=3):
+  """{kind: thread ms per step} from a jax.profiler trace of `step()`."""
+  import collections  # pylint: disable=g-import-not-at-top
+  import glob  # pylint: disable=g-import-not-at-top
+  import gzip  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  for _ in range(2):
+    _block(step())
+  with tempfile.TemporaryDirectory() as d:
+    with jax.profiler.trace(d, create_perfetto_trace=True):
+      for _ in range(reps):
+        _block(step())
+    path = glob.glob(os.path.join(d, '**', '*.trace.json.gz'),
+                     recursive=True)[0]
+    with gzip.open(path) as f:
+      events = json.load(f)
+  events = events['traceEvents'] if isinstance(events, dict) else events
+  out = collections.Counter()
+  for e in events:
+    name = e.get('name', '')
+    if e.get('ph') != 'X' or name.startswith(_NOT_KERNELS):
+      continue
+    kind = next((k for k, prefixes in PROFILE_KINDS
+                 if name.startswith(prefixes)), 'other (elementwise fusions)')
+    out[kind] += e['dur'] / 1000 / reps
+  return out
+
+
+def section_profile(steps, rounds):
+  import jax  # pylint: disable=g-import-not-at-top
+  del rounds
+  rows = []
+  for label, devices in (('1 device', jax.devices()[:1]),
+                         (f'{jax.device_count()} devices', None)):
+    ours = OurStep(resnet_config(), devices=devices)
+    wall = _best_time(ours, steps, 1)
+    kinds = profile_kinds(ours)
+    rows.append(dict({'devices': label, 'step ms (wall)': 1000 * wall},
+                     **{k: kinds.get(k, 0.0) for k, _ in PROFILE_KINDS},
+                     **{'other (elementwise fusions)':
+                        kinds.get('other (elementwise fusions)', 0.0)}))
+  return rows
 
 
 def section_breakdown(steps, rounds, batch=128):

@@ -1,0 +1,52 @@
+"""Config blocks with their defaults, shared by configs/ and distill/.
+
+They live in the leaf package so that a config file builds its blocks without
+importing the pipeline (jax, orbax, tfds); distill/ reads them from here.
+"""
+import ml_collections
+
+
+def distill():
+  """The `config.distill` block, with defaults."""
+  return ml_collections.ConfigDict(dict(
+      weight_mode='isotonic',    # weighted: isotonic | debiased
+      alpha_floor=1e-3,          # slam: alpha clipped to [floor, 1]
+      k='global',                # slam: global | per_example
+      k_delta=0.05,              # slam: top-k accuracy target 1 - delta
+      k_bins=5,                  # slam per_example: margin quantile bins
+      add_labeled=False,         # student also trains on the labeled part
+      # After distillation, fine-tune the student on this many labeled
+      # examples per class (0: off), as for out-of-distribution unlabeled data.
+      finetune_per_class=0,
+      finetune_steps=200,
+      finetune_lr=1e-3,
+      cache_topk=0,              # >0: cache only the top-k teacher logits
+      predict_batch_size=500,
+      # Online: the teacher runs inside every student step on the student's
+      # own training data (LMs: per-token outputs too large to cache); no
+      # labeling pass, no fitted state.
+      online=False,
+      # Online: the frozen teacher's parameters and compute in this dtype
+      # ('' = its own model_dtype and float32 parameters; bfloat16 halves
+      # its memory). It is sharded like the student by the same rules.
+      teacher_dtype='',
+  ))
+
+
+def active():
+  """The `config.active` block, with defaults."""
+  return ml_collections.ConfigDict(dict(
+      strategy='rad',       # random | margin | entropy | kcenter | rad
+      budget=1000,          # total teacher queries on the pool, initial
+                            # set included
+      per_round=250,        # queries per round (b)
+      initial=250,          # random pool points queried before round 1
+      warm_start=False,     # next round's student starts from this one's
+      m=-1,                 # RAD's expected mislabeled points; -1: from
+                            # the teacher's validation error rate x m_over
+      m_over='pool',        # pool: error x unlabeled pool size (the spec's
+                            # reading); round: error x this round's b
+      round0_from='',       # another active run (same data, seed, initial
+                            # set, student) whose finished round-0 student
+                            # is copied instead of retrained
+  ))

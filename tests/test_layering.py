@@ -1,0 +1,56 @@
+"""Imports point down: core <- models <- distill, core <- configs; a config
+file loads (get_config) without the pipeline's heavy libraries."""
+import ast
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(
+    os.path.join(REPO, 'configs', '*.py')) if not p.endswith('__init__.py'))
+
+
+def _imports(path):
+  tree = ast.parse(open(path).read())
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      yield from (a.name for a in node.names)
+    elif isinstance(node, ast.ImportFrom) and node.module:
+      yield node.module
+
+
+@pytest.mark.parametrize('package,forbidden', [
+    ('core', ('distill', 'models', 'configs', 'launch', 'experiments')),
+    ('models', ('distill', 'configs', 'launch', 'experiments')),
+    ('configs', ('distill', 'models', 'launch', 'experiments')),
+])
+def test_packages_import_only_below_them(package, forbidden):
+  bad = [(os.path.relpath(p, REPO), m)
+         for p in glob.glob(os.path.join(REPO, package, '*.py'))
+         for m in _imports(p) if m.split('.')[0] in forbidden]
+  assert not bad, bad
+
+
+def test_config_files_load_without_jax_orbax_or_tfds():
+  """Every config file's get_config() runs with jax, flax, orbax, optax and
+  tensorflow_datasets made unimportable."""
+  code = '''
+import sys
+for m in ('jax', 'jaxlib', 'flax', 'orbax', 'optax', 'tensorflow_datasets',
+          'grain', 'tensorflow'):
+  sys.modules[m] = None
+import importlib
+for name in sys.argv[1:]:
+  module = importlib.import_module('configs.' + name)
+  if hasattr(module, 'get_config'):
+    module.get_config(None)
+print('ok')
+'''
+  proc = subprocess.run([sys.executable, '-c', code, *CONFIGS], cwd=REPO,
+                        capture_output=True, text=True, timeout=120,
+                        check=False)
+  assert proc.returncode == 0 and 'ok' in proc.stdout, proc.stderr[-2000:]
