@@ -79,7 +79,7 @@ def base_config():
   c.model_dtype = 'float32'                 # compute dtype: float32|bfloat16
 
   c.method = 'supervised'
-  c.method_kw = ml_collections.ConfigDict()
+  c.method_kw = core_defaults.method_kw()  # options of every method
   # Start from another run's checkpoint: 'WORKDIR[:STEP]' (default its
   # newest). init_from_state: params (its parameters and model state, a fresh
   # optimizer at step 0: fine-tuning) | all (its whole train state: continue

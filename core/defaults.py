@@ -5,6 +5,37 @@ importing the pipeline (jax, orbax, tfds); distill/ reads them from here.
 """
 import ml_collections
 
+# Every registered method's options and their defaults (the keyword defaults
+# of its loss in distill/methods.py; tests/test_method_registry.py keeps the
+# two equal). config.method_kw holds their union, so that any option can be
+# set from the command line (`--config.method_kw.normalize=True`); a method
+# receives the options it takes, and setting another method's option away
+# from its default is an error (distill/methods.py: options_for).
+METHOD_OPTIONS = {
+    'supervised': dict(label_smoothing=0.0),
+    'vanilla': dict(temperature=1.0),
+    'hard': dict(),
+    'weighted': dict(soft=True, temperature=1.0),
+    'slam': dict(eps=1e-7, normalize=False),
+    'taylor_ce': dict(order=2),
+    'pseudo_label': dict(threshold=0.9),
+}
+
+
+def method_options():
+  """{option: default} over every method (equal defaults where shared)."""
+  out = {}
+  for options in METHOD_OPTIONS.values():
+    for key, value in options.items():
+      assert out.get(key, value) == value, key
+      out[key] = value
+  return out
+
+
+def method_kw():
+  """The `config.method_kw` block: every method's options, at defaults."""
+  return ml_collections.ConfigDict(method_options())
+
 
 def distill():
   """The `config.distill` block, with defaults."""

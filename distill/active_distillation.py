@@ -142,7 +142,7 @@ def check(config):
 
 def student_config(config):
   """The config of every round's student (the same for every strategy)."""
-  s_config = distillation._student_config(config)  # pylint: disable=protected-access
+  s_config = distillation.student_config(config)
   with s_config.unlocked():
     del s_config['active']
   return s_config
@@ -159,7 +159,7 @@ def _run(config, workdir):
   data = loading.load_data(config.data)
   pool = data.parts['unlabeled']
   a = config.active
-  teacher = distillation._teacher(config, workdir, data)  # pylint: disable=protected-access
+  teacher = distillation.teacher_stage(config, workdir, data)
   if teacher is None:
     return {'preempted': True}
   t_config, t_vars, _, _ = teacher
@@ -178,7 +178,7 @@ def _run(config, workdir):
   state = {'rounds': []}
   if files.exists(rounds_path):
     state = files.read_json(rounds_path)
-  val_labels = distillation._labels(data.parts['validation'])
+  val_labels = distillation.labels_of(data.parts['validation'])
   val_path = os.path.join(workdir, 'validation_logits.npy')
   if files.exists(val_path):
     val_logits = files.read_npy(val_path)
@@ -194,7 +194,7 @@ def _run(config, workdir):
     return active.expected_errors(state['teacher_val_accuracy'],
                                   len(pool) if a.m_over == 'pool' else b)
   state['m'] = expected_errors(a.per_round)
-  pool_labels = distillation._labels(pool)            # diagnostics only
+  pool_labels = distillation.labels_of(pool)            # diagnostics only
   rng0 = np.random.default_rng([config.seed, 0])
   if 'initial' not in state:
     state['initial'] = (np.sort(rng0.choice(len(pool), a.initial,
@@ -215,9 +215,9 @@ def _run(config, workdir):
     s_dir = os.path.join(workdir, f'round{r}')
     queried = np.asarray(sorted(set(selected)), np.int64)
     targets = {'logits': ledger.lookup(queried)}
-    fitted, _ = distillation._fit(  # pylint: disable=protected-access
-        config, distillation._softmax(val_logits), val_labels,
-        distillation._softmax(targets['logits']))
+    fitted, _ = distillation.fit_state(
+        config, distillation.probabilities(val_logits), val_labels,
+        distillation.probabilities(targets['logits']))
     targets.update(fitted)          # weighted: weights; slam: alpha, k
     s_config = student_config(config)
     if a.warm_start and previous:
@@ -254,7 +254,7 @@ def _run(config, workdir):
           inputs, mesh, batch, features=True)
     b = min(a.per_round, a.budget - len(queried))
     rng = np.random.default_rng([config.seed, r + 1])
-    probs = distillation._softmax(probs_logits)
+    probs = distillation.probabilities(probs_logits)
     chosen = rest[active.select(a.strategy, b, rng, probs=probs,
                                 embeddings=feats,
                                 labeled_embeddings=labeled_feats,

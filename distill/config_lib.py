@@ -41,8 +41,7 @@ def validate(config):
   check_choice('model', config.model_name, models.MODELS)
   check_choice('model_dtype', config.model_dtype, models.DTYPES)
   check_choice('method', config.method, methods.METHODS)
-  methods.check_kwargs(config.method, methods.METHODS[config.method],
-                       config.method_kw.to_dict())
+  methods.options_for(config.method, config.method_kw.to_dict())
   check_choice('optimizer.name', config.optimizer.name, optim.OPTIMIZERS)
   check_choice('schedule.name', config.schedule.name, optim.SCHEDULES)
   datasets.spec(config.data)

@@ -77,7 +77,7 @@ def online_teacher(config, t_config, num_classes, variables=None,
   return model, variables
 
 
-def _student_config(config):
+def student_config(config):
   c = ml_collections.ConfigDict(config.to_dict())
   with c.unlocked():
     del c['teacher']
@@ -160,7 +160,7 @@ def _is_ood(config):
               config.data.unlabeled_from.name)
 
 
-def _teacher(config, workdir, data):
+def teacher_stage(config, workdir, data):
   """(teacher config, variables, step, workdir), training it if needed."""
   t_dir = config.teacher.workdir or os.path.join(workdir, 'teacher')
   t_config = (ckpt_lib.read_config(t_dir) if config.teacher.workdir
@@ -174,31 +174,14 @@ def _teacher(config, workdir, data):
   return t_config, variables, step, files.abspath(t_dir)
 
 
-def _fit(config, probs_v, labels_v, probs_u):
-  """Per-example state of the method on the student's training examples."""
-  d = config.distill
-  state, stats = {}, {}
-  if config.method == 'weighted':
-    state['weight'] = fitting.teacher_correctness(probs_v, labels_v, probs_u,
-                                                  d.weight_mode)
-    stats.update({f'weight_{k}': v for k, v in
-                  fitting.weight_stats(state['weight']).items()})
-  if config.method == 'slam':
-    state['alpha'] = fitting.teacher_correctness(probs_v, labels_v, probs_u,
-                                                 floor=d.alpha_floor)
-    stats.update({f'alpha_{k}': v for k, v in
-                  fitting.weight_stats(state['alpha']).items()})
-    if d.k == 'global':
-      k = fitting.global_k(probs_v, labels_v, d.k_delta)
-      state['k'] = np.full(len(probs_u), k, np.int32)
-    else:
-      state['k'] = fitting.per_example_k(probs_v, labels_v, probs_u,
-                                         d.k_delta, bins=d.k_bins)
-    stats['k_mean'] = float(state['k'].mean())
-  return state, stats
+def fit_state(config, probs_v, labels_v, probs_u):
+  """Per-example state of the method on the student's training examples
+  (its registered fit; none for methods without one)."""
+  fit = methods.spec(config.method).fit
+  return fit(config.distill, probs_v, labels_v, probs_u) if fit else ({}, {})
 
 
-def _softmax(x):
+def probabilities(x):
   e = np.exp(x - x.max(-1, keepdims=True))
   return e / e.sum(-1, keepdims=True)
 
@@ -213,7 +196,7 @@ def stage_configs(config):
     t = config.teacher.config
     out['teacher'] = (t, datasets.part_sizes(t.data)[t.data.train_on],
                       t.data.train_on)
-  student = _student_config(config)
+  student = student_config(config)
   if d.get('online'):
     out['student'] = (student, sizes[student.data.train_on],
                       student.data.train_on)
@@ -259,7 +242,7 @@ def run(config, workdir):
 
 def _run(config, workdir):
   data = loading.load_data(config.data)
-  teacher = _teacher(config, workdir, data)
+  teacher = teacher_stage(config, workdir, data)
   if teacher is None:                      # SIGTERM while training it
     return {'preempted': True}
   t_config, t_vars, t_step, t_dir = teacher
@@ -274,10 +257,10 @@ def _run(config, workdir):
   logits = _teacher_outputs(config, data, parts, t_model, t_vars, t_step,
                             t_dir, mesh)
 
-  labels = {n: _labels(data.parts[n]) for n in ('validation', 'test')}
-  probs_v = _softmax(logits['validation'])
-  probs_u = _softmax(logits['unlabeled'])
-  state, stats = _fit(config, probs_v, labels['validation'], probs_u)
+  labels = {n: labels_of(data.parts[n]) for n in ('validation', 'test')}
+  probs_v = probabilities(logits['validation'])
+  probs_u = probabilities(logits['unlabeled'])
+  state, stats = fit_state(config, probs_v, labels['validation'], probs_u)
   targets = {'logits': logits['unlabeled'], **state}
   train_part = data.parts['unlabeled']
   if d.add_labeled:
@@ -291,7 +274,7 @@ def _run(config, workdir):
       # (out-of-distribution examples have none).
       'teacher/unlabeled_accuracy': (
           None if _is_ood(config) else
-          _accuracy(logits['unlabeled'], _labels(data.parts['unlabeled']))),
+          _accuracy(logits['unlabeled'], labels_of(data.parts['unlabeled']))),
       **{f'fit/{k}': v for k, v in stats.items()},
   }
   print('== fitted: ' + json.dumps({k: round(v, 4) for k, v in summary.items()
@@ -299,7 +282,7 @@ def _run(config, workdir):
 
   s_dir = os.path.join(workdir, 'student')
   print(f'== student ({config.method}): training in {s_dir}', flush=True)
-  trainer = train.Trainer(_student_config(config), s_dir, data=data,
+  trainer = train.Trainer(student_config(config), s_dir, data=data,
                           train_part=datasets.WithTargets(train_part, targets))
   final = trainer.run()
   if final.get('preempted'):
@@ -328,11 +311,12 @@ def run_online(config, workdir):
   `init.method='guide'`). `init.teacher=''` means this config's teacher."""
   check_choice('method', config.method, ['supervised'] +
                sorted(methods.DISTILLATION))
-  if config.method in ('weighted', 'slam'):
+  if not (config.method == 'supervised'
+          or methods.spec(config.method).online):
     raise ConfigError(f'method {config.method!r} needs per-example state '
                       'fitted on a labeled validation split; online '
-                      'distillation supports vanilla, hard, taylor_ce, '
-                      'pseudo_label or supervised')
+                      'distillation supports '
+                      + ', '.join(methods.online_methods() + ['supervised']))
   validate_stages(config)
   with workdir_lib.claim(workdir, config, input_runs(config)):
     return _run_online(config, workdir)
@@ -350,7 +334,7 @@ def _run_online(config, workdir):
     raise ConfigError(f'teacher data {t_config.data.name!r} differs from '
                       f'student data {config.data.name!r}')
   t_model, t_vars = online_teacher(config, t_config, data.num_classes, t_vars)
-  s_config = _student_config(config)
+  s_config = student_config(config)
   if s_config.init.method and not s_config.init.teacher:
     s_config.init.teacher = files.abspath(t_dir)
   s_dir = os.path.join(workdir, 'student')
@@ -375,7 +359,7 @@ def finetune_config(config, num_examples, student_dir=''):
   """The fine-tuning stage's config: the student, from `student_dir`, on
   `num_examples` labeled examples (no batch larger than them)."""
   d = config.distill
-  c = _student_config(config)
+  c = student_config(config)
   c.method = 'supervised'
   c.data.train_on = 'labeled'
   c.init_from = student_dir
@@ -391,7 +375,7 @@ def _finetune(config, workdir, data, student_dir):
   """Fine-tunes the distilled student on a few labeled examples per class."""
   d = config.distill
   labeled = data.parts['labeled']
-  y = _labels(labeled)
+  y = labels_of(labeled)
   rng = np.random.default_rng(config.seed)
   keep = np.sort(np.concatenate([
       rng.permutation(np.nonzero(y == c)[0])[:d.finetune_per_class]
@@ -405,7 +389,7 @@ def _finetune(config, workdir, data, student_dir):
   return trainer, trainer.run()
 
 
-def _labels(part):
+def labels_of(part):
   return part.get(np.arange(len(part)))['label']
 
 
@@ -416,7 +400,7 @@ def _accuracy(logits, labels):
 def _with_labeled(data, unlabeled, targets):
   """Appends the labeled part; its 'teacher' is the one-hot true label."""
   labeled = data.parts['labeled']
-  y = _labels(labeled)
+  y = labels_of(labeled)
   onehot_logits = np.where(np.eye(data.num_classes)[y] > 0, 0.0,
                            -1e4).astype(np.float32)
   extra = {'logits': onehot_logits}

@@ -45,17 +45,17 @@ def configure(count=0, processes=1):
   before its backends start. Returns the count asked for, or None where it
   was left alone (backend running, XLA_FLAGS force a count)."""
   import jax  # pylint: disable=g-import-not-at-top
-  from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
   count = int(os.environ.get(ENV, count) or 0)
   if count < 0:
     from core.errors import ConfigError  # pylint: disable=g-import-not-at-top
     raise ConfigError(f'cpu_devices={count} must be >= 0 (0: auto)')
   if 'xla_force_host_platform_device_count' in os.environ.get('XLA_FLAGS', ''):
     return None
-  if xla_bridge.backends_are_initialized():
-    return None
   count = count or (auto_count() if processes == 1 else 1)
-  jax.config.update('jax_num_cpu_devices', count)
+  try:
+    jax.config.update('jax_num_cpu_devices', count)
+  except RuntimeError:       # the backend already runs with another count
+    return None
   return count
 
 

@@ -10,19 +10,49 @@ A method is `fn(student_out, teacher_targets, batch, **kw) -> (loss, metrics)`:
   divided at logging time, so averages are exact.
 `kw` comes from `config.method_kw`. The train loop is the same for every
 method; `config.method` picks one.
+
+A method is one registry entry (`register`): its loss, whether it reads the
+teacher's outputs, and its fit, `fit(distill_config, probs_v, labels_v,
+probs_u) -> (per-example state, statistics)`, run on the teacher's
+validation and unlabeled outputs before the student trains (weighted: w(x);
+SLaM: alpha(x), k(x)). A method without a fit can run online (the teacher
+inside the student's step). `spec(name)` is what the pipelines ask.
 """
+import dataclasses
+from typing import Callable, Optional
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from core.errors import ConfigError, check_choice
+from distill import fitting
 
-METHODS = {}
+METHODS = {}            # name -> loss
 DISTILLATION = set()    # methods that read batch['teacher']
+SPECS = {}              # name -> Method
 
 
-def register(name, needs_teacher=False):
+@dataclasses.dataclass(frozen=True)
+class Method:
+  name: str
+  loss: Callable
+  needs_teacher: bool
+  fit: Optional[Callable] = None
+
+  @property
+  def online(self):
+    """Runs with the teacher inside the student's step (no fitted state)."""
+    return self.needs_teacher and self.fit is None
+
+
+def register(name, needs_teacher=False, fit=None):
+  """Decorator: registers a loss as method `name` (see the module doc)."""
   def wrap(fn):
+    if name in SPECS:
+      raise ValueError(f'method {name!r} is registered twice')
+    SPECS[name] = Method(name, fn, needs_teacher, fit)
     METHODS[name] = fn
     if needs_teacher:
       DISTILLATION.add(name)
@@ -33,6 +63,39 @@ def register(name, needs_teacher=False):
 def get(name):
   check_choice('method', name, METHODS)
   return METHODS[name]
+
+
+def spec(name):
+  check_choice('method', name, SPECS)
+  return SPECS[name]
+
+
+def online_methods():
+  return sorted(n for n, m in SPECS.items() if m.online)
+
+
+def fit_weighted(d, probs_v, labels_v, probs_u):
+  """Weighted distillation's w(x): the teacher's estimated correctness."""
+  weight = fitting.teacher_correctness(probs_v, labels_v, probs_u,
+                                       d.weight_mode)
+  return {'weight': weight}, {
+      f'weight_{k}': v for k, v in fitting.weight_stats(weight).items()}
+
+
+def fit_slam(d, probs_v, labels_v, probs_u):
+  """SLaM's alpha(x) (floored correctness) and k(x) (global or per-example
+  top-k reaching accuracy 1 - k_delta on validation)."""
+  alpha = fitting.teacher_correctness(probs_v, labels_v, probs_u,
+                                      floor=d.alpha_floor)
+  stats = {f'alpha_{k}': v for k, v in fitting.weight_stats(alpha).items()}
+  if d.k == 'global':
+    k = np.full(len(probs_u), fitting.global_k(probs_v, labels_v, d.k_delta),
+                np.int32)
+  else:
+    k = fitting.per_example_k(probs_v, labels_v, probs_u, d.k_delta,
+                              bins=d.k_bins)
+  stats['k_mean'] = float(k.mean())
+  return {'alpha': alpha, 'k': k}, stats
 
 
 def example_weights(batch, logits):
@@ -81,16 +144,24 @@ def supervised(student_out, teacher_targets, batch, label_smoothing=0.0):
   return loss, metrics
 
 
-def check_kwargs(name, fn, kw):
-  """Raise a ConfigError for method_kw keys that `fn` does not take."""
+def options_for(name, kw):
+  """The `config.method_kw` entries method `name`'s loss takes. Options of
+  other methods (config.method_kw holds every method's, core/defaults.py) are
+  dropped while at their defaults; one set away from its default, or one no
+  method has, is a ConfigError naming the valid choices."""
   import inspect  # pylint: disable=g-import-not-at-top
-  params = inspect.signature(fn).parameters
+  from core import defaults  # pylint: disable=g-import-not-at-top
+  params = inspect.signature(get(name)).parameters
   valid = [p for p in params if p not in ('student_out', 'teacher_targets',
                                           'batch')]
-  unknown = sorted(set(kw) - set(valid))
+  shared = defaults.method_options()
+  unknown = sorted(k for k in kw if k not in valid and (
+      k not in shared or kw[k] != shared[k]))
   if unknown:
-    raise ConfigError(f'unknown method_kw {", ".join(unknown)} for method '
-                      f'{name!r}; valid choices: {", ".join(valid)}')
+    raise ConfigError(f'method_kw.{unknown[0]}={kw[unknown[0]]!r} is not an '
+                      f'option of method {name!r}; its options: '
+                      f'{", ".join(valid) or "none"}')
+  return {k: v for k, v in kw.items() if k in valid}
 
 
 # --- distillation from (cached) teacher outputs ------------------------------
@@ -118,7 +189,10 @@ def _distill_metrics(student_out, teacher_logits, batch):
   return metrics
 
 
-def _finish(per_example, weights, student_out, teacher, batch):
+def finish(per_example, weights, student_out, teacher, batch):
+  """How a distillation loss ends: the weighted mean of its per-example (or
+  per-token) loss, with the loss and the teacher-agreement metrics the loop
+  logs, as (loss, metrics)."""
   if per_example.ndim == 2 and weights.ndim == 1:     # (batch, tokens)
     weights = _per_position(weights, batch, per_example.shape)
   loss, total = weighted_mean(per_example, weights)
@@ -132,7 +206,7 @@ def vanilla(student_out, teacher_targets, batch, temperature=1.0):
   """Soft distillation: CE(softmax(t/T), softmax(s/T)) * T^2 (Hinton)."""
   t = jax.nn.softmax(teacher_targets['logits'] / temperature)
   ce = _soft_ce(student_out, t, temperature) * temperature ** 2
-  return _finish(ce, batch['mask'], student_out, teacher_targets, batch)
+  return finish(ce, batch['mask'], student_out, teacher_targets, batch)
 
 
 @register('hard', needs_teacher=True)
@@ -140,10 +214,10 @@ def hard(student_out, teacher_targets, batch):
   """Hard distillation: CE against the teacher's argmax."""
   y = jnp.argmax(teacher_targets['logits'], -1)
   ce = optax.softmax_cross_entropy_with_integer_labels(student_out, y)
-  return _finish(ce, batch['mask'], student_out, teacher_targets, batch)
+  return finish(ce, batch['mask'], student_out, teacher_targets, batch)
 
 
-@register('weighted', needs_teacher=True)
+@register('weighted', needs_teacher=True, fit=fit_weighted)
 def weighted(student_out, teacher_targets, batch, soft=True,
              temperature=1.0):
   """Weighted distillation (Iliopoulos et al. 2022): each example's loss is
@@ -157,7 +231,7 @@ def weighted(student_out, teacher_targets, batch, soft=True,
     ce = optax.softmax_cross_entropy_with_integer_labels(
         student_out, jnp.argmax(logits, -1))
   w = teacher_targets['weight'] * batch['mask']
-  return _finish(ce, w, student_out, teacher_targets, batch)
+  return finish(ce, w, student_out, teacher_targets, batch)
 
 
 def topk_mask(probs, k):
@@ -166,7 +240,7 @@ def topk_mask(probs, k):
   return (ranks < jnp.reshape(k, (-1, 1))).astype(probs.dtype)
 
 
-@register('slam', needs_teacher=True)
+@register('slam', needs_teacher=True, fit=fit_slam)
 def slam(student_out, teacher_targets, batch, eps=1e-7, normalize=False):
   """SLaM (Kontonis et al. 2023), the unnormalised mixing of Remark B.1 that
   the paper's experiments use: mix = a f + (1 - a)(1 - f) * top(y_s; k),
@@ -181,7 +255,7 @@ def slam(student_out, teacher_targets, batch, eps=1e-7, normalize=False):
     mask = mask / jnp.maximum(jnp.reshape(k, (-1, 1)) - 1, 1)
   mix = a * f + (1.0 - a) * (1.0 - f) * mask
   ce = -jnp.sum(ys * jnp.log(jnp.clip(mix, eps, None)), -1)
-  return _finish(ce, batch['mask'], student_out, teacher_targets, batch)
+  return finish(ce, batch['mask'], student_out, teacher_targets, batch)
 
 
 @register('taylor_ce', needs_teacher=True)
@@ -191,7 +265,7 @@ def taylor_ce(student_out, teacher_targets, batch, order=2):
   y = jnp.argmax(teacher_targets['logits'], -1)
   p = jnp.take_along_axis(jax.nn.softmax(student_out), y[:, None], -1)[:, 0]
   loss = sum((1.0 - p) ** j / j for j in range(1, order + 1))
-  return _finish(loss, batch['mask'], student_out, teacher_targets, batch)
+  return finish(loss, batch['mask'], student_out, teacher_targets, batch)
 
 
 @register('pseudo_label', needs_teacher=True)
@@ -202,7 +276,7 @@ def pseudo_label(student_out, teacher_targets, batch, threshold=0.9):
   keep = (jnp.max(t, -1) >= threshold).astype(jnp.float32)
   ce = optax.softmax_cross_entropy_with_integer_labels(
       student_out, jnp.argmax(t, -1))
-  loss, metrics = _finish(ce, keep * batch['mask'], student_out,
+  loss, metrics = finish(ce, keep * batch['mask'], student_out,
                           teacher_targets, batch)
   metrics['kept_fraction'] = (jnp.sum(keep * batch['mask']),
                               jnp.sum(batch['mask']))

@@ -96,8 +96,9 @@ class Trainer:
     config_lib.validate_for_data(config, self.data)
     self.model = models.build(config.model_name, self.data.num_classes,
                               config.model_dtype, **config.model.to_dict())
-    self.loss_fn = functools.partial(methods.get(config.method),
-                                     **config.method_kw.to_dict())
+    self.loss_fn = functools.partial(
+        methods.get(config.method),
+        **methods.options_for(config.method, config.method_kw.to_dict()))
     if train_part is None:
       train_part = self.data.parts[config.data.train_on]
       if config.method in methods.DISTILLATION and teacher is None:
@@ -122,7 +123,7 @@ class Trainer:
                                            _AUGMENT_STREAM)
     self.batch_sharding = sharding.batch_sharding(self.mesh)
     self._build_state()
-    self._build_steps()
+    self.build_steps()
 
   # --- state ----------------------------------------------------------------
   def _init_fn(self, rng):
@@ -158,7 +159,7 @@ class Trainer:
                               rngs={'dropout': rng})
     return self.model.apply(variables, inputs, train=False), model_state
 
-  def _train_step(self, state, batch, teacher_vars=None):
+  def step_function(self, state, batch, teacher_vars=None):
     with sharding.activation_rules():
       return self._train_step_body(state, batch, teacher_vars)
 
@@ -197,12 +198,12 @@ class Trainer:
     metrics.update(methods.classification_metrics(logits, labels, weights))
     return metrics
 
-  def _build_steps(self):
+  def build_steps(self):
     rep = sharding.replicated(self.mesh)
     self._teacher_args = ()
     if self.teacher is None:
       self.train_step = self._train_step_jit = jax.jit(
-          self._train_step, in_shardings=(self.state_sharding,
+          self.step_function, in_shardings=(self.state_sharding,
                                           self.batch_sharding),
           out_shardings=(self.state_sharding, rep), donate_argnums=0)
     else:
@@ -218,7 +219,7 @@ class Trainer:
       else:
         t_vars = jax.device_put(t_vars, t_shardings)
       step = self._train_step_jit = jax.jit(
-          self._train_step, in_shardings=(self.state_sharding,
+          self.step_function, in_shardings=(self.state_sharding,
                                           self.batch_sharding, t_shardings),
           out_shardings=(self.state_sharding, rep), donate_argnums=0)
       self._teacher_args = (t_vars,)

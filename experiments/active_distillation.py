@@ -27,6 +27,7 @@ from absl import logging
 
 from configs import active_distill
 from distill import active_distillation
+from distill import files
 from distill import train
 from experiments import plotting
 
@@ -76,7 +77,7 @@ class _Clock:
   def add(self, cell, seconds):
     self.seconds[cell] = self.seconds.get(cell, 0.0) + seconds
     os.makedirs(os.path.dirname(self.path), exist_ok=True)
-    active_distillation._write_json(self.path, self.seconds)  # pylint: disable=protected-access
+    files.write_json(self.path, self.seconds)
 
   def total(self):
     return sum(self.seconds.values())

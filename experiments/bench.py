@@ -81,7 +81,7 @@ def _block(x):
   jax.block_until_ready(x)
 
 
-def _interleaved(fns, steps, rounds):
+def interleaved(fns, steps, rounds):
   """{name: best seconds per call}; the calls alternate between names."""
   for fn in fns.values():
     _block(fn())
@@ -227,8 +227,8 @@ def section_flax(steps, rounds):
     plain = PlainFlaxStep(ours)
     # both orders of alternation: the first function of a pair was
     # systematically slower on this machine
-    a = _interleaved({'ours': ours, 'plain': plain}, steps, rounds)
-    b = _interleaved({'plain': plain, 'ours': ours}, steps, rounds)
+    a = interleaved({'ours': ours, 'plain': plain}, steps, rounds)
+    b = interleaved({'plain': plain, 'ours': ours}, steps, rounds)
     best = {k: min(a[k], b[k]) for k in a}
     rows.append(dict(model=name, ours_ms=1000 * best['ours'],
                      plain_ms=1000 * best['plain'],
@@ -368,7 +368,7 @@ def section_torch(steps, rounds):
     best_jax = {'ours': float('inf'), 'one': float('inf')}
     best_torch = {}
     for _ in range(rounds):               # interleave the frameworks
-      b = _interleaved({'ours': ours, 'one': one}, steps, 1)
+      b = interleaved({'ours': ours, 'one': one}, steps, 1)
       best_jax = {k: min(best_jax[k], b[k]) for k in b}
       t = torch_step_seconds(steps, 1, build=build)
       best_torch = {k: min(best_torch.get(k, float('inf')), t[k]) for k in t}

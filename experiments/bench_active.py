@@ -32,7 +32,7 @@ def main(argv):
   probs = rng.dirichlet(np.full(10, 0.3), size=n)
   feats = rng.normal(size=(n, _DIM.value)).astype(np.float32)
   labeled = rng.normal(size=(1000, _DIM.value)).astype(np.float32)
-  config = distillation._student_config(  # pylint: disable=protected-access
+  config = distillation.student_config(
       active_distill.get_config('dataset=cifar10'))
   del config['active']
   config.method = 'supervised'     # the distillation losses cost 1.01-1.06x

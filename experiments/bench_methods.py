@@ -101,7 +101,7 @@ def main(argv):
   steps = {}
   for name in names:
     trainer.loss_fn = functools.partial(methods.get(name))
-    trainer._build_steps()  # pylint: disable=protected-access
+    trainer.build_steps()
     steps[name] = trainer.train_step
   # Interleaved rounds, best of them: machine noise hits every method alike.
   best = {n: float('inf') for n in names}

@@ -14,7 +14,7 @@ from experiments import bench
 def main():
   ours = bench.OurStep(bench.resnet_config())
   plain = bench.PlainFlaxStep(ours)
-  raw = jax.jit(ours.trainer._train_step, donate_argnums=0)  # pylint: disable=protected-access
+  raw = jax.jit(ours.trainer.step_function, donate_argnums=0)
   state = [jax.tree.map(lambda a: a.copy(), ours.trainer.state)]
 
   def raw_call():
@@ -23,7 +23,7 @@ def main():
 
   for order in (('plain', 'ours', 'raw_jit'), ('ours', 'raw_jit', 'plain')):
     fns = {'plain': plain, 'ours': ours, 'raw_jit': raw_call}
-    best = bench._interleaved({k: fns[k] for k in order}, 10, 4)  # pylint: disable=protected-access
+    best = bench.interleaved({k: fns[k] for k in order}, 10, 4)
     print(f'{order[0]} first: ' + ', '.join(
         f'{k} {1000 * v:.0f} ms ({v / best["plain"]:.3f}x plain)'
         for k, v in best.items()))

@@ -146,7 +146,7 @@ def run_cell(get_config, root, labeled, seed, method, extra=''):
     workdir = os.path.join(cell, 'labels_only')
     done = os.path.join(workdir, 'final_metrics.json')
     if not os.path.exists(done):
-      student = distillation._student_config(config)  # pylint: disable=protected-access
+      student = distillation.student_config(config)
       student.method = 'supervised'
       student.data.train_on = 'labeled'
       # The same number of steps as the distilled students (more epochs of

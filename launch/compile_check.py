@@ -105,7 +105,7 @@ def _stage_config(config, stage):
   if not has_teacher:
     raise app.UsageError('--stage=student needs a config with a teacher '
                          'block; this one trains a single model')
-  return distillation._student_config(config), config  # pylint: disable=protected-access
+  return distillation.student_config(config), config
 
 
 def check(config, stage='auto', mesh=None, batch_size=0):

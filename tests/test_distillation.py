@@ -89,7 +89,7 @@ def test_carving_mismatch_between_teacher_and_student_is_refused(tmp_path):
 def test_methods_and_roles_are_checked(tmp_path):
   with pytest.raises(ConfigError, match='does not learn from a teacher'):
     distillation.run(cfg('supervised'), str(tmp_path))
-  student = distillation._student_config(cfg('slam'))  # pylint: disable=protected-access
+  student = distillation.student_config(cfg('slam'))  # pylint: disable=protected-access
   with pytest.raises(ConfigError, match='learns from a teacher'):
     train.Trainer(student, str(tmp_path))
 

@@ -77,8 +77,8 @@ def bad(**overrides):
     (dict(model_name='transformer_lm', model=common.base_config().model),
      "model 'transformer_lm' does not fit dataset 'digits' (classification)"),
     (dict(**{'method_kw.temperature': 2.0}),
-     "unknown method_kw temperature for method 'supervised'; valid choices: "
-     'label_smoothing'),
+     "method_kw.temperature=2.0 is not an option of method 'supervised'; its "
+     'options: label_smoothing'),
     (dict(**{'mesh.data': 2}), 'needs 2 devices per slice, but there are 1'),
 ])
 def test_invalid_configs(overrides, match, tmp_path):

@@ -1,0 +1,121 @@
+"""A new method is one registry entry: its loss and its fit, registered in
+this file alone, run through the whole distillation pipeline."""
+import jax.numpy as jnp
+import json
+
+import numpy as np
+import optax
+import pytest
+
+from configs import digits_distill
+from core.errors import ConfigError
+from distill import distillation, methods
+
+
+def fit_confidence(d, probs_v, labels_v, probs_u):
+  """Per-example state: the teacher's confidence, squared."""
+  del d, labels_v
+  conf = probs_u.max(-1) ** 2
+  assert len(probs_v) and conf.shape == (len(probs_u),)
+  return {'confidence': conf.astype(np.float32)}, {
+      'confidence_mean': float(conf.mean())}
+
+
+def confidence_ce(student_out, teacher_targets, batch, power=1.0):
+  """Hard-label CE weighted by the fitted confidence ** power."""
+  y = jnp.argmax(teacher_targets['logits'], -1)
+  ce = optax.softmax_cross_entropy_with_integer_labels(student_out, y)
+  w = teacher_targets['confidence'] ** power * batch['mask']
+  loss, metrics = methods.finish(ce, w, student_out, teacher_targets, batch)
+  metrics['confidence'] = (jnp.sum(w), jnp.sum(batch['mask']))
+  return loss, metrics
+
+
+@pytest.fixture(scope='module')
+def registered():
+  methods.register('test_confidence', needs_teacher=True,
+                   fit=fit_confidence)(confidence_ce)
+  yield 'test_confidence'
+  for table in (methods.SPECS, methods.METHODS):
+    table.pop('test_confidence')
+  methods.DISTILLATION.discard('test_confidence')
+
+
+def test_a_method_added_in_one_file_runs_end_to_end(registered, tmp_path):
+  c = digits_distill.get_config('method=vanilla,runlocal')
+  c.method = registered
+  summary = distillation.run(c, str(tmp_path))
+  assert summary['student/step'] == 2
+  assert 0 < summary['fit/confidence_mean'] <= 1
+  spec = methods.spec(registered)
+  assert spec.needs_teacher and not spec.online
+
+
+def test_capabilities_come_from_the_registry(registered):
+  assert registered not in methods.online_methods()
+  assert 'vanilla' in methods.online_methods()
+  assert methods.spec('slam').fit is methods.fit_slam
+  assert not methods.spec('supervised').needs_teacher
+  with pytest.raises(ConfigError, match='valid choices'):
+    methods.spec('no_such_method')
+  with pytest.raises(ValueError, match='twice'):
+    methods.register(registered)(confidence_ce)
+
+
+def test_online_refuses_a_method_with_a_fit_naming_the_online_ones(
+    registered):
+  from configs import guide_lm  # pylint: disable=g-import-not-at-top
+  c = guide_lm.get_config('method=vanilla,runlocal')
+  c.method = registered
+  with pytest.raises(ConfigError, match='online distillation supports '
+                     + ', '.join(methods.online_methods())):
+    distillation.run_online(c, '/nonexistent')
+
+
+
+def test_config_options_are_the_losses_keyword_defaults():
+  """core/defaults.py's table (what config.method_kw offers) equals the
+  keyword defaults of every built-in method's loss."""
+  import inspect  # pylint: disable=g-import-not-at-top
+  from core import defaults  # pylint: disable=g-import-not-at-top
+  builtin = {n for n in methods.SPECS if not n.startswith('test_')}
+  assert builtin == set(defaults.METHOD_OPTIONS)
+  for name in builtin:
+    params = inspect.signature(methods.get(name)).parameters
+    kw = {k: p.default for k, p in params.items()
+          if p.default is not inspect.Parameter.empty}
+    assert kw == defaults.METHOD_OPTIONS[name], name
+
+
+@pytest.mark.parametrize('method,kw,expected', [
+    ('slam', {'normalize': True}, {'eps': 1e-7, 'normalize': True}),
+    ('vanilla', {'normalize': False}, {'temperature': 1.0}),  # at default
+])
+def test_each_method_gets_its_own_options(method, kw, expected):
+  from core import defaults  # pylint: disable=g-import-not-at-top
+  options = dict(defaults.method_options(), **kw)
+  assert methods.options_for(method, options) == expected
+
+
+def test_another_methods_option_set_is_one_line():
+  with pytest.raises(ConfigError, match="method_kw.normalize=True is not an "
+                     "option of method 'vanilla'; its options: temperature"):
+    methods.options_for('vanilla', {'normalize': True})
+
+
+def test_the_command_line_sets_a_method_option(tmp_path):
+  """`--config.method_kw.normalize=True` (the README's SLaM example) is a
+  known key now."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from conftest import REPO  # pylint: disable=g-import-not-at-top
+  proc = subprocess.run(
+      [sys.executable, '-m', 'launch.main',
+       '--config=configs/digits_distill.py:method=slam,runlocal',
+       f'--workdir={tmp_path}', '--config.method_kw.normalize=True'],
+      cwd=REPO, capture_output=True,
+      text=True, timeout=300, check=False)
+  assert 'unknown config key' not in proc.stderr
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  with open(tmp_path / 'student' / 'config.json') as f:
+    assert json.load(f)['method_kw']['normalize'] is True
