@@ -13,13 +13,21 @@ size; -1: all the rest of the train split; default 12000 for cifar10,
 all the rest for the others), m_over (pool | round: what RAD's
 expected error count is taken over), round0_from (another run of
 the same seed whose round-0 student is reused), warm_start, labeled, seed, teacher (a
-trained teacher's workdir), runlocal, manual_dir.
+trained teacher's workdir), runlocal, manual_dir; student (the dataset's
+own, or resnet: a CIFAR ResNet-8) with residual and rank (its residual
+connection, e.g. laurel_rw_lr), e.g. a LAuReL student trained by SLaM on
+RAD's queries:
+
+    python -m launch.main --config=configs/active_distill.py:dataset=mnist5k,strategy=rad,method=slam,student=resnet,residual=laurel_rw_lr \
+        --workdir=/tmp/distill/active_laurel_slam
 """
-from core import defaults
+import ml_collections
+
 from configs import cifar10_distill
 from configs import common
 from configs import digits_distill
 from configs import mnist5k_distill
+from core import defaults
 from core.errors import ConfigError, check_choice
 
 BASES = {'digits': digits_distill, 'mnist5k': mnist5k_distill,
@@ -38,7 +46,8 @@ def get_config(arg=None):
                          initial=-1, steps=-1, labeled=-1, pool=-2,
                          m_over='pool', round0_from='', warm_start=False,
                          seed=0, teacher='', runlocal=False,
-                         manual_dir='../shared/datasets')
+                         manual_dir='../shared/datasets', student='',
+                         residual='standard', rank=16)
   check_choice('active_distill dataset', arg.dataset, BASES)
   for name in ('budget', 'per_round', 'initial', 'steps', 'labeled'):
     if arg[name] < -1 or arg[name] == 0:
@@ -60,6 +69,15 @@ def get_config(arg=None):
   c.eval_every_epochs = -1.0
   c.eval_every_steps = -1
   c.eval_splits = 'test'
+  if arg.student:
+    check_choice('active_distill student', arg.student, ['resnet'])
+    c.model_name = 'resnet'
+    c.model = ml_collections.ConfigDict(dict(depth=8, width=1.0))
+    common.set_residual(c.model, arg.residual, arg.rank)
+    common.set_memory(c.model)
+  elif arg.residual != 'standard':
+    raise ConfigError('active_distill residual needs student=resnet (the '
+                      "datasets' own students have no residual connections)")
   c.active = defaults.active()
   c.active.strategy = arg.strategy
   c.active.budget = pick(arg.budget, budget)

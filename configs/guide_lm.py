@@ -22,7 +22,9 @@ Arguments:
            Tiny Shakespeare), char | spm, spm pieces
   steps, teacher_steps, seed, trainable_projection (GUIDE's learned-M
   reading: frozen teacher table, trainable projection), runlocal (2 steps),
-  manual_dir (folder of tiny_shakespeare.txt).
+  manual_dir (folder of tiny_shakespeare.txt); residual, rank: the
+  student's residual connection (e.g. laurel_rw_lr: a LAuReL student
+  initialised by GUIDE from a standard teacher and distilled from it).
 Teacher and student read the same data and vocabulary and use the same
 optimizer and token budget per step.
 
@@ -77,8 +79,9 @@ def get_config(arg=None):
   arg = common.parse_arg(arg, init='', method='supervised', scale='cpu',
                          teacher='', steps=600, teacher_steps=1500, seed=0,
                          seq_len=0, trainable_projection=False, text='',
-                         tokenizer='char', vocab=0,
-                         runlocal=False, manual_dir='../shared/datasets')
+                         tokenizer='char', vocab=0, residual='standard',
+                         rank=16, runlocal=False,
+                         manual_dir='../shared/datasets')
   check_choice("guide_lm scale", arg.scale, SCALES)
   t_size, s_size = SCALES[arg.scale]
   teacher = _lm(arg, t_size, arg.teacher_steps)
@@ -86,6 +89,8 @@ def get_config(arg=None):
   c = _lm(arg, s_size, arg.steps)
   if arg.runlocal:                     # the runlocal LM: 1 x 32; teacher 1 x 64
     teacher.model.width, teacher.model.mlp_dim = 64, 128
+  if arg.residual != 'standard':      # the student's (the teacher's: standard)
+    common.set_residual(c.model, arg.residual, arg.rank, a_init='colorth')
   c.method = arg.method
   c.init.method = arg.init
   if arg.trainable_projection:

@@ -471,16 +471,7 @@ class Trainer:
           logs.update(timing)
           writer.write(step, logs)
           if config.progress and is_main:
-            eta = logs['step_seconds'] * (self.total_steps - step)
-            mfu = (f' | MFU {100 * logs["mfu"]:.1f}%' if 'mfu' in logs
-                   else '')
-            print(f'step {step}/{self.total_steps} '
-                  f'({100 * step / self.total_steps:.1f}%) '
-                  f'loss {logs["train/loss"]:.4f} '
-                  f'acc {logs.get("train/accuracy", float("nan")):.4f} | '
-                  f'{logs["examples_per_sec"]:.0f} ex/s | '
-                  f'{1000 * logs["step_seconds"]:.1f} ms/step{mfu} | '
-                  f'ETA {format_duration(eta)}', flush=True)
+            print(progress_line(step, self.total_steps, logs), flush=True)
         if step % self.eval_every == 0 and not last:
           with speed.paused():
             writer.write(step, self.evaluate(eval_names))
@@ -539,6 +530,21 @@ def _reduce(pending):
   return out
 
 
+def progress_line(step, total, logs):
+  """The progress line of a logging window (rates once a step after the
+  compiled first one has run)."""
+  line = (f'step {step}/{total} ({100 * step / total:.1f}%) '
+          f'loss {logs["train/loss"]:.4f} '
+          f'acc {logs.get("train/accuracy", float("nan")):.4f}')
+  if 'step_seconds' not in logs:
+    return line + f' | compiled in {logs.get("compile_seconds", 0.0):.1f} s'
+  eta = logs['step_seconds'] * (total - step)
+  mfu = f' | MFU {100 * logs["mfu"]:.1f}%' if 'mfu' in logs else ''
+  return (line + f' | {logs["examples_per_sec"]:.0f} ex/s | '
+          f'{1000 * logs["step_seconds"]:.1f} ms/step{mfu} | '
+          f'ETA {format_duration(eta)}')
+
+
 class _Speed:
   """Step time, throughput per device and MFU of each logging window.
 
@@ -576,7 +582,13 @@ class _Speed:
     """Timing logs of the steps since the last window (metrics are on the
     host by now, so the steps have finished)."""
     seconds = time.time() - self.start
-    steps = max(self.steps, 1)
+    if not self.steps:             # only the compiled first step: no rates
+      out = {'seconds': seconds + (self.compile or 0.0)}
+      if self.compile is not None:
+        out['compile_seconds'] = self.compile
+      self.start, self.compile = time.time(), None
+      return out
+    steps = self.steps
     out = {'seconds': seconds + (self.compile or 0.0),
            'step_seconds': seconds / steps,
            'examples_per_sec': steps * self.batch / seconds}
