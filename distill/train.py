@@ -1,4 +1,4 @@
-"""The one train loop: teachers now, students (distillation methods) later.
+"""The one train loop, for teachers and students (every method).
 
     python -m launch.main --config=configs/digits_teacher.py --workdir=/tmp/w
 
@@ -8,18 +8,17 @@ parameters' logical axis names); resume from the newest checkpoint in the
 workdir if there is one; train with `jax.jit` over `NamedSharding`s,
 logging (sum, count) metrics as JSONL (+ TensorBoard), evaluating and
 checkpointing periodically and on SIGTERM; finally evaluate and write
-`final_metrics.json`.
+`final_metrics.json`. Watching the run (finite loss, step time, MFU,
+progress, profiler window) is distill/monitoring.py; SIGTERM is
+distill/preemption.py; data loading is distill/data/loading.py.
 
 Batches and dropout keys are pure functions of (seed, step), so a run that is
 killed and restarted with the same command ends with the same metrics as one
 that was never interrupted.
 """
-import contextlib
 import functools
 import math
 import os
-import signal
-import time
 from typing import Any
 
 import flax
@@ -29,19 +28,20 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from core.errors import ConfigError, Diverged, EnvironmentFault
+from core.errors import ConfigError, EnvironmentFault
 from core.errors import check_choice
 from distill import checkpoint as ckpt_lib
 from distill import config_lib
 from distill import files
-from distill import flops
 from distill import methods
+from distill import monitoring
 from distill import optim
+from distill import preemption
 from distill import sharding
 from distill import workdir as workdir_lib
 from distill.data import loading
 from distill.data import pipeline
-from distill.logging_utils import MetricWriter, format_duration
+from distill.logging_utils import MetricWriter
 import models
 
 
@@ -440,9 +440,10 @@ class Trainer:
     batches = pipeline.device_prefetch(
         host_batches, lambda b: sharding.put_batch(b, self.batch_sharding),
         size=config.data.get('device_prefetch', 2))
-    preempted = _Preemption()
-    speed = _Speed(self)
-    profile = _Profile(config.get('profile_steps', (0, 0)), workdir)
+    preempted = preemption.Preemption()
+    speed = monitoring.Speed(self)
+    profile = monitoring.Profile(config.get('profile_steps', (0, 0)),
+                                 workdir)
     train_seconds = extra['chrono']['train_seconds']
     pending = []
     step = start
@@ -462,16 +463,17 @@ class Trainer:
         stop = preempted.reached(step)
         saving = step % config.checkpoint_every_steps == 0 or last or stop
         if step % config.log_every_steps == 0 or last or saving:
-          _check_finite(pending, step, checkpointer)
+          monitoring.check_finite(pending, step, checkpointer)
         if step % config.log_every_steps == 0 or last:
-          logs = _reduce(pending)
+          logs = monitoring.reduce_window(pending)
           pending = []
           timing = speed.window()
           train_seconds += timing.pop('seconds')
           logs.update(timing)
           writer.write(step, logs)
           if config.progress and is_main:
-            print(progress_line(step, self.total_steps, logs), flush=True)
+            print(monitoring.progress_line(step, self.total_steps, logs),
+                  flush=True)
         if step % self.eval_every == 0 and not last:
           with speed.paused():
             writer.write(step, self.evaluate(eval_names))
@@ -503,180 +505,6 @@ class Trainer:
       except EnvironmentFault:
         if finished:        # else the fault in flight is the one to report
           raise
-
-
-def _check_finite(pending, step, checkpointer):
-  """Raises Diverged naming the first step of `pending` (the steps up to
-  `step`) whose loss is not finite; nothing is saved after it."""
-  losses = np.array([float(m['loss'][0]) for m in jax.device_get(pending)])
-  bad = np.flatnonzero(~np.isfinite(losses))
-  if len(bad):
-    first = step - len(losses) + 1 + int(bad[0])
-    kept = checkpointer.latest_step()
-    raise Diverged(f'loss is {losses[bad[0]]} at step {first}; stopped '
-                   'without saving'
-                   + (f', the last good checkpoint (step {kept}) is kept in '
-                      f'{checkpointer.directory}' if kept is not None
-                      else ' (no checkpoint yet)'))
-
-
-def _reduce(pending):
-  sums = jax.device_get(pending)
-  out = {}
-  for k in sums[0]:
-    s = sum(float(m[k][0]) for m in sums)
-    c = sum(float(m[k][1]) for m in sums)
-    out[f'train/{k}'] = s / max(c, 1e-12)
-  return out
-
-
-def progress_line(step, total, logs):
-  """The progress line of a logging window (rates once a step after the
-  compiled first one has run)."""
-  line = (f'step {step}/{total} ({100 * step / total:.1f}%) '
-          f'loss {logs["train/loss"]:.4f} '
-          f'acc {logs.get("train/accuracy", float("nan")):.4f}')
-  if 'step_seconds' not in logs:
-    return line + f' | compiled in {logs.get("compile_seconds", 0.0):.1f} s'
-  eta = logs['step_seconds'] * (total - step)
-  mfu = f' | MFU {100 * logs["mfu"]:.1f}%' if 'mfu' in logs else ''
-  return (line + f' | {logs["examples_per_sec"]:.0f} ex/s | '
-          f'{1000 * logs["step_seconds"]:.1f} ms/step{mfu} | '
-          f'ETA {format_duration(eta)}')
-
-
-class _Speed:
-  """Step time, throughput per device and MFU of each logging window.
-
-  The first step of a run (compilation) is timed apart (`compile_seconds`).
-  MFU is the analytic model FLOPs per step (distill/flops.py) over the step
-  time and the devices' peak FLOP/s (a chip's datasheet peak, or this CPU
-  host's measured matmul ceiling).
-  """
-
-  def __init__(self, trainer):
-    self.trainer = trainer
-    self.devices = trainer.mesh.size
-    self.batch = trainer.config.batch_size
-    shape = trainer.batch_shapes()['inputs'].shape
-    self.tokens = (self.batch * shape[1]
-                   if trainer.config.model_name == 'transformer_lm' else None)
-    self.start, self.steps, self.compile = time.time(), 0, None
-    self._flops = self._peak = None
-
-  def stepped(self, first, metrics):
-    if first:                      # wait for the compiled first step
-      jax.block_until_ready(metrics)
-      self.compile = time.time() - self.start
-      self.start, self.steps = time.time(), 0
-    else:
-      self.steps += 1
-
-  @contextlib.contextmanager
-  def paused(self):
-    t0 = time.time()
-    yield
-    self.start += time.time() - t0
-
-  def window(self):
-    """Timing logs of the steps since the last window (metrics are on the
-    host by now, so the steps have finished)."""
-    seconds = time.time() - self.start
-    if not self.steps:             # only the compiled first step: no rates
-      out = {'seconds': seconds + (self.compile or 0.0)}
-      if self.compile is not None:
-        out['compile_seconds'] = self.compile
-      self.start, self.compile = time.time(), None
-      return out
-    steps = self.steps
-    out = {'seconds': seconds + (self.compile or 0.0),
-           'step_seconds': seconds / steps,
-           'examples_per_sec': steps * self.batch / seconds}
-    out['examples_per_sec_per_device'] = out['examples_per_sec'] / self.devices
-    if self.tokens:
-      out['tokens_per_sec_per_device'] = (steps * self.tokens / seconds
-                                          / self.devices)
-    if self.compile is not None:
-      out['compile_seconds'] = self.compile
-    if self._flops is None:
-      self._flops = flops.model_flops_per_step(self.trainer)
-      self._peak = flops.peak_total(self.trainer.mesh.devices.flat)
-    out['model_flops_per_step'] = self._flops
-    if self._peak:
-      out['mfu'] = self._flops / out['step_seconds'] / self._peak
-    self.start, self.steps, self.compile = time.time(), 0, None
-    return out
-
-
-class _Profile:
-  """A jax.profiler trace of steps first+1 .. first+count
-  (`config.profile_steps = (first, count)`; count 0: none) in
-  `<workdir>/profile` (TensorBoard's profile plugin reads it)."""
-
-  def __init__(self, steps, workdir):
-    self.first, self.count = (int(s) for s in steps)
-    self.directory = os.path.join(workdir, 'profile')
-    self.active = False
-
-  def before(self, step):
-    if self.count and step == self.first:
-      jax.profiler.start_trace(self.directory)
-      self.active = True
-
-  def after(self, step, state):
-    if self.active and step == self.first + self.count:
-      self.close(state)
-      print(f'profile of steps {self.first + 1}-{step} in {self.directory}',
-            flush=True)
-
-  def close(self, state=None):
-    if self.active:
-      jax.block_until_ready(state)
-      jax.profiler.stop_trace()
-      self.active = False
-
-
-class _Preemption:
-  """Whether to save and stop at a step, after SIGTERM (a preemption notice).
-
-  One process: a SIGTERM handler sets a flag. Several (`jax.distributed`):
-  JAX's preemption service catches SIGTERM on any process and every process
-  reaches the same sync step (`reached_preemption_sync_point`), with no
-  collective per step; where that service is off, the processes agree by an
-  all-gather of their flags each step.
-  """
-
-  def __init__(self):
-    self._set = False
-    self._previous = None
-    self._service = jax.process_count() > 1
-    if self._service:
-      return
-    try:
-      self._previous = signal.signal(signal.SIGTERM, self._handler)
-    except ValueError:  # not the main thread
-      pass
-
-  def _handler(self, signum, frame):
-    del signum, frame
-    self._set = True
-
-  def reached(self, step):
-    if jax.process_count() == 1:
-      return self._set
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    if self._service:
-      try:
-        return multihost_utils.reached_preemption_sync_point(step)
-      except RuntimeError:          # the preemption service is not running
-        self._service = False
-        self._previous = signal.signal(signal.SIGTERM, self._handler)
-    return bool(np.any(multihost_utils.process_allgather(
-        np.array([self._set]))))
-
-  def restore(self):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
 
 
 def train(config, workdir, **kwargs):

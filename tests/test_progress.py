@@ -1,19 +1,20 @@
 """The progress line: no rates for a window holding only the compiled first
 step (its time is compilation, reported apart)."""
-from distill import train
+from distill import monitoring
+from distill.logging_utils import format_duration
 
 
 def test_first_window_reports_compilation_not_rates():
-  line = train.progress_line(1, 10, {'train/loss': 2.0,
+  line = monitoring.progress_line(1, 10, {'train/loss': 2.0,
                                      'compile_seconds': 3.21})
   assert line == 'step 1/10 (10.0%) loss 2.0000 acc nan | compiled in 3.2 s'
   assert 'MFU' not in line and 'ex/s' not in line
 
 
 def test_later_windows_report_rates_and_eta():
-  line = train.progress_line(5, 10, {
+  line = monitoring.progress_line(5, 10, {
       'train/loss': 1.0, 'train/accuracy': 0.5, 'step_seconds': 0.5,
       'examples_per_sec': 256.0, 'mfu': 0.123})
   assert line == ('step 5/10 (50.0%) loss 1.0000 acc 0.5000 | 256 ex/s | '
                   '500.0 ms/step | MFU 12.3% | ETA ' +
-                  train.format_duration(2.5))
+                  format_duration(2.5))
