@@ -12,6 +12,10 @@ the teacher's cached outputs over the unlabeled rest of the 50k train images
 cost so the whole 3 sizes x 3 seeds x 7 rows table fits the CPU budget.
 `student=resnet` swaps in a ResNet-8 student whose residual is `residual`
 (standard or a LAuReL variant, e.g. laurel_rw_lr) with rank `rank`.
+The papers' regime (experiments/unlabeled_distillation.py, table
+cifar10_regime) trains by epochs instead: `teacher_epochs` over the labeled
+images (a CIFAR ResNet of `teacher_depth`), `student_epochs` over the
+unlabeled ones (0: the step budgets above).
 """
 from configs import cifar10_teacher
 from configs import common
@@ -22,11 +26,16 @@ def get_config(arg=None):
                          teacher='', seed=0, teacher_steps=600,
                          student_steps=400, student='cnn',
                          residual='standard', rank=16, runlocal=False,
-                         manual_dir='../shared/datasets')
+                         manual_dir='../shared/datasets', teacher_epochs=0.0,
+                         student_epochs=0.0, teacher_depth=8)
   teacher = cifar10_teacher.get_config(
-      f'manual_dir={arg.manual_dir}' + (',runlocal' if arg.runlocal else ''))
+      f'manual_dir={arg.manual_dir},depth={arg.teacher_depth}'
+      + (',runlocal' if arg.runlocal else ''))
   if arg.runlocal:
     arg.validation = teacher.data.validation
+  elif arg.teacher_epochs > 0:
+    teacher.total_epochs = arg.teacher_epochs
+    teacher.eval_every_epochs = max(1.0, arg.teacher_epochs / 6)
   else:
     teacher.total_epochs = -1.0
     teacher.total_steps = arg.teacher_steps
@@ -46,6 +55,9 @@ def get_config(arg=None):
   c.batch_size = 128
   c.eval_batch_size = 1000
   c.total_steps = arg.student_steps
+  if arg.student_epochs > 0:
+    c.total_steps = -1
+    c.total_epochs = arg.student_epochs
   c.optimizer.name = 'adam'
   c.optimizer.lr = 3e-3
   c.optimizer.weight_decay = 0.0

@@ -2,6 +2,8 @@
 import json
 import os
 
+import numpy as np
+
 from experiments import unlabeled_distillation as exp
 
 
@@ -16,7 +18,11 @@ def test_table_runs_and_resumes_without_retraining(tmp_path, monkeypatch):
   for row in ('| teacher |', '| student on labels only |', '| vanilla |',
               '| slam |'):
     assert row in md
-  assert md.count(' ± ') == 4 * 1 + 1     # 4 rows x 1 size, and the title
+  # 4 rows x 1 size, the title, the paired header and its 2 rows
+  assert md.count(' ± ') == 4 * 1 + 1 + 1 + 2
+  d = [100 * (cells[f'50/{s}/slam']['student']
+              - cells[f'50/{s}/vanilla']['student']) for s in (0, 1)]
+  assert f'| slam − vanilla | {np.mean(d):+.2f} ± {np.std(d):.2f} |' in md
   with open(tmp_path / 'res' / 'tiny.json') as f:
     assert set(json.load(f)) == set(cells)
   done = tmp_path / 'runs/tiny/labeled=50/seed=1/slam/summary.json'
