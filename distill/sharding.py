@@ -128,10 +128,14 @@ def batch_sizes(config):
 
 
 def stage_mesh(config, devices=None):
-  """The mesh a stage runs on: `make_mesh(config.mesh)`, except that on one
-  CPU process a -1 data axis takes only as many of the host's CPU devices as
-  divide the stage's batch sizes (distill/host_devices.py)."""
-  devices = jax.devices() if devices is None else list(devices)
+  """The mesh a stage runs on: `make_mesh(config.mesh, devices)`, except
+  that without `devices` given, on one CPU process, a -1 data axis takes
+  only as many of the host's CPU devices as divide the stage's batch sizes
+  (distill/host_devices.py). Given devices (the compile check's simulated
+  pod) are all used."""
+  if devices is not None:
+    return make_mesh(config.mesh, devices)
+  devices = jax.devices()
   m = config.mesh
   if m.get('data', 1) == -1 and all(
       int(m.get(a, 1)) == 1 for a in DCN_AXES):

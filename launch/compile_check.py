@@ -138,7 +138,7 @@ def check(config, stage='auto', mesh=None, batch_size=0):
   start = time.time()
   trainer = train.Trainer(config, '/nonexistent', data=data,
                           train_part=train_part, teacher=teacher,
-                          abstract=True)
+                          abstract=True, devices=jax.devices())
   compiled = trainer.compile_train_step()
   seconds = time.time() - start
   state = trainer.state
