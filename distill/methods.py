@@ -95,7 +95,25 @@ def fit_slam(d, probs_v, labels_v, probs_u):
     k = fitting.per_example_k(probs_v, labels_v, probs_u, d.k_delta,
                               bins=d.k_bins)
   stats['k_mean'] = float(k.mean())
+  stats.update(slam_regime_stats(alpha, k, probs_u))
   return {'alpha': alpha, 'k': k}, stats
+
+
+def slam_regime_stats(alpha, k, probs_u):
+  """What decides whether SLaM's target keeps the student in the teacher's
+  top-k (tests/test_method_registry.py pins it): the share of examples with
+  alpha < 1/2, the teacher's mean probability mass outside its top-k(x), and
+  the distribution of k."""
+  k = np.asarray(k)
+  cum = np.cumsum(-np.sort(-np.asarray(probs_u), -1), -1)
+  inside = np.take_along_axis(cum, np.clip(k, 1, cum.shape[-1])[:, None] - 1,
+                              -1)[:, 0]
+  out = {'alpha_below_half_fraction': float(np.mean(np.asarray(alpha) < 0.5)),
+         'teacher_mass_outside_topk_mean': float(np.mean(1.0 - inside))}
+  values, counts = np.unique(k, return_counts=True)
+  out.update({f'k_fraction_{int(v)}': float(c / len(k))
+              for v, c in zip(values, counts)})
+  return out
 
 
 def example_weights(batch, logits):

@@ -131,6 +131,7 @@ def read_cell(root, labeled, seed, method):
   result = _json(done)
   out['student'] = result.get('test/accuracy',
                               result.get('student/test/accuracy'))
+  out.update({k: v for k, v in result.items() if k.startswith('fit/')})
   return out
 
 
@@ -199,6 +200,28 @@ def paired_differences(cells, labeled, seeds, row, baseline):
   return out
 
 
+SLAM_REGIME = (('fit/alpha_below_half_fraction', 'share of alpha < 1/2'),
+               ('fit/teacher_mass_outside_topk_mean',
+                "teacher's mass outside its top-k"),
+               ('fit/k_mean', 'mean k'))
+
+
+def slam_regime_lines(spec, cells):
+  """Rows of SLaM's fitted regime per labeled size (mean over seeds), for
+  the SLaM rows whose cells recorded it (methods.slam_regime_stats)."""
+  out = []
+  for row in (m for m in spec['methods'] if m.startswith('slam')):
+    for key, label in SLAM_REGIME:
+      vals = []
+      for n in spec['labeled']:
+        xs = [cells[f'{n}/{s}/{row}'][key] for s in spec['seeds']
+              if (cells.get(f'{n}/{s}/{row}') or {}).get(key) is not None]
+        vals.append(f'{np.mean(xs):.3f}' if xs else '-')
+      if any(v != '-' for v in vals):
+        out.append(f'| {row}: {label} | ' + ' | '.join(vals) + ' |')
+  return out
+
+
 def table_markdown(name, spec, cells, seconds):
   rows = ['teacher', 'labels_only'] + list(spec['methods'])
   head = '| method | ' + ' | '.join(f'{n} labeled' for n in spec['labeled'])
@@ -230,6 +253,7 @@ def table_markdown(name, spec, cells, seconds):
             spec['seeds']) else f'({len(d)}/{len(spec["seeds"])} seeds)')
       label = {'labels_only': 'labels only'}.get(row, row)
       lines.append(f'| {label} − vanilla | ' + ' | '.join(vals) + ' |')
+  lines += slam_regime_lines(spec, cells)
   return (f'### {name}: student test accuracy (%), mean ± std over seeds '
           f'{list(spec["seeds"])}\n\n' + '\n'.join(lines) +
           f'\n\nCommand: `python -m experiments.unlabeled_distillation '

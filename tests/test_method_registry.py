@@ -1,8 +1,9 @@
 """A new method is one registry entry: its loss and its fit, registered in
 this file alone, run through the whole distillation pipeline."""
-import jax.numpy as jnp
 import json
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -119,3 +120,43 @@ def test_the_command_line_sets_a_method_option(tmp_path):
   assert proc.returncode == 0, proc.stderr[-2000:]
   with open(tmp_path / 'student' / 'config.json') as f:
     assert json.load(f)['method_kw']['normalize'] is True
+
+
+def _slam_optimum(ys, alpha, k, steps=1500):
+  """The student distribution minimising SLaM's loss for one example with
+  teacher distribution `ys` (gradient descent on the logits)."""
+  ys = jnp.asarray(ys)[None]
+  targets = {'logits': jnp.log(ys), 'alpha': jnp.array([alpha]),
+             'k': jnp.array([k])}
+  batch = {'mask': jnp.ones(1)}
+  grad = jax.jit(jax.grad(lambda l: methods.slam(l, targets, batch)[0]))
+  logits = jnp.zeros_like(ys)
+  for _ in range(steps):
+    logits = logits - 0.5 * grad(logits)
+  return np.asarray(jax.nn.softmax(logits))[0]
+
+
+@pytest.mark.parametrize('ys,alpha,stays', [
+    ((0.9, 0.05, 0.03, 0.02), 0.8, True),    # peaked teacher, alpha > 1/2
+    ((0.9, 0.05, 0.03, 0.02), 0.6, True),
+    ((0.9, 0.05, 0.03, 0.02), 0.4, False),   # alpha < 1/2: it leaves
+    ((0.5, 0.2, 0.15, 0.15), 0.6, False),    # 30% of the mass outside top-2
+])
+def test_slam_optimum_stays_in_the_teachers_topk_only_in_its_regime(
+    ys, alpha, stays):
+  """The regime the README's SLaM study describes: the optimum of the loss
+  keeps the student's top class inside the teacher's top-k when alpha > 1/2
+  and the teacher is peaked, and leaves it otherwise."""
+  f = _slam_optimum(ys, alpha, k=2)
+  top2 = set(np.argsort(ys)[::-1][:2])
+  assert (int(f.argmax()) in top2) == stays, f
+
+
+def test_slam_regime_stats():
+  probs = np.array([[0.9, 0.05, 0.05], [0.4, 0.3, 0.3]])
+  stats = methods.slam_regime_stats(np.array([0.8, 0.3]), np.array([1, 2]),
+                                    probs)
+  assert stats['alpha_below_half_fraction'] == 0.5
+  assert stats['teacher_mass_outside_topk_mean'] == pytest.approx(
+      (0.1 + 0.3) / 2)
+  assert stats['k_fraction_1'] == stats['k_fraction_2'] == 0.5
