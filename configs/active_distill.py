@@ -10,7 +10,7 @@ cifar10), strategy (random | margin | entropy | kcenter | rad), method (the
 student's loss: vanilla, hard, slam, ...), budget (total pool queries),
 per_round, initial, steps (student steps per round), pool (unlabeled pool
 size; -1: all the rest of the train split; default 12000 for cifar10,
-all the rest for the others), m_over (pool | round: what RAD's
+all the rest for the others), m_over (pool | round | remaining: what RAD's
 expected error count is taken over), round0_from (another run of
 the same seed whose round-0 student is reused), warm_start, labeled, seed, teacher (a
 trained teacher's workdir), runlocal, manual_dir; student (the dataset's

@@ -76,7 +76,8 @@ def active():
       m=-1,                 # RAD's expected mislabeled points; -1: from
                             # the teacher's validation error rate x m_over
       m_over='pool',        # pool: error x unlabeled pool size (the spec's
-                            # reading); round: error x this round's b
+                            # reading); round: error x this round's b;
+                            # remaining: error x the points not yet queried
       round0_from='',       # another active run (same data, seed, initial
                             # set, student) whose finished round-0 student
                             # is copied instead of retrained

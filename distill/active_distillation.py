@@ -104,7 +104,7 @@ class Ledger:
     return self.logits[[where[int(p)] for p in positions]]
 
 
-M_OVER = ('pool', 'round')
+M_OVER = ('pool', 'round', 'remaining')
 
 
 def _check(config, pool_size):
@@ -188,12 +188,17 @@ def _run(config, workdir):
     state['validation_forward_passes'] = len(val_labels)
   state['teacher_val_accuracy'] = float(np.mean(
       val_logits.argmax(-1) == val_labels))
-  def expected_errors(b):
+  def expected_errors(b, remaining):
+    """RAD's m: active.m when set (0: no adversary), else the teacher's
+    validation error rate times the pool, this round's queries b, or the
+    points not yet queried (active.m_over; the spec's m is a
+    reconstruction, README)."""
     if a.m >= 0:
       return a.m
+    over = {'pool': len(pool), 'round': b, 'remaining': remaining}
     return active.expected_errors(state['teacher_val_accuracy'],
-                                  len(pool) if a.m_over == 'pool' else b)
-  state['m'] = expected_errors(a.per_round)
+                                  over[a.m_over])
+  state['m'] = expected_errors(a.per_round, len(pool) - a.initial)
   pool_labels = distillation.labels_of(pool)            # diagnostics only
   rng0 = np.random.default_rng([config.seed, 0])
   if 'initial' not in state:
@@ -258,11 +263,15 @@ def _run(config, workdir):
     chosen = rest[active.select(a.strategy, b, rng, probs=probs,
                                 embeddings=feats,
                                 labeled_embeddings=labeled_feats,
-                                m=expected_errors(b))]
+                                m=expected_errors(b, len(rest)))]
     chosen_logits = ledger.query(chosen)
+    gain = 1.0 - active.margins(probs)     # RAD's informativeness g(x)
     record.update(chosen=[int(i) for i in chosen],
                   chosen_teacher_wrong_share=float(np.mean(
-                      chosen_logits.argmax(-1) != pool_labels[chosen])))
+                      chosen_logits.argmax(-1) != pool_labels[chosen])),
+                  chosen_mean_gain=float(np.mean(gain[np.searchsorted(
+                      rest, chosen)])),
+                  pool_mean_gain=float(np.mean(gain)))
     state['rounds'].append(record)
     files.write_json(rounds_path, state)
     selected += record['chosen']
@@ -275,7 +284,7 @@ def _run(config, workdir):
 def summary(state):
   """rounds.json without the selections: one line per round."""
   keep = ('queries', 'test_accuracy', 'teacher_wrong_share',
-          'chosen_teacher_wrong_share')
+          'chosen_teacher_wrong_share', 'chosen_mean_gain', 'pool_mean_gain')
   out = {k: state[k] for k in ('m', 'teacher_val_accuracy', 'forward_passes',
                                'validation_forward_passes') if k in state}
   for r in state['rounds'] + [state['final']]:

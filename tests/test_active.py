@@ -172,6 +172,19 @@ def test_active_budget_errors(tmp_path):
     active_distillation.run(c, str(tmp_path))
 
 
+def test_m_over_remaining_counts_the_unqueried_points(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  from distill import active_distillation  # pylint: disable=g-import-not-at-top
+  from distill.data import loading  # pylint: disable=g-import-not-at-top
+  c = _active_config('rad')
+  c.active.budget, c.active.m_over = 40, 'remaining'
+  active_distillation.run(c, str(tmp_path / 'run'))
+  state = json.loads((tmp_path / 'run' / 'rounds.json').read_text())
+  pool = len(loading.load_data(c.data).parts['unlabeled'])
+  assert state['m'] == active.expected_errors(
+      state['teacher_val_accuracy'], pool - c.active.initial)
+
+
 def test_m_over_round_and_a_reused_round0(tmp_path):
   import json  # pylint: disable=g-import-not-at-top
   from distill import active_distillation  # pylint: disable=g-import-not-at-top
@@ -190,6 +203,13 @@ def test_m_over_round_and_a_reused_round0(tmp_path):
       state['rounds'][0]['test_accuracy'])
   assert state_m['initial'] == state['initial']
   assert state_m['rounds'][0]['chosen'] != state['rounds'][0]['chosen']
+  # each round records the informativeness of its picks against the pool's
+  for r in state['rounds']:
+    assert 0 <= r['chosen_mean_gain'] <= 1 and 0 <= r['pool_mean_gain'] <= 1
+  # margin picks the least confident points: the highest gains
+  assert state_m['rounds'][0]['chosen_mean_gain'] >= (
+      state_m['rounds'][0]['pool_mean_gain'])
   c.active.m_over = 'batch'
-  with pytest.raises(ConfigError, match="unknown active.m_over 'batch'; valid choices: pool, round"):
+  with pytest.raises(ConfigError, match="unknown active.m_over 'batch'; "
+                     'valid choices: pool, remaining, round'):
     active_distillation.run(c, str(tmp_path / 'other'))
