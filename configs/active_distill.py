@@ -11,7 +11,8 @@ student's loss: vanilla, hard, slam, ...), budget (total pool queries),
 per_round, initial, steps (student steps per round), pool (unlabeled pool
 size; -1: all the rest of the train split; default 12000 for cifar10,
 all the rest for the others), m_over (pool | round | remaining: what RAD's
-expected error count is taken over), round0_from (another run of
+expected error count is taken over), m (a fixed count instead; 0: no
+adversary; -1: from m_over), round0_from (another run of
 the same seed whose round-0 student is reused), warm_start, labeled, seed, teacher (a
 trained teacher's workdir), runlocal, manual_dir; student (the dataset's
 own, or resnet: a CIFAR ResNet-8) with residual and rank (its residual
@@ -44,7 +45,8 @@ def get_config(arg=None):
   arg = common.parse_arg(arg, dataset='mnist5k', strategy='rad',
                          method='vanilla', budget=-1, per_round=-1,
                          initial=-1, steps=-1, labeled=-1, pool=-2,
-                         m_over='pool', round0_from='', warm_start=False,
+                         m_over='pool', m=-1, round0_from='',
+                         warm_start=False,
                          seed=0, teacher='', runlocal=False,
                          manual_dir='../shared/datasets', student='',
                          residual='standard', rank=16)
@@ -85,6 +87,7 @@ def get_config(arg=None):
   c.active.initial = pick(arg.initial, initial)
   c.active.warm_start = arg.warm_start
   c.active.m_over = arg.m_over
+  c.active.m = arg.m
   c.active.round0_from = arg.round0_from
   if arg.runlocal:
     c.total_steps = 2

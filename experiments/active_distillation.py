@@ -38,11 +38,25 @@ ROWS = (('random', 'random', ''), ('margin', 'margin', ''),
         ('rad', 'rad', ''),
         # m = teacher error x this round's b instead of x the pool: the
         # spec's open alternative (papers.md section 3).
-        ('rad_m_round', 'rad', ',m_over=round'))
-TABLES = {
-    'digits': dict(dataset='digits', seeds=(0, 1, 2), extra=''),
-    'mnist5k': dict(dataset='mnist5k', seeds=(0, 1, 2), extra=''),
-    'cifar10': dict(dataset='cifar10', seeds=(0, 1, 2), extra=''),
+        ('rad_m_round', 'rad', ',m_over=round'),
+        # the other readings of m (the regime issue): over the points not
+        # yet queried, and no adversary at all
+        ('rad_m_remaining', 'rad', ',m_over=remaining'),
+        ('rad_m0', 'rad', ',m=0'))
+PAPER_ROWS = ('random', 'margin', 'entropy', 'kcenter', 'rad', 'rad_m_round')
+M_ROWS = ('random', 'rad', 'rad_m_round', 'rad_m_remaining', 'rad_m0')
+TABLES = {   # rows: which of ROWS (the first, random, holds round 0)
+    'digits': dict(dataset='digits', seeds=(0, 1, 2), extra='',
+                   rows=PAPER_ROWS),
+    'mnist5k': dict(dataset='mnist5k', seeds=(0, 1, 2), extra='',
+                    rows=PAPER_ROWS),
+    'cifar10': dict(dataset='cifar10', seeds=(0, 1, 2), extra='',
+                    rows=PAPER_ROWS),
+    # RAD's m decided: the four readings against random, with each row's
+    # queried-mistake share and the mean gain of its picks (shares its
+    # cells with the mnist5k table).
+    'rad_m': dict(dataset='mnist5k', seeds=(0, 1, 2), extra='', rows=M_ROWS,
+                  share='mnist5k'),
 }
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
 
@@ -85,7 +99,8 @@ class _Clock:
 
 def run_table(name, workdir):
   table = TABLES[name]
-  root = os.path.join(workdir, name)
+  root = os.path.join(workdir, table.get('share', name))
+  rows = table_rows(table)
   out = {}
   clock = _Clock(root)
   for seed in table['seeds']:
@@ -98,8 +113,8 @@ def run_table(name, workdir):
       clock.add(f'seed={seed}/teacher', time.time() - start)
       if result.get('preempted'):
         sys.exit(143)
-    first = os.path.join(root, f'seed={seed}', ROWS[0][0])
-    for row, strategy, extra in ROWS:
+    first = os.path.join(root, f'seed={seed}', rows[0][0])
+    for row, strategy, extra in rows:
       cell = os.path.join(root, f'seed={seed}', row)
       if cell != first:           # round 0 is the same for every strategy
         extra += f',round0_from={first}'
@@ -120,10 +135,28 @@ def run_table(name, workdir):
   return out, clock.total()
 
 
+def table_rows(table):
+  """The table's (row, strategy, extra) entries of ROWS, random first."""
+  rows = [r for r in ROWS if r[0] in table['rows']]
+  assert rows and rows[0][0] == 'random', table['rows']
+  return rows
+
+
+def mean_gains(states, seeds, row):
+  """(picks, pool): mean RAD gain over the rounds and seeds, or None."""
+  recs = [r for s in seeds for r in states[(row, s)]['rounds']
+          if 'chosen_mean_gain' in r]
+  if not recs:
+    return None
+  return (np.mean([r['chosen_mean_gain'] for r in recs]),
+          np.mean([r['pool_mean_gain'] for r in recs]))
+
+
 def curves(states, seeds):
   """{strategy: (queries, acc mean, acc std, wrong-share mean)}."""
   res = {}
-  for row, _, _ in ROWS:
+  rows = sorted({row for row, _ in states}, key=[r[0] for r in ROWS].index)
+  for row in rows:
     per_seed = []
     for s in seeds:
       st = states[(row, s)]
@@ -138,24 +171,30 @@ def curves(states, seeds):
 
 def markdown(name, states, seeds, seconds):
   c = curves(states, seeds)
-  m_round = np.mean([states[('rad_m_round', s)]['m'] for s in seeds])
   queries = c['random'][0]
   head = '| strategy | ' + ' | '.join(f'{q} queries' for q in queries) + (
-      ' | teacher wrong on queried points (%), at the end |')
-  lines = [head, '|---' * (len(queries) + 2) + '|']
+      ' | teacher wrong on queried points (%), at the end | m | mean gain '
+      'of picks / of the pool |')
+  lines = [head, '|---' * (len(queries) + 4) + '|']
   for strategy, (_, mean, std, wrong) in c.items():
+    m_row = np.mean([states[(strategy, s)]['m'] for s in seeds])
+    gains = mean_gains(states, seeds, strategy)
     lines.append(f'| {strategy} | ' + ' | '.join(
         f'{m:.2f} ± {s:.2f}' for m, s in zip(mean, std)) +
-                 f' | {wrong[-1]:.1f} |')
+                 f' | {wrong[-1]:.1f} | {m_row:.0f} | ' + (
+                     f'{gains[0]:.3f} / {gains[1]:.3f}' if gains else '-')
+                 + ' |')
   t_acc = np.mean([states[('random', s)]['teacher_val_accuracy']
                    for s in seeds])
   m = np.mean([states[('random', s)]['m'] for s in seeds])
   return (f'### Active distillation, {name}: student test accuracy (%), mean '
           f'± std over seeds {list(seeds)}\n\n' + '\n'.join(lines) +
-          f'\n\nTeacher validation accuracy {100 * t_acc:.1f}% (m = {m:.0f} '
-          'expected mislabeled pool points for RAD; rad_m_round takes the '
-          f'error rate over a round\'s b instead, m = {m_round:.0f}). The '
-          'first column is the shared random initial set.\nCommand: '
+          f'\n\nTeacher validation accuracy {100 * t_acc:.1f}% (m: the '
+          'expected mislabeled points RAD plays against: the error rate over '
+          'the pool (rad), a round\'s b (rad_m_round), the points not yet '
+          'queried (rad_m_remaining), or 0 (rad_m0); the random row shows '
+          f'the pool reading, {m:.0f}). The first column is the shared '
+          'random initial set.\nCommand: '
           f'`python -m experiments.active_distillation --table={name}`; its '
           f'cells took {seconds / 60:.1f} min in all.\n')
 

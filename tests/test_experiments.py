@@ -42,3 +42,35 @@ def test_method_specs_carry_config_overrides():
                           'example]') == (
                               'slam', {'method_kw.normalize': True,
                                        'distill.k': 'per_example'})
+
+
+def test_active_table_of_chosen_rows_reports_m_and_gains(tmp_path):
+  """A table spec picks its rows; each row reports its m and the mean gain
+  of its picks against the pool's. (In a subprocess: both experiment
+  scripts define the same absl flags.)"""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  code = """
+import json, sys
+from absl import flags
+from experiments import active_distillation as act
+flags.FLAGS(['act'])
+act.TABLES['tiny'] = dict(dataset='digits', seeds=(0,),
+                          rows=('random', 'rad_m0'),
+                          extra=',budget=40,per_round=20,initial=20,steps=10')
+states, seconds = act.run_table('tiny', sys.argv[1])
+print(json.dumps(dict(md=act.markdown('tiny', states, (0,), seconds),
+                      rows=sorted(r for r, _ in states),
+                      m=states[('rad_m0', 0)]['m'])))
+"""
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run([sys.executable, '-c', code, str(tmp_path)],
+                        cwd=repo, capture_output=True, text=True,
+                        timeout=600, check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert out['rows'] == ['rad_m0', 'random'] and out['m'] == 0
+  line = next(l for l in out['md'].splitlines() if l.startswith('| rad_m0 |'))
+  picks, pool = (float(x) for x in line.split('|')[-2].split('/'))
+  assert 0 <= picks <= 1 and 0 <= pool <= 1
+  assert line.split('|')[-3].strip() == '0'
