@@ -20,8 +20,12 @@ XLA_FLAGS already force a device count.
 """
 import os
 
+import jax
+
+from core.errors import ConfigError
+
 # Measured on 2 cores (README, Benchmarks): 1, 2, 4, 8, 16 devices ran the
-# CIFAR ResNet-20 step in 891, 658, 620, 557, 554 ms.
+# CIFAR ResNet-20 step in 875, 661, 606, 546, 520 ms.
 AUTO_PER_CORE = 4
 AUTO_MAX = 8
 ENV = 'DISTILL_CPU_DEVICES'
@@ -44,11 +48,15 @@ def configure(count=0, processes=1):
   several processes share the work; DISTILL_CPU_DEVICES, when set, wins)
   before its backends start. Returns the count asked for, or None where it
   was left alone (backend running, XLA_FLAGS force a count)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  count = int(os.environ.get(ENV, count) or 0)
+  value = os.environ.get(ENV, count)
+  try:
+    count = int(value or 0)
+  except ValueError:
+    count = -1
   if count < 0:
-    from core.errors import ConfigError  # pylint: disable=g-import-not-at-top
-    raise ConfigError(f'cpu_devices={count} must be >= 0 (0: auto)')
+    where = ENV if ENV in os.environ else 'cpu_devices'
+    raise ConfigError(f'{where}={value!r} must be an integer >= 0 (0: auto, '
+                      f'{auto_count()} here)')
   if 'xla_force_host_platform_device_count' in os.environ.get('XLA_FLAGS', ''):
     return None
   count = count or (auto_count() if processes == 1 else 1)
@@ -65,7 +73,6 @@ def usable(devices, batch_sizes, per_replica=1, model=1):
   product), whose batch shards (n / `model`) divide every batch size. All of
   them off CPU or across processes, where a batch that does not divide is the
   user's to fix, as the mesh check says."""
-  import jax  # pylint: disable=g-import-not-at-top
   devices = list(devices)
   if (not devices or devices[0].platform != 'cpu'
       or jax.process_count() > 1):

@@ -41,6 +41,15 @@ def test_auto_count(cores, expected):
   assert host_devices.auto_count(cores) == expected
 
 
+@pytest.mark.parametrize('value', ['-2', 'many'])
+def test_a_bad_count_is_one_line(value, monkeypatch):
+  from core.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv(host_devices.ENV, value)
+  with pytest.raises(ConfigError, match=f"DISTILL_CPU_DEVICES='{value}' "
+                     'must be an integer >= 0'):
+    host_devices.configure()
+
+
 def _run(workdir, *extra, devices=None):
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   env.pop('DISTILL_CPU_DEVICES', None)
