@@ -77,6 +77,7 @@ def get_config(arg=None):
     c.model = ml_collections.ConfigDict(dict(depth=8, width=1.0))
     common.set_residual(c.model, arg.residual, arg.rank)
     common.set_memory(c.model)
+    common.set_conv(c.model)
   elif arg.residual != 'standard':
     raise ConfigError('active_distill residual needs student=resnet (the '
                       "datasets' own students have no residual connections)")

@@ -49,9 +49,11 @@ def get_config(arg=None):
     c.model.width = 1.0
     common.set_residual(c.model, arg.residual, arg.rank)
     common.set_memory(c.model)
+    common.set_conv(c.model)
   else:
     c.model_name = arg.student
     c.model.widths = (16, 32, 64)
+    common.set_conv(c.model)
   c.batch_size = 128
   c.eval_batch_size = 1000
   c.total_steps = arg.student_steps

@@ -33,6 +33,7 @@ def get_config(arg=None):
   c.model.extra_blocks = (0, 0, 0)   # naive scaling: blocks per stage added
   common.set_residual(c.model, arg.residual, arg.rank)
   common.set_memory(c.model)
+  common.set_conv(c.model)
   c.batch_size = 128
   c.eval_batch_size = 1000
   c.total_epochs = arg.epochs

@@ -170,6 +170,15 @@ def set_memory(model, remat='none', attention=None):
   return model
 
 
+def set_conv(model, conv='auto'):
+  """A convolutional `model` config's `model.conv` (auto | xla | onednn,
+  models/layers.py), present so the command line can set it: `auto` takes
+  oneDNN's weight gradient on CPU where it is built, XLA's convolution
+  elsewhere; `xla` reproduces runs made before the oneDNN kernel."""
+  model.conv = conv
+  return model
+
+
 def unlabeled_student(arg, dataset, teacher):
   """The shared part of a distillation config: a student on the unlabeled
   part of `dataset`, carved by `arg.seed` like its `teacher` config.

@@ -36,6 +36,7 @@ def _base(arg, depth):
   c.model.width = 1.0
   common.set_residual(c.model)
   common.set_memory(c.model)
+  common.set_conv(c.model)
   c.model_dtype = 'bfloat16'
   c.batch_size = arg.batch
   c.eval_batch_size = 1024          # divides over 8, 32, ... devices

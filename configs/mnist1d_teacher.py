@@ -20,6 +20,7 @@ def get_config(arg=None):
   c.data.unlabeled = -1 if arg.labeled >= 0 else 0
   c.model_name = 'cnn'
   c.model.widths = (32, 64, 64)
+  common.set_conv(c.model)
   c.model.dense = 128
   c.batch_size = 100
   c.total_epochs = 60.0

@@ -18,6 +18,7 @@ def get_config(arg=None):
   c.data.unlabeled = -1 if arg.labeled >= 0 else 0
   c.model_name = 'cnn'
   c.model.widths = (16, 32, 64)
+  common.set_conv(c.model)
   c.batch_size = 100
   c.total_epochs = 20.0
   c.optimizer.name = 'adam'

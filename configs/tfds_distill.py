@@ -47,6 +47,7 @@ def get_config(arg=None):
   c.model.width = 1.0
   common.set_residual(c.model)
   common.set_memory(c.model)
+  common.set_conv(c.model)
   c.batch_size = arg.batch
   c.eval_batch_size = 1024
   c.total_epochs = arg.epochs

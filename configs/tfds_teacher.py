@@ -28,6 +28,7 @@ def get_config(arg=None):
   c.model.width = arg.width
   common.set_residual(c.model, arg.residual, arg.rank)
   common.set_memory(c.model)
+  common.set_conv(c.model)
   c.batch_size = 128
   c.eval_batch_size = 1024          # divides over 8, 32, ... devices
   c.total_epochs = arg.epochs

@@ -353,8 +353,9 @@ def torch_step_seconds(steps, rounds, batch=128, build=None):
 
 
 def section_torch(steps, rounds):
-  """Our step (on this process's CPU devices, and on one) against PyTorch's,
-  per model; rounds interleave the frameworks."""
+  """Our step (on this process's CPU devices, on one, and with XLA's
+  convolution: the step before the oneDNN kernel) against PyTorch's, per
+  model; rounds interleave the frameworks."""
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError:
@@ -363,12 +364,15 @@ def section_torch(steps, rounds):
   import jax  # pylint: disable=g-import-not-at-top
   rows = []
   for name, config_fn, build in TORCH_MODELS:
-    ours = OurStep(config_fn())
-    one = OurStep(config_fn(), devices=jax.devices()[:1])
-    best_jax = {'ours': float('inf'), 'one': float('inf')}
+    xla = config_fn()
+    xla.model.conv = 'xla'
+    jax_steps = {'ours': OurStep(config_fn()),
+                 'one': OurStep(config_fn(), devices=jax.devices()[:1]),
+                 'xla': OurStep(xla)}
+    best_jax = {k: float('inf') for k in jax_steps}
     best_torch = {}
     for _ in range(rounds):               # interleave the frameworks
-      b = interleaved({'ours': ours, 'one': one}, steps, 1)
+      b = interleaved(jax_steps, steps, 1)
       best_jax = {k: min(best_jax[k], b[k]) for k in b}
       t = torch_step_seconds(steps, 1, build=build)
       best_torch = {k: min(best_torch.get(k, float('inf')), t[k]) for k in t}
@@ -376,14 +380,25 @@ def section_torch(steps, rounds):
     rows.append(dict(
         model=f'{name}, batch 128', torch_version=torch.__version__,
         torch_threads=torch.get_num_threads(),
-        devices=ours.trainer.mesh.size,
+        devices=jax_steps['ours'].trainer.mesh.size,
+        conv=_conv_in_use(),
         ours_ms=1000 * best_jax['ours'],
         ours_one_device_ms=1000 * best_jax['one'],
+        ours_xla_conv_ms=1000 * best_jax['xla'],
         torch_channels_last_ms=1000 * best_torch['channels_last'],
         torch_contiguous_ms=1000 * best_torch['contiguous'],
         ours_over_torch=best_jax['ours'] / torch_best,
-        one_device_over_torch=best_jax['one'] / torch_best))
+        one_device_over_torch=best_jax['one'] / torch_best,
+        xla_conv_over_torch=best_jax['xla'] / torch_best))
   return rows
+
+
+def _conv_in_use():
+  """What model.conv=auto runs here."""
+  from models.kernels import onednn  # pylint: disable=g-import-not-at-top
+  if onednn.available():
+    return f'oneDNN weight gradient ({onednn.threads_per_call()} thread(s))'
+  return f'XLA ({onednn.unavailable_reason()})'
 
 
 # ResNet-20 at batch 128: (spatial size in, channels in, out, kernel, stride,
@@ -460,25 +475,33 @@ def section_breakdown(steps, rounds, batch=128):
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from jax import lax  # pylint: disable=g-import-not-at-top
   key = jax.random.PRNGKey(0)
+  from models.kernels import onednn  # pylint: disable=g-import-not-at-top
   totals = {'conv forward': 0.0, 'conv input gradient': 0.0,
             'conv weight gradient': 0.0, 'batch norm fwd + bwd': 0.0}
+  kernels = [('conv forward', 0), ('conv input gradient', 0),
+             ('conv weight gradient', 1)]
+  if onednn.available():      # the weight gradient model.conv=auto runs
+    totals['conv weight gradient (oneDNN)'] = 0.0
+    kernels.append(('conv weight gradient (oneDNN)', 1))
   flops = {k: 0.0 for k in totals}
   for h, cin, cout, k, s, count in RESNET20_CONVS:
     x = jax.random.normal(key, (batch, h, h, cin))
     w = jax.random.normal(key, (k, k, cin, cout))
-    conv = lambda x, w, s=s: lax.conv_general_dilated(  # noqa: E731
-        x, w, (s, s), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    g = jax.random.normal(key, conv(x, w).shape)
-    fwd = jax.jit(conv)
-    dx = jax.jit(lambda x, w, g, c=conv: jax.vjp(c, x, w)[1](g)[0])
-    dw = jax.jit(lambda x, w, g, c=conv: jax.vjp(c, x, w)[1](g)[1])
-    f = 2 * g.size * cin * k * k
-    for name, fn, args in (('conv forward', fwd, (x, w)),
-                           ('conv input gradient', dx, (x, w, g)),
-                           ('conv weight gradient', dw, (x, w, g))):
+    g = None
+    for name, output in kernels:
+      impl = (onednn.conv_general_dilated if 'oneDNN' in name
+              else lax.conv_general_dilated)
+      conv = lambda x, w, s=s, impl=impl: impl(  # noqa: E731
+          x, w, (s, s), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      g = jax.random.normal(key, conv(x, w).shape) if g is None else g
+      if name == 'conv forward':
+        fn, args = jax.jit(conv), (x, w)
+      else:
+        fn = jax.jit(lambda x, w, g, c=conv, i=output: jax.vjp(c, x, w)[1](g)[i])
+        args = (x, w, g)
       totals[name] += count * _best_time(lambda fn=fn, a=args: fn(*a),
                                          steps, rounds)
-      flops[name] += count * f
+      flops[name] += count * 2 * g.size * cin * k * k
 
   def norm(x, scale):
     mean = x.mean((0, 1, 2))

@@ -121,6 +121,10 @@ def check(config, stage='auto', mesh=None, batch_size=0):
       ml_collections.ConfigDict(config.to_dict()), stage)
   if mesh:
     config.mesh = ml_collections.ConfigDict(mesh)
+  if config.model.get('conv', 'xla') == 'auto':
+    # The simulated devices stand for accelerators, whose convolutions are
+    # XLA's: no CPU library kernel in the compiled program.
+    config.model.conv = 'xla'
   if batch_size:
     config.batch_size = config.eval_batch_size = batch_size
   data = synthetic.data_like(config)

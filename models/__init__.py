@@ -79,6 +79,8 @@ def build(name, num_classes, dtype='float32', **kwargs):
     residual.history_length(kwargs['residual'], kwargs.get('residual_kw'))
   if 'remat' in kwargs:
     check_choice('model.remat', kwargs['remat'], layers.REMAT_POLICIES)
+  if 'conv' in kwargs:
+    layers.conv_function(kwargs['conv'])      # checks name and availability
   if 'attention' in kwargs:
     check_choice('model.attention', kwargs['attention'],
                  attention.IMPLEMENTATIONS)

@@ -17,6 +17,7 @@ class SmallCNN(nn.Module):
   widths: Sequence[int] = (32, 64, 128)
   dense: int = 0            # width of an extra hidden dense layer (0: none)
   dropout: float = 0.0
+  conv: str = 'auto'        # layers.CONV_IMPLEMENTATIONS
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -24,11 +25,12 @@ class SmallCNN(nn.Module):
     x = x.astype(self.dtype)
     spatial = x.ndim - 2
     for i, w in enumerate(self.widths):
-      x = layers.conv(w, (3,) * spatial, dtype=self.dtype, name=f'conv{i}')(x)
+      x = layers.conv(w, (3,) * spatial, dtype=self.dtype, name=f'conv{i}',
+                      impl=self.conv)(x)
       x = layers.batch_norm(train, self.dtype, name=f'bn{i}')(x)
       x = nn.relu(x)
       if x.shape[1] >= 2:
-        x = nn.max_pool(x, (2,) * spatial, strides=(2,) * spatial)
+        x = layers.max_pool(x, (2,) * spatial)
     x = jnp.mean(x, axis=tuple(range(1, 1 + spatial)))
     if self.dense:
       x = nn.relu(layers.Dense(self.dense, names=('embed', 'mlp'),

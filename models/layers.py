@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from core.errors import check_choice
+from core.errors import ConfigError, check_choice
+from models.kernels import onednn
 
 default_kernel_init = nn.initializers.lecun_normal()
 
@@ -45,16 +46,77 @@ class Dense(nn.Module):
         name='dense')(x)
 
 
+IMAGE = ('activation_batch', 'activation_height', 'activation_width',
+         'activation_channels')
+
+# model.conv: which convolution a conv model's layers run.
+CONV_IMPLEMENTATIONS = {
+    # oneDNN's weight gradient on CPU where it is built, XLA's elsewhere
+    'auto': 'auto',
+    'xla': 'xla',          # XLA's convolution everywhere
+    'onednn': 'onednn',    # oneDNN's weight gradient (CPU; built or an error)
+}
+
+
+def _onednn_conv(lhs, *args, **kwargs):
+  """oneDNN's weight gradient, told how the input's batch is sharded (the
+  image's logical names under the rules in force), so each device computes
+  the gradient of its own slice."""
+  spec = partition_spec(lhs.shape, IMAGE)
+  return onednn.conv_general_dilated(lhs, *args, input_spec=spec, **kwargs)
+
+
+def _auto_conv(*args, **kwargs):
+  """XLA's convolution, or on the CPU backend oneDNN's weight gradient
+  where it is built (chosen while tracing)."""
+  if jax.default_backend() == 'cpu':
+    return _onednn_conv(*args, **kwargs)
+  return jax.lax.conv_general_dilated(*args, **kwargs)
+
+
+def conv_function(impl):
+  """The `lax.conv_general_dilated`-like function of `model.conv` `impl`."""
+  check_choice('model.conv', impl, CONV_IMPLEMENTATIONS)
+  if impl == 'onednn':
+    if not onednn.available():
+      raise ConfigError('model.conv=onednn but the oneDNN kernel is not '
+                        f'available: {onednn.unavailable_reason()}; valid '
+                        'choices here: auto, xla')
+    return _onednn_conv
+  return _auto_conv if impl == 'auto' else jax.lax.conv_general_dilated
+
+
 def conv(features, kernel, strides=1, dtype=jnp.float32, name=None,
-         use_bias=False):
-  """nn.Conv (SAME padding) with kernel names (None, None, conv_in, conv_out)."""
+         use_bias=False, impl='auto'):
+  """nn.Conv (SAME padding) with kernel names (None, None, conv_in, conv_out),
+  computed by `model.conv` implementation `impl` (CONV_IMPLEMENTATIONS)."""
   return nn.Conv(
       features, kernel, strides=strides, padding='SAME', use_bias=use_bias,
-      dtype=dtype,
+      dtype=dtype, conv_general_dilated=conv_function(impl),
       kernel_init=partitioned(nn.initializers.kaiming_normal(),
                               (None,) * len(kernel) + ('conv_in', 'conv_out')),
       bias_init=partitioned(nn.initializers.zeros, ('conv_out',)),
       name=name)
+
+
+def max_pool(x, window):
+  """Max pooling over non-overlapping `window`s (stride = window) of the
+  spatial axes of `x` (N, *spatial, C), VALID padding.
+
+  Where the windows tile the input, as a reshape and a max: its gradient is
+  an elementwise mask, where `nn.max_pool`'s (a reduce-window's) runs
+  through index arithmetic and a scatter that cost XLA:CPU more than the
+  small CNN's convolutions. Ties share the gradient equally (after a ReLU
+  only zeros tie, whose gradient the ReLU stops). Otherwise `nn.max_pool`.
+  """
+  spatial = x.shape[1:-1]
+  if any(s % w for s, w in zip(spatial, window)):
+    return nn.max_pool(x, window, strides=window)
+  shape = [x.shape[0]]
+  for s, w in zip(spatial, window):
+    shape += [s // w, w]
+  y = x.reshape(shape + [x.shape[-1]])
+  return jnp.max(y, axis=tuple(range(2, 2 * len(window) + 1, 2)))
 
 
 def batch_norm(train, dtype=jnp.float32, name=None):
@@ -81,21 +143,21 @@ def activation_rules(rules):
     _ACTIVATION_RULES.reset(token)
 
 
-def constrain(x, names):
-  """Constrains activation `x` to the sharding its logical axis `names` map
-  to under the rules in force (`activation_rules`, set by the train step) on
-  the current mesh (`jax.set_mesh`). Each name's mesh axes are taken in
-  order while they divide the dimension and are unused; without rules or a
-  mesh (a plain `model.apply`) `x` is returned as it is."""
+def partition_spec(shape, names):
+  """The PartitionSpec that logical axis `names` of an array of `shape` map
+  to under the rules in force (`activation_rules`, set by the train step)
+  on the current mesh (`jax.set_mesh`), or None without rules or a mesh.
+  Each name's mesh axes are taken in order while they divide the dimension
+  and are unused."""
   rules = _ACTIVATION_RULES.get()
   if not rules:
-    return x
+    return None
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty:
-    return x
+    return None
   table = dict(rules)
   spec, used = [], set()
-  for dim, name in zip(x.shape, names):
+  for dim, name in zip(shape, names):
     axes = table.get(name) or ()
     axes = (axes,) if isinstance(axes, str) else tuple(axes)
     chosen, size = [], 1
@@ -107,7 +169,15 @@ def constrain(x, names):
     used.update(chosen)
     spec.append(tuple(chosen) if len(chosen) > 1 else
                 (chosen[0] if chosen else None))
-  return jax.lax.with_sharding_constraint(x, P(*spec))
+  return P(*spec)
+
+
+def constrain(x, names):
+  """Constrains activation `x` to the sharding of its logical axis `names`
+  (`partition_spec`); without rules or a mesh (a plain `model.apply`) `x` is
+  returned as it is."""
+  spec = partition_spec(x.shape, names)
+  return x if spec is None else jax.lax.with_sharding_constraint(x, spec)
 
 
 # model.remat: what a rematerialised block keeps for the backward pass.

@@ -16,17 +16,16 @@ from core.errors import ConfigError
 from models import layers
 from models import residual as residual_lib
 
-IMAGE = ('activation_batch', 'activation_height', 'activation_width',
-         'activation_channels')
+IMAGE = layers.IMAGE
 LOGITS = ('activation_batch', 'activation_classes')
 
 
-def _shortcut(x, features, strides, dtype, train):
+def _shortcut(x, features, strides, dtype, train, impl):
   """Identity, or 1x1 conv + BN ('proj', 'proj_bn') when the shape changes.
   Called inside a block's compact __call__, so the layers are the block's."""
   if x.shape[-1] == features and strides == 1:
     return x
-  x = layers.conv(features, (1, 1), strides, dtype, name='proj')(x)
+  x = layers.conv(features, (1, 1), strides, dtype, name='proj', impl=impl)(x)
   return layers.batch_norm(train, dtype, name='proj_bn')(x)
 
 
@@ -40,8 +39,9 @@ def _combine(block, shortcut, y, prev):
           residual_lib.push_history(prev, shortcut))
 
 
-def _stem(x, width, kernel, strides, dtype, train):
-  x = layers.conv(width, kernel, strides, dtype, name='stem')(x.astype(dtype))
+def _stem(x, width, kernel, strides, dtype, train, impl):
+  x = layers.conv(width, kernel, strides, dtype, name='stem',
+                  impl=impl)(x.astype(dtype))
   x = nn.relu(layers.batch_norm(train, dtype, name='stem_bn')(x))
   return layers.constrain(x, IMAGE)
 
@@ -61,15 +61,18 @@ class BasicBlock(nn.Module):
   residual: str = 'standard'
   residual_kw: tuple = ()
   dtype: jnp.dtype = jnp.float32
+  conv: str = 'auto'
 
   @nn.compact
   def __call__(self, x, prev=(), train=False):
     y = layers.conv(self.features, (3, 3), self.strides, self.dtype,
-                    name='conv1')(x)
+                    name='conv1', impl=self.conv)(x)
     y = nn.relu(layers.batch_norm(train, self.dtype, name='bn1')(y))
-    y = layers.conv(self.features, (3, 3), 1, self.dtype, name='conv2')(y)
+    y = layers.conv(self.features, (3, 3), 1, self.dtype, name='conv2',
+                    impl=self.conv)(y)
     y = layers.batch_norm(train, self.dtype, name='bn2')(y)
-    shortcut = _shortcut(x, self.features, self.strides, self.dtype, train)
+    shortcut = _shortcut(x, self.features, self.strides, self.dtype, train,
+                         self.conv)
     return _combine(self, shortcut, y, prev)
 
 
@@ -84,6 +87,7 @@ class CifarResNet(nn.Module):
   residual: str = 'standard'
   residual_kw: tuple = ()
   remat: str = 'none'
+  conv: str = 'auto'           # layers.CONV_IMPLEMENTATIONS
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -96,14 +100,14 @@ class CifarResNet(nn.Module):
                         'three non-negative block counts, one per stage')
     blocks = (self.depth - 2) // 6
     widths = [max(1, int(round(w * self.width))) for w in (16, 32, 64)]
-    x = _stem(x, widths[0], (3, 3), 1, self.dtype, train)
+    x = _stem(x, widths[0], (3, 3), 1, self.dtype, train, self.conv)
     prev = residual_lib.init_history(
         residual_lib.history_length(self.residual, self.residual_kw), x)
     block = layers.remat(BasicBlock, self.remat, static_argnums=(3,))
     for stage, w in enumerate(widths):
       for b in range(blocks + self.extra_blocks[stage]):
         x, prev = block(w, 2 if stage and not b else 1, self.residual,
-                        self.residual_kw, self.dtype,
+                        self.residual_kw, self.dtype, self.conv,
                         name=f'stage{stage}_block{b}')(x, prev, train)
     return _head(self, x)
 
@@ -115,18 +119,21 @@ class Bottleneck(nn.Module):
   residual: str = 'standard'
   residual_kw: tuple = ()
   dtype: jnp.dtype = jnp.float32
+  conv: str = 'auto'
 
   @nn.compact
   def __call__(self, x, prev=(), train=False):
-    y = layers.conv(self.features, (1, 1), 1, self.dtype, name='conv1')(x)
+    y = layers.conv(self.features, (1, 1), 1, self.dtype, name='conv1',
+                    impl=self.conv)(x)
     y = nn.relu(layers.batch_norm(train, self.dtype, name='bn1')(y))
     y = layers.conv(self.features, (3, 3), self.strides, self.dtype,
-                    name='conv2')(y)
+                    name='conv2', impl=self.conv)(y)
     y = nn.relu(layers.batch_norm(train, self.dtype, name='bn2')(y))
-    y = layers.conv(4 * self.features, (1, 1), 1, self.dtype, name='conv3')(y)
+    y = layers.conv(4 * self.features, (1, 1), 1, self.dtype, name='conv3',
+                    impl=self.conv)(y)
     y = layers.batch_norm(train, self.dtype, name='bn3')(y)
     shortcut = _shortcut(x, 4 * self.features, self.strides, self.dtype,
-                         train)
+                         train, self.conv)
     return _combine(self, shortcut, y, prev)
 
 
@@ -145,6 +152,7 @@ class ImageNetResNet(nn.Module):
   residual: str = 'standard'
   residual_kw: tuple = ()
   remat: str = 'none'
+  conv: str = 'auto'           # layers.CONV_IMPLEMENTATIONS
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -156,13 +164,13 @@ class ImageNetResNet(nn.Module):
     block = layers.remat(BasicBlock if kind == 'basic' else Bottleneck,
                          self.remat, static_argnums=(3,))
     widths = [max(1, int(round(w * self.width))) for w in (64, 128, 256, 512)]
-    x = _stem(x, widths[0], (7, 7), 2, self.dtype, train)
+    x = _stem(x, widths[0], (7, 7), 2, self.dtype, train, self.conv)
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding='SAME')
     prev = residual_lib.init_history(
         residual_lib.history_length(self.residual, self.residual_kw), x)
     for stage, (w, n) in enumerate(zip(widths, blocks)):
       for b in range(n):
         x, prev = block(w, 2 if stage and not b else 1, self.residual,
-                        self.residual_kw, self.dtype,
+                        self.residual_kw, self.dtype, self.conv,
                         name=f'stage{stage}_block{b}')(x, prev, train)
     return _head(self, x)

@@ -1,0 +1,1 @@
+"""Library kernels called from jitted code through `jax.ffi` (CPU only)."""

@@ -1,0 +1,131 @@
+"""oneDNN's convolution weight gradient (models/kernels) equals XLA's, and
+the reshape max-pool equals nn.max_pool; both fall back where they do not
+apply."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from core.errors import ConfigError
+from models import build
+from models import layers
+from models.kernels import onednn
+
+needs_onednn = pytest.mark.skipif(
+    not onednn.available(),
+    reason=f'oneDNN kernel unavailable: {onednn.unavailable_reason()} '
+    '(apt-get install libdnnl-dev g++)')
+
+NHWC = ('NHWC', 'HWIO', 'NHWC')
+
+
+def _grads(conv, x, w, strides, padding):
+  def loss(x, w):
+    y = conv(x, w, strides, padding, dimension_numbers=NHWC)
+    return jnp.sum(jnp.sin(y) * jnp.arange(y.size).reshape(y.shape) / y.size)
+  return jax.jit(jax.grad(loss, argnums=(0, 1)))(x, w)
+
+
+@needs_onednn
+@pytest.mark.parametrize('batch,size,cin,cout,kernel,stride,padding', [
+    (8, 32, 16, 16, 3, 1, 'SAME'),      # a CIFAR ResNet block
+    (8, 32, 16, 32, 3, 2, 'SAME'),      # a stage's first block
+    (4, 32, 16, 32, 1, 2, 'SAME'),      # its projection shortcut
+    (2, 33, 3, 8, 7, 2, 'SAME'),        # an ImageNet stem, odd size
+    (3, 15, 5, 7, 3, 2, 'VALID'),
+    (2, 9, 3, 4, 3, 1, ((1, 2), (0, 1))),
+])
+def test_gradients_equal_xla(batch, size, cin, cout, kernel, stride, padding):
+  kx, kw = jax.random.split(jax.random.PRNGKey(batch + size + cout))
+  x = jax.random.normal(kx, (batch, size, size, cin))
+  w = jax.random.normal(kw, (kernel, kernel, cin, cout))
+  expected = _grads(lax.conv_general_dilated, x, w, (stride, stride), padding)
+  got = _grads(onednn.conv_general_dilated, x, w, (stride, stride), padding)
+  for e, g in zip(expected, got):
+    assert float(jnp.max(jnp.abs(e))) > 0
+    np.testing.assert_allclose(g, e, rtol=0, atol=2e-5 * float(
+        jnp.max(jnp.abs(e))))
+
+
+def _grad_jaxpr(conv, x, w):
+  return str(jax.make_jaxpr(jax.grad(lambda w: conv(
+      x, w, (1, 1), 'SAME', dimension_numbers=NHWC).sum()))(w))
+
+
+@needs_onednn
+def test_the_weight_gradient_is_the_library_call():
+  x, w = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 4))
+  assert 'ffi_call' in _grad_jaxpr(onednn.conv_general_dilated, x, w)
+  assert 'ffi_call' not in _grad_jaxpr(lax.conv_general_dilated, x, w)
+
+
+@pytest.mark.parametrize('x_shape,w_shape,dtype', [
+    ((2, 16, 4), (3, 4, 4), jnp.float32),            # 1-D (mnist1d)
+    ((2, 8, 8, 4), (3, 3, 4, 4), jnp.bfloat16),
+])
+def test_falls_back_to_xla_where_it_does_not_apply(x_shape, w_shape, dtype):
+  x, w = jnp.ones(x_shape, dtype), jnp.ones(w_shape, dtype)
+  dn = ('NWC', 'WIO', 'NWC') if len(x_shape) == 3 else NHWC
+  f = lambda w: onednn.conv_general_dilated(
+      x, w, (1,) * (len(x_shape) - 2), 'SAME', dimension_numbers=dn).sum()
+  assert 'ffi_call' not in str(jax.make_jaxpr(jax.grad(f))(w))
+  g = lambda w: lax.conv_general_dilated(
+      x, w, (1,) * (len(x_shape) - 2), 'SAME', dimension_numbers=dn).sum()
+  np.testing.assert_array_equal(jax.grad(f)(w), jax.grad(g)(w))
+
+
+def _resnet_grads(conv):
+  model = build('resnet', num_classes=10, depth=8, conv=conv)
+  x = jax.random.normal(jax.random.PRNGKey(0), (4, 16, 16, 3))
+  variables = model.init(jax.random.PRNGKey(1), x)
+
+  def loss(params):
+    logits, _ = model.apply({**variables, 'params': params}, x, train=True,
+                            mutable=['batch_stats'])
+    return jnp.mean(jax.nn.log_softmax(logits)[:, 3])
+  return jax.jit(jax.grad(loss))(variables['params'])
+
+
+@needs_onednn
+def test_a_resnet_trains_with_the_same_gradients():
+  expected, got = _resnet_grads('xla'), _resnet_grads('onednn')
+  paths = [jax.tree_util.keystr(p) for p, _ in
+           jax.tree_util.tree_leaves_with_path(expected)]
+  assert jax.tree.structure(expected) == jax.tree.structure(got)
+  assert any('kernel' in p for p in paths)
+  for path, e, g in zip(paths, jax.tree.leaves(expected),
+                        jax.tree.leaves(got)):
+    np.testing.assert_allclose(g, e, rtol=0, atol=1e-4 * (
+        float(jnp.max(jnp.abs(e))) + 1e-6), err_msg=path)
+
+
+def test_unknown_or_unavailable_implementation_is_one_line(monkeypatch):
+  with pytest.raises(ConfigError, match=r'model.conv.*valid choices'):
+    build('resnet', num_classes=10, depth=8, conv='cudnn')
+  monkeypatch.setitem(onednn._STATE, 'ok', False)
+  monkeypatch.setitem(onednn._STATE, 'reason', 'no C++ compiler')
+  with pytest.raises(ConfigError, match=r'no C\+\+ compiler.*valid choices'):
+    build('resnet', num_classes=10, depth=8, conv='onednn')
+  # auto then runs XLA's convolution
+  x, w = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 4))
+  assert 'ffi_call' not in _grad_jaxpr(layers.conv_function('auto'), x, w)
+
+
+@pytest.mark.parametrize('shape,window', [
+    ((3, 8, 8, 5), (2, 2)), ((2, 12, 4), (2,)), ((2, 6, 9, 3), (3, 3))])
+def test_max_pool_equals_flax(shape, window):
+  x = jax.random.normal(jax.random.PRNGKey(0), shape)  # no ties
+  ours = lambda x: layers.max_pool(x, window)
+  flax_ = lambda x: nn.max_pool(x, window, strides=window)
+  np.testing.assert_array_equal(ours(x), flax_(x))
+  weights = jax.random.normal(jax.random.PRNGKey(1), ours(x).shape)
+  grad = lambda f: jax.grad(lambda x: jnp.sum(f(x) * weights))(x)
+  np.testing.assert_array_equal(grad(ours), grad(flax_))
+
+
+def test_max_pool_falls_back_when_windows_do_not_tile():
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 7, 3))
+  np.testing.assert_array_equal(layers.max_pool(x, (2, 2)),
+                                nn.max_pool(x, (2, 2), strides=(2, 2)))
