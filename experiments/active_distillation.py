@@ -1,10 +1,15 @@
-"""Robust Active Distillation against active-learning baselines: student test
-accuracy against the number of teacher queries, and the share of queried
-points the teacher labels wrongly.
+"""Tables of kind 'active': Robust Active Distillation against active-learning
+baselines: student test accuracy against the number of teacher queries, and
+the share of queried points the teacher labels wrongly.
 
-    python -m experiments.active_distillation --table=mnist5k
-    python -m experiments.active_distillation --table=cifar10
-    python -m experiments.active_distillation --table=digits   # 3-minute check
+    python -m experiments.run --table=active_mnist5k
+    python -m experiments.run --table=active_digits     # 3-minute check
+    python -m experiments.active_distillation --table=mnist5k   # the same
+
+A table of this kind (experiments/tables/) gives `dataset` (of
+configs/active_distill.py), `seeds`, `rows` (names in ROWS; random first),
+optionally `extra` (more config arguments), `method` (the student's loss,
+default vanilla) and `cells` (another table's runs to share).
 
 For each seed: one teacher on the labeled part (shared by the strategies),
 then one active run per strategy (configs/active_distill.py): the same
@@ -13,7 +18,8 @@ strategy from the student's outputs, up to the budget; each round's student
 is trained from scratch on the points queried so far (identical for every
 strategy; the round-0 student, on the shared initial set, is trained once
 per seed and copied to the other strategies). Runs that finished are
-skipped, unfinished ones resume at their last round. Writes `experiments/results/active_<table>.{md,json,png}`.
+skipped, unfinished ones resume at their last round. Writes
+`experiments/results/<table>.{md,json,png}`.
 """
 import json
 import os
@@ -22,14 +28,13 @@ import time
 
 import numpy as np
 from absl import app
-from absl import flags
-from absl import logging
 
 from configs import active_distill
 from distill import active_distillation
 from distill import files
 from distill import train
 from experiments import plotting
+from experiments import harness
 
 # (row name, strategy, extra config arguments); the row name is the cell's
 # folder, so rows can be added without rerunning the others.
@@ -45,35 +50,15 @@ ROWS = (('random', 'random', ''), ('margin', 'margin', ''),
         ('rad_m0', 'rad', ',m=0'))
 PAPER_ROWS = ('random', 'margin', 'entropy', 'kcenter', 'rad', 'rad_m_round')
 M_ROWS = ('random', 'rad', 'rad_m_round', 'rad_m_remaining', 'rad_m0')
-TABLES = {   # rows: which of ROWS (the first, random, holds round 0)
-    'digits': dict(dataset='digits', seeds=(0, 1, 2), extra='',
-                   rows=PAPER_ROWS),
-    'mnist5k': dict(dataset='mnist5k', seeds=(0, 1, 2), extra='',
-                    rows=PAPER_ROWS),
-    'cifar10': dict(dataset='cifar10', seeds=(0, 1, 2), extra='',
-                    rows=PAPER_ROWS),
-    # RAD's m decided: the four readings against random, with each row's
-    # queried-mistake share and the mean gain of its picks (shares its
-    # cells with the mnist5k table).
-    'rad_m': dict(dataset='mnist5k', seeds=(0, 1, 2), extra='', rows=M_ROWS,
-                  share='mnist5k'),
-}
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
-
-_TABLE = flags.DEFINE_enum('table', 'digits', list(TABLES), 'Which table.')
-_WORKDIR = flags.DEFINE_string('workdir', 'workdirs/active',
-                               'Where runs live (resumable).')
-_MANUAL_DIR = flags.DEFINE_string('manual_dir', '../shared/datasets',
-                                  'Folder of cifar10_jpeg.tar.gz.')
-_RESULTS = flags.DEFINE_string('results', RESULTS, 'Where the table goes.')
-_METHOD = flags.DEFINE_string('method', 'vanilla', "The student's loss.")
+WORKDIR = 'workdirs/active'
 
 
-def _config(table, strategy, seed, teacher='', extra=''):
+def _config(table, strategy, seed, manual_dir, teacher='', extra=''):
   return active_distill.get_config(
       f'dataset={table["dataset"]},strategy={strategy},seed={seed},'
-      f'method={_METHOD.value},manual_dir={_MANUAL_DIR.value}'
-      + (f',teacher={teacher}' if teacher else '') + table['extra'] + extra)
+      f'method={table.get("method", "vanilla")},manual_dir={manual_dir}'
+      + (f',teacher={teacher}' if teacher else '') + table.get('extra', '')
+      + extra)
 
 
 class _Clock:
@@ -97,18 +82,33 @@ class _Clock:
     return sum(self.seconds.values())
 
 
-def run_table(name, workdir):
-  table = TABLES[name]
-  root = os.path.join(workdir, table.get('share', name))
+def _done(state_path):
+  if not os.path.exists(state_path):
+    return False
+  with open(state_path) as f:
+    return 'final' in json.load(f)
+
+
+def run_cells(name, table, workdir, manual_dir, report_only=False):
+  """{(row, seed): rounds state} of the finished runs (training the rest
+  unless `report_only`), and the seconds they took."""
+  root = os.path.join(workdir, table.get('cells', name))
   rows = table_rows(table)
   out = {}
   clock = _Clock(root)
   for seed in table['seeds']:
     teacher = os.path.join(root, f'seed={seed}', 'teacher')
+    if report_only:
+      for row, _, _ in rows:
+        state_path = os.path.join(root, f'seed={seed}', row, 'rounds.json')
+        if _done(state_path):
+          with open(state_path) as f:
+            out[(row, seed)] = json.load(f)
+      continue
     if not os.path.exists(os.path.join(teacher, 'final_metrics.json')):
       print(f'-- teacher seed={seed}', flush=True)
       start = time.time()
-      t_cfg = _config(table, 'random', seed).teacher.config
+      t_cfg = _config(table, 'random', seed, manual_dir).teacher.config
       result = train.train(t_cfg, teacher)
       clock.add(f'seed={seed}/teacher', time.time() - start)
       if result.get('preempted'):
@@ -119,13 +119,11 @@ def run_table(name, workdir):
       if cell != first:           # round 0 is the same for every strategy
         extra += f',round0_from={first}'
       state_path = os.path.join(cell, 'rounds.json')
-      done = os.path.exists(state_path) and 'final' in json.load(
-          open(state_path))
-      if not done:
+      if not _done(state_path):
         print(f'-- {row} seed={seed}', flush=True)
         start = time.time()
         result = active_distillation.run(
-            _config(table, strategy, seed, teacher, extra), cell)
+            _config(table, strategy, seed, manual_dir, teacher, extra), cell)
         clock.add(f'seed={seed}/{row}', time.time() - start)
         if result.get('preempted'):
           sys.exit(143)
@@ -195,7 +193,7 @@ def markdown(name, states, seeds, seconds):
           'queried (rad_m_remaining), or 0 (rad_m0); the random row shows '
           f'the pool reading, {m:.0f}). The first column is the shared '
           'random initial set.\nCommand: '
-          f'`python -m experiments.active_distillation --table={name}`; its '
+          f'`python -m experiments.run --table={name}`; its '
           f'cells took {seconds / 60:.1f} min in all.\n')
 
 
@@ -217,25 +215,35 @@ def plot(name, states, seeds, path):
   fig.savefig(path, dpi=120)
 
 
-def main(argv):
-  del argv
-  from distill import host_devices  # pylint: disable=g-import-not-at-top
-  host_devices.configure()          # CPU: data parallel over the cores
-  logging.set_verbosity(logging.WARNING)
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  tfds.disable_progress_bar()
-  states, seconds = run_table(_TABLE.value, _WORKDIR.value)
-  seeds = TABLES[_TABLE.value]['seeds']
-  md = markdown(_TABLE.value, states, seeds, seconds)
-  os.makedirs(_RESULTS.value, exist_ok=True)
-  base = os.path.join(_RESULTS.value, f'active_{_TABLE.value}')
+def run_table(name, table, workdir, results, manual_dir='../shared/datasets',
+              report_only=False):
+  """Runs (or, `report_only`, reads) the table's cells and writes its
+  report; rows with a seed unfinished are left out of a report."""
+  states, seconds = run_cells(name, table, workdir, manual_dir, report_only)
+  seeds = table['seeds']
+  rows = {row for row, _ in states
+          if all((row, s) in states for s in seeds)}
+  states = {k: v for k, v in states.items() if k[0] in rows}
+  if 'random' not in rows:
+    print(f'{name}: no finished random row yet, nothing to report')
+    return states, seconds
+  md = markdown(name, states, seeds, seconds)
+  os.makedirs(results, exist_ok=True)
+  base = os.path.join(results, name)
   with open(base + '.md', 'w') as f:
     f.write(md)
   with open(base + '.json', 'w') as f:
     json.dump({f'{k[0]}/seed={k[1]}': active_distillation.summary(v)
                for k, v in states.items()}, f, indent=1, sort_keys=True)
-  plot(_TABLE.value, states, seeds, base + '.png')
+  plot(name, states, seeds, base + '.png')
   print(md)
+  return states, seconds
+
+
+def main(argv):
+  """The harness on `active_<--table>` (default: active_digits)."""
+  del argv
+  harness.from_flags('digits', prefix='active_|rad_', workdir=WORKDIR)
 
 
 if __name__ == '__main__':

@@ -414,6 +414,7 @@ RESNET20_NORMS = ((32, 16, 7), (16, 32, 7), (8, 64, 7))
 # XLA:CPU kernel (thunk) names, by prefix, grouped into what they do.
 PROFILE_KINDS = (
     ('convolutions (YNNPACK fusions)', ('ynn_fusion', 'xnn_fusion')),
+    ('convolution weight gradients (oneDNN, FFI)', ('ffi_call',)),
     ('convolutions (Eigen)', ('convolution', 'conv_general_dilated')),
     ('layout transposes (+ fused recomputation)', ('transpose',)),
     ('reductions (batch-norm statistics, pooling)',
@@ -457,9 +458,14 @@ def section_profile(steps, rounds):
   import jax  # pylint: disable=g-import-not-at-top
   del rounds
   rows = []
-  for label, devices in (('1 device', jax.devices()[:1]),
-                         (f'{jax.device_count()} devices', None)):
-    ours = OurStep(resnet_config(), devices=devices)
+  for label, devices, conv in (
+      ('1 device, XLA convolution', jax.devices()[:1], 'xla'),
+      ('1 device', jax.devices()[:1], 'auto'),
+      (f'{jax.device_count()} devices, XLA convolution', None, 'xla'),
+      (f'{jax.device_count()} devices', None, 'auto')):
+    config = resnet_config()
+    config.model.conv = conv
+    ours = OurStep(config, devices=devices)
     wall = _best_time(ours, steps, 1)
     kinds = profile_kinds(ours)
     rows.append(dict({'devices': label, 'step ms (wall)': 1000 * wall},

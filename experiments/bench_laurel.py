@@ -31,7 +31,9 @@ VARIANTS = ('standard', 'laurel_rw', 'laurel_lr', 'laurel_pa', 'laurel_rw_lr',
 
 def _family(name):
   from experiments import laurel  # pylint: disable=g-import-not-at-top
-  table = laurel.TABLES['cifar10' if name == 'resnet' else 'shakespeare']
+  from experiments import tables  # pylint: disable=g-import-not-at-top
+  _, table = tables.load('laurel_cifar10' if name == 'resnet'
+                         else 'laurel_shakespeare')
   base = laurel.base_config(table)
   configs = {v: laurel.row_config(base, table, {'model.residual': v})
              for v in VARIANTS}

@@ -2,9 +2,14 @@
 Shakespeare at CPU scale: one teacher LM, then a smaller student under four
 regimes with the same token budget, for each seed.
 
-    python -m experiments.guide                  # cpu scale, 3 seeds
+    python -m experiments.run --table=guide_cpu  # cpu scale, 3 seeds
+    python -m experiments.guide                  # the same
     python -m experiments.guide --seeds=0 --steps=60 --teacher_steps=60 \
         --workdir=/tmp/guide_smoke                # a smoke run
+
+A table of this kind (experiments/tables/) gives `scale` (of
+configs/guide_lm.py), `seeds`, `steps` and `teacher_steps`, and `cells`
+(the runs' folder under the workdir; '' for the workdir itself).
 
 Regimes: `random` (the student's own init, trained on the data), `kd`
 (online logit distillation from the teacher), `guide` (GUIDE init, trained
@@ -13,8 +18,8 @@ teacher-student gap reduction, the paper's measure:
     (L_random - L_method) / (L_random - L_teacher),
 at the first evaluation and at the end; plot: validation loss curves.
 Cells that finished are skipped (rerun to resume). Writes
-`experiments/results/guide_<scale>.{md,json,png}` (the default results
-folder only for the default budget).
+`experiments/results/<table>.{md,json,png}` (for a smoke run from the
+flags above, `guide_<scale>` in the workdir).
 """
 import json
 import os
@@ -24,32 +29,25 @@ import time
 import numpy as np
 from absl import app
 from absl import flags
-from absl import logging
 
 from configs import guide_lm
 from distill import distillation
 from distill import logging_utils
 from distill import train
 from experiments import plotting
+from experiments import harness
 
 REGIMES = {'random': dict(init='', method='supervised'),
            'kd': dict(init='', method='vanilla'),
            'guide': dict(init='guide', method='supervised'),
            'guide+kd': dict(init='guide', method='vanilla')}
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
+WORKDIR = 'workdirs/guide'
 
 _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'Student seeds.')
 _STEPS = flags.DEFINE_integer('steps', 600, 'Student steps (token budget).')
 _TEACHER_STEPS = flags.DEFINE_integer('teacher_steps', 1500, 'Teacher steps.')
 _SCALE = flags.DEFINE_enum('scale', 'cpu', list(guide_lm.SCALES),
                            'Model sizes (configs/guide_lm.py).')
-_WORKDIR = flags.DEFINE_string('workdir', 'workdirs/guide',
-                               'Where runs live (resumable).')
-_MANUAL_DIR = flags.DEFINE_string('manual_dir', '../shared/datasets',
-                                  'Folder of tiny_shakespeare.txt.')
-_RESULTS = flags.DEFINE_string('results', '', 'Where the table goes '
-                               '(default: experiments/results for the '
-                               'default budget, else the workdir).')
 
 
 def _arg(regime, seed, steps, teacher_steps, scale, manual_dir, teacher=''):
@@ -65,8 +63,15 @@ def _json(path):
     return json.load(f)
 
 
-def run_cells(workdir, seeds, steps, teacher_steps, scale, manual_dir):
+def run_cells(workdir, seeds, steps, teacher_steps, scale, manual_dir,
+              report_only=False):
+  """The teacher's final metrics and {(regime, seed): summary and curve};
+  None when `report_only` and a cell is unfinished."""
   teacher_dir = os.path.join(workdir, 'teacher')
+  if report_only and not all(os.path.exists(os.path.join(
+      workdir, r.replace('+', '_'), f'seed={s}', 'summary.json'))
+                             for r in REGIMES for s in seeds):
+    return None, None
   if not os.path.exists(os.path.join(teacher_dir, 'final_metrics.json')):
     print('-- teacher', flush=True)
     config = guide_lm.get_config(_arg('random', 0, steps, teacher_steps,
@@ -122,8 +127,8 @@ def markdown(teacher, cells, seeds, args, seconds):
           f'\n\nTeacher {args["teacher"]}, student {args["student"]}, '
           f'{args["steps"]} student steps of {args["tokens"]} tokens. Gap '
           'closed = (L_random - L) / (L_random - L_teacher), per seed, then '
-          'averaged.\nCommand: `python -m experiments.guide' +
-          args['flags'] + f'`; this run took {seconds / 60:.1f} min.\n')
+          f'averaged.\nCommand: `{args["command"]}`; this run took '
+          f'{seconds / 60:.1f} min.\n')
 
 
 def plot(teacher, cells, seeds, path):
@@ -147,33 +152,25 @@ def plot(teacher, cells, seeds, path):
   fig.savefig(path, dpi=120)
 
 
-def main(argv):
-  del argv
-  from distill import host_devices  # pylint: disable=g-import-not-at-top
-  host_devices.configure()          # CPU: data parallel over the cores
-  logging.set_verbosity(logging.WARNING)
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  tfds.disable_progress_bar()
-  seeds = [int(s) for s in _SEEDS.value]
+def run_table(name, table, workdir, results, manual_dir='../shared/datasets',
+              report_only=False, command=''):
+  seeds, scale = list(table['seeds']), table['scale']
   start = time.time()
-  teacher, cells = run_cells(_WORKDIR.value, seeds, _STEPS.value,
-                             _TEACHER_STEPS.value, _SCALE.value,
-                             _MANUAL_DIR.value)
-  default = (_STEPS.value, _TEACHER_STEPS.value, _SCALE.value) == (
-      600, 1500, 'cpu') and len(seeds) == 3
-  results = _RESULTS.value or (RESULTS if default else _WORKDIR.value)
-  t_size, s_size = guide_lm.SCALES[_SCALE.value]
-  cfg = guide_lm.get_config(f'scale={_SCALE.value}')
-  flag_str = '' if default else (
-      f' --seeds={",".join(map(str, seeds))} --steps={_STEPS.value} '
-      f'--teacher_steps={_TEACHER_STEPS.value} --scale={_SCALE.value}')
+  teacher, cells = run_cells(os.path.join(workdir, table.get('cells', name)),
+                             seeds, table['steps'], table['teacher_steps'],
+                             scale, manual_dir, report_only)
+  if teacher is None:
+    print(f'{name}: not every cell has finished; nothing to report yet')
+    return None
+  t_size, s_size = guide_lm.SCALES[scale]
+  cfg = guide_lm.get_config(f'scale={scale}')
   args = dict(teacher='%d layers x %d (heads %d, MLP %d)' % t_size,
               student='%d layers x %d (heads %d, MLP %d)' % s_size,
-              steps=_STEPS.value, flags=flag_str,
+              steps=table['steps'],
+              command=command or f'python -m experiments.run --table={name}',
               tokens=cfg.batch_size * cfg.data.seq_len)
   md = markdown(teacher, cells, seeds, args, time.time() - start)
   os.makedirs(results, exist_ok=True)
-  name = f'guide_{_SCALE.value}'
   with open(os.path.join(results, f'{name}.md'), 'w') as f:
     f.write(md)
   with open(os.path.join(results, f'{name}.json'), 'w') as f:
@@ -182,6 +179,29 @@ def main(argv):
               f, indent=1, sort_keys=True)
   plot(teacher, cells, seeds, os.path.join(results, f'{name}.png'))
   print(md)
+  return teacher, cells
+
+
+def main(argv):
+  """The guide_cpu table through the harness, or, with other --seeds,
+  --steps, --teacher_steps or --scale, a table made from them whose report
+  goes to the workdir."""
+  del argv
+  workdir = harness.FLAGS.workdir or WORKDIR
+  seeds = tuple(int(s) for s in _SEEDS.value)
+  _, default = harness.tables.load('guide_cpu')
+  table = dict(default, seeds=seeds, steps=_STEPS.value,
+               teacher_steps=_TEACHER_STEPS.value, scale=_SCALE.value)
+  if table == default:
+    harness.from_flags('guide_cpu', workdir=WORKDIR)
+    return
+  command = (f'python -m experiments.guide --seeds={",".join(map(str, seeds))}'
+             f' --steps={_STEPS.value} --teacher_steps={_TEACHER_STEPS.value}'
+             f' --scale={_SCALE.value}')
+  harness.setup()
+  run_table(f'guide_{_SCALE.value}', table, workdir,
+            harness.FLAGS.results or workdir, harness.FLAGS.manual_dir,
+            harness.FLAGS.report_only, command)
 
 
 if __name__ == '__main__':

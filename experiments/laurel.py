@@ -1,9 +1,18 @@
-"""Reproduces LAuReL's comparisons (Menghani et al., ICML 2025) at CPU scale.
+"""Tables of kind 'laurel': LAuReL's comparisons (Menghani et al., ICML 2025)
+at CPU scale.
 
-    python -m experiments.laurel --table=cifar10           # Table 1 analogue
-    python -m experiments.laurel --table=shakespeare       # Table 5 analogue
-    python -m experiments.laurel --table=shakespeare_rank  # Figure 3 analogue
-    python -m experiments.laurel --table=quick             # a 2-minute smoke run
+    python -m experiments.run --table=laurel_cifar10           # Table 1 analogue
+    python -m experiments.run --table=laurel_shakespeare       # Table 5 analogue
+    python -m experiments.run --table=laurel_shakespeare_rank  # Figure 3 analogue
+    python -m experiments.run --table=laurel_quick             # a smoke run
+    python -m experiments.laurel --table=quick                 # the same
+
+A table of this kind (experiments/tables/) gives `config` (a config file)
+with its `arg`, `base` overrides, `rows` (label -> config overrides),
+`seeds`, `metric` and whether `higher` is better; optionally `sweep` (plot
+the metric against the number after this text in a row's label),
+`timing_rounds` (of the cost pass, default 5) and `cells` (the runs'
+folder, shared by tables over the same base).
 
 Every row trains the same model from scratch with one change (a LAuReL
 residual, or one more block/layer: naive scaling) for each seed; quality is
@@ -13,7 +22,7 @@ rows on this machine (`experiments/costs.py`): parameters added,
 train-step time and XLA's peak-memory estimate, relative to the baseline.
 Cells whose result exists are skipped (rerun to resume); cells are keyed by
 their config overrides, so tables over the same base share them. Writes
-`experiments/results/laurel_<table>.{md,json,png}`.
+`experiments/results/<table>.{md,json,png}`.
 """
 import json
 import os
@@ -22,101 +31,20 @@ import time
 
 import numpy as np
 from absl import app
-from absl import flags
-from absl import logging
 
-from configs import cifar10_teacher, common, shakespeare_lm
+from configs import common
 from distill import train
 from distill.data import loading
 from experiments import costs as cost_lib
 from experiments import plotting
+from experiments import harness
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
-
-
-def _laurel(kind, rank=None):
-  out = {'model.residual': kind}
-  if rank is not None:
-    out['model.residual_kw.rank'] = rank
-  return out
-
-
-_LM_VARIANTS = ('laurel_rw', 'laurel_lr', 'laurel_pa', 'laurel_rw_lr',
-                'laurel_rw_pa', 'laurel_lr_pa', 'laurel_rw_lr_pa')
-
-TABLES = {
-    # Table 1 analogue. ResNet-8 at half width (20k parameters) on 49,500
-    # CIFAR-10 train images, 600 steps of 128 (1.6 epochs), r=2 on channel
-    # widths 8/16/32. Naive scaling adds one block to the first stage
-    # (+5.9% parameters, the nearest to the paper's +4.37%).
-    'cifar10': dict(
-        config=cifar10_teacher, arg='labeled=-1,validation=500,width=0.5',
-        base={'data.unlabeled': 0, 'total_epochs': -1.0, 'total_steps': 600,
-              'eval_every_epochs': -1.0, 'log_every_steps': 100,
-              'checkpoint_every_steps': 300,
-              'model.residual_kw.rank': 2},
-        seeds=(0, 1, 2), metric='test/accuracy', higher=True,
-        rows={'baseline': {},
-              'baseline + 1 block': {'model.extra_blocks': (1, 0, 0)},
-              'LAuReL-RW': _laurel('laurel_rw'),
-              'LAuReL-RW+LR (r=2)': _laurel('laurel_rw_lr'),
-              'LAuReL-RW+LR+PA (r=2, k=3)': _laurel('laurel_rw_lr_pa')}),
-    # Table 5 analogue: a 6-layer character LM (width 64, 4 heads, MLP 256,
-    # 64-character windows, batch 32, 400 AdamW steps); naive scaling is a
-    # 7th layer (+16%); LAuReL with r=8 and k=3 on every block.
-    'shakespeare': dict(
-        config=shakespeare_lm,
-        arg='layers=6,width=64,heads=4,mlp=256,seq_len=64,steps=400',
-        base={'batch_size': 32, 'eval_every_steps': -1,
-              'log_every_steps': 100, 'checkpoint_every_steps': 400,
-              'model.residual_kw.rank': 8},
-        seeds=(0, 1, 2), metric='test/loss', higher=False,
-        rows=dict([('baseline-6', {}),
-                   ('baseline-7', {'model.num_layers': 7})] +
-                  [('LAuReL-' + v[7:].upper().replace('_', '+'), _laurel(v))
-                   for v in _LM_VARIANTS])),
-    # Figure 3 analogue: LAuReL-RW+LR against the rank r (same LM).
-    'shakespeare_rank': dict(
-        config=shakespeare_lm, share='shakespeare',
-        arg='layers=6,width=64,heads=4,mlp=256,seq_len=64,steps=400',
-        base={'batch_size': 32, 'eval_every_steps': -1,
-              'log_every_steps': 100, 'checkpoint_every_steps': 400,
-              'model.residual_kw.rank': 8},
-        seeds=(0, 1, 2), metric='test/loss', higher=False,
-        rows=dict([('baseline-6', {}), ('LAuReL-RW', _laurel('laurel_rw'))] +
-                  [(f'LAuReL-RW+LR r={r}', _laurel('laurel_rw_lr', r))
-                   for r in (1, 2, 4, 8, 16, 32)]),
-        x_of_row=lambda label: int(label.split('r=')[1]) if 'r=' in label
-        else None),
-    # A smoke run of the machinery (tiny LM, 30 steps, one seed).
-    'quick': dict(
-        config=shakespeare_lm,
-        arg='layers=2,width=32,heads=2,mlp=64,seq_len=32,steps=30',
-        base={'batch_size': 16, 'eval_every_steps': -1,
-              'log_every_steps': 10, 'checkpoint_every_steps': 30,
-              'model.residual_kw.rank': 4},
-        seeds=(0,), metric='test/loss', higher=False,
-        rows={'baseline-2': {}, 'baseline-3': {'model.num_layers': 3},
-              'LAuReL-RW+LR': _laurel('laurel_rw_lr'),
-              'LAuReL-RW+LR+PA': _laurel('laurel_rw_lr_pa')}),
-}
-
-_TABLE = flags.DEFINE_enum('table', 'quick', list(TABLES), 'Which table.')
-_WORKDIR = flags.DEFINE_string('workdir', 'workdirs/laurel',
-                               'Where runs live (resumable).')
-_MANUAL_DIR = flags.DEFINE_string('manual_dir', '../shared/datasets',
-                                  'Folder of cifar10_jpeg / tiny_shakespeare.')
-_RESULTS = flags.DEFINE_string('results', RESULTS,
-                               'Where the table, JSON and plot go.')
-_REPORT_ONLY = flags.DEFINE_bool('report_only', False,
-                                 'Only tabulate finished cells; train nothing.')
-_TIMING_ROUNDS = flags.DEFINE_integer('timing_rounds', 5,
-                                      'Interleaved rounds of the cost pass.')
+WORKDIR = 'workdirs/laurel'
 
 
 def base_config(table, manual_dir='../shared/datasets'):
-  config = table['config'].get_config(f'{table["arg"]},manual_dir='
-                                      f'{manual_dir}')
+  module = harness.load_config_module(table['config'])
+  config = module.get_config(f'{table["arg"]},manual_dir={manual_dir}')
   config.tensorboard = False
   return common.override(config, table['base'])
 
@@ -149,7 +77,7 @@ def _final(workdir):
 def run_cells(name, table, workdir, manual_dir, report_only=False):
   """{(row, seed): final metrics or None}, training what is missing."""
   base = base_config(table, manual_dir)
-  root = os.path.join(workdir, table.get('share', name))
+  root = os.path.join(workdir, table.get('cells', name))
   data = None
   cells = {}
   for seed in table['seeds']:
@@ -205,10 +133,18 @@ def markdown(name, table, cells, cost, seconds):
     lines.append(f'| {row} | {q} | ' + ' | '.join(cols) + ' |')
   return (f'### LAuReL {name}: {unit} over seeds {list(table["seeds"])}\n\n'
           + '\n'.join(lines) +
-          f'\n\nCommand: `python -m experiments.laurel --table={name}`; '
+          f'\n\nCommand: `python -m experiments.run --table={name}`; '
           + ('a report of the cells finished so far.\n' if seconds is None
              else f'this run took {seconds / 60:.1f} min (training the '
              'cells it had to, and the timing pass).\n'))
+
+
+def _sweep_value(marker):
+  """label -> the number after `marker` in it (None without one)."""
+  if not marker:
+    return None
+  return lambda label: (int(label.split(marker)[1].split()[0])
+                        if marker in label else None)
 
 
 def plot(name, table, cells, cost, path):
@@ -218,7 +154,7 @@ def plot(name, table, cells, cost, path):
   scale = 100.0 if table['higher'] else 1.0
   ylabel = 'test accuracy (%)' if table['higher'] else 'test loss (nats/char)'
   fig, ax = plt.subplots(figsize=(6.5, 4))
-  x_of = table.get('x_of_row')
+  x_of = _sweep_value(table.get('sweep'))
   if x_of:          # a sweep: metric against the swept value
     pts = sorted((x_of(r), r) for r in table['rows'] if x_of(r) is not None)
     ys = [_stats(cells, table, r, scale) for _, r in pts]
@@ -249,16 +185,15 @@ def plot(name, table, cells, cost, path):
   fig.savefig(path, dpi=120)
 
 
-def run_table(name, workdir, results, manual_dir, report_only=False,
-              rounds=3):
-  table = TABLES[name]
+def run_table(name, table, workdir, results, manual_dir='../shared/datasets',
+              report_only=False):
   start = time.time()
   cells, base, data = run_cells(name, table, workdir, manual_dir, report_only)
-  cost_path = os.path.join(results, f'laurel_{name}.json')
+  cost_path = os.path.join(results, f'{name}.json')
   cost = None
   if not report_only:
     print(f'-- {name}: timing pass', flush=True)
-    cost = costs(table, base, data, rounds)
+    cost = costs(table, base, data, table.get('timing_rounds', 5))
   elif os.path.exists(cost_path):
     with open(cost_path) as f:
       cost = json.load(f).get('cost')
@@ -271,22 +206,17 @@ def run_table(name, workdir, results, manual_dir, report_only=False,
   with open(tmp, 'w') as f:
     json.dump(out, f, indent=1, sort_keys=True)
   os.replace(tmp, cost_path)
-  with open(os.path.join(results, f'laurel_{name}.md'), 'w') as f:
+  with open(os.path.join(results, f'{name}.md'), 'w') as f:
     f.write(md)
-  plot(name, table, cells, cost, os.path.join(results, f'laurel_{name}.png'))
+  plot(name, table, cells, cost, os.path.join(results, f'{name}.png'))
   print(md)
   return cells, cost
 
 
 def main(argv):
+  """The harness on `laurel_<--table>` (default: laurel_quick)."""
   del argv
-  from distill import host_devices  # pylint: disable=g-import-not-at-top
-  host_devices.configure()          # CPU: data parallel over the cores
-  logging.set_verbosity(logging.WARNING)
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  tfds.disable_progress_bar()
-  run_table(_TABLE.value, _WORKDIR.value, _RESULTS.value, _MANUAL_DIR.value,
-            _REPORT_ONLY.value, _TIMING_ROUNDS.value)
+  harness.from_flags('quick', prefix='laurel_', workdir=WORKDIR)
 
 
 if __name__ == '__main__':

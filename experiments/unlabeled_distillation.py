@@ -1,8 +1,13 @@
-"""Reproduces the Weighted-Distillation / SLaM comparison at CPU scale.
+"""Tables of kind 'distill': the Weighted-Distillation / SLaM comparison.
 
-    python -m experiments.unlabeled_distillation --table=digits
-    python -m experiments.unlabeled_distillation --table=mnist5k
-    python -m experiments.unlabeled_distillation --table=quickstart
+    python -m experiments.run --table=digits     # experiments/tables/digits.py
+    python -m experiments.unlabeled_distillation --table=quickstart  # the same
+
+A table of this kind (experiments/tables/) gives `config` (a distillation
+config file taking method, labeled and seed arguments), `labeled` sizes,
+`seeds`, `methods` (registered names, optionally with config overrides:
+'slam[method_kw.normalize=True]'), optionally `extra` (more config
+arguments) and `cells` (another table's runs to share).
 
 For every labeled size and seed: one teacher (trained on the labeled part,
 shared by all methods), one cached teacher-labeling pass, a student per
@@ -13,7 +18,6 @@ run continues where it stopped. Writes `experiments/results/<table>.md`
 (accuracy against labeled size).
 """
 import ast
-import importlib.util
 import json
 import os
 import sys
@@ -21,74 +25,15 @@ import time
 
 import numpy as np
 from absl import app
-from absl import flags
-from absl import logging
 
 from configs import common
 from distill import distillation
 from distill import train
 from distill.data import loading
 from experiments import plotting
+from experiments import harness
 
-ALL_METHODS = ('vanilla', 'hard', 'weighted', 'slam', 'taylor_ce',
-               'pseudo_label')
-TABLES = {
-    'quickstart': dict(config='configs/digits_distill.py', labeled=(100,),
-                       seeds=(0,), methods=('vanilla', 'weighted', 'slam')),
-    'digits': dict(config='configs/digits_distill.py', labeled=(50, 100, 200),
-                   seeds=(0, 1, 2), methods=ALL_METHODS),
-    'mnist5k': dict(config='configs/mnist5k_distill.py',
-                    labeled=(100, 200, 500), seeds=(0, 1, 2),
-                    methods=ALL_METHODS),
-    # Looking for SLaM's low-label failure on mnist5k (see the README).
-    'mnist5k_slam': dict(
-        config='configs/mnist5k_distill.py', labeled=(100, 200),
-        seeds=(0, 1, 2), share='mnist5k',   # reuses its teachers and cells
-        methods=('vanilla', 'slam', 'slam[method_kw.normalize=True]',
-                 'slam[distill.k=per_example]',
-                 'slam[distill.k_delta=0.2]')),
-    'cifar10': dict(config='configs/cifar10_distill.py',
-                    labeled=(1000, 2500, 5000), seeds=(0, 1, 2),
-                    methods=ALL_METHODS),
-    # Looking for the cause of the students' shortfall on CIFAR-10: longer
-    # student training, and SLaM's normalised mixing (one seed, 1000 labels).
-    # The papers' regime (the regime issue): teachers trained by epochs on
-    # 4k-25k labels (60-80% test accuracy), students trained 15 epochs over
-    # the unlabeled rest, every method plus the weighted variants (debiased
-    # weights, hard labels) and SLaM's normalised form. Days of background
-    # CPU; resumable cell by cell.
-    'cifar10_regime': dict(
-        config='configs/cifar10_distill.py', labeled=(4000, 10000, 25000),
-        seeds=(0, 1, 2), extra=',teacher_epochs=30,student_epochs=15',
-        methods=ALL_METHODS + ('weighted[distill.weight_mode=debiased]',
-                               'weighted[method_kw.soft=False]',
-                               'slam[method_kw.normalize=True]')),
-    'cifar10_checks': dict(
-        config='configs/cifar10_distill.py', labeled=(1000,), seeds=(0,),
-        share='cifar10',
-        methods=('vanilla', 'vanilla[total_steps=1600]',
-                 'slam', 'slam[method_kw.normalize=True]',
-                 'slam[method_kw.normalize=True;total_steps=1600]')),
-}
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
-
-_TABLE = flags.DEFINE_enum('table', 'quickstart', list(TABLES),
-                           'Which table to run.')
-_WORKDIR = flags.DEFINE_string('workdir', 'workdirs/experiments',
-                               'Where runs live (resumable).')
-_REPORT_ONLY = flags.DEFINE_bool(
-    'report_only', False, 'Only tabulate the cells already finished (while '
-    'a long table is still running); trains nothing.')
-_RESULTS = flags.DEFINE_string(
-    'results', '', 'Where the table, JSON and plot go (default: '
-    'experiments/results, or the workdir for the quickstart).')
-
-
-def _load_config_module(path):
-  spec = importlib.util.spec_from_file_location('_cfg', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+WORKDIR = 'workdirs/experiments'
 
 
 def _json(path):
@@ -256,8 +201,8 @@ def table_markdown(name, spec, cells, seconds):
   lines += slam_regime_lines(spec, cells)
   return (f'### {name}: student test accuracy (%), mean ± std over seeds '
           f'{list(spec["seeds"])}\n\n' + '\n'.join(lines) +
-          f'\n\nCommand: `python -m experiments.unlabeled_distillation '
-          f'--table={name}`; config `{spec["config"]}`; ' + (
+          f'\n\nCommand: `python -m experiments.run --table={name}`; config '
+          f'`{spec["config"]}`; ' + (
               'a report of the cells finished so far.\n' if seconds is None
               else f'this run took {seconds / 60:.1f} min of compute for '
               'the cells it ran.\n'))
@@ -287,10 +232,13 @@ def plot(name, spec, cells, path):
   fig.savefig(path, dpi=120)
 
 
-def run_table(name, workdir, results, report_only=False):
-  spec = TABLES[name]
-  get_config = _load_config_module(spec['config']).get_config
-  root = os.path.join(workdir, spec.get('share', name))
+def run_table(name, spec, workdir, results, manual_dir=None,
+              report_only=False):
+  """Trains the table's missing cells (or only reads them) and writes its
+  report. The distillation configs name their own data folder."""
+  del manual_dir
+  get_config = harness.load_config_module(spec['config']).get_config
+  root = os.path.join(workdir, spec.get('cells', name))
   cells, start = {}, time.time()
   for n in spec['labeled']:
     for s in spec['seeds']:
@@ -311,16 +259,14 @@ def run_table(name, workdir, results, report_only=False):
 
 
 def main(argv):
+  """The harness on `--table` (default: quickstart, whose report goes to
+  its workdir unless --results says otherwise)."""
   del argv
-  from distill import host_devices  # pylint: disable=g-import-not-at-top
-  host_devices.configure()          # CPU: data parallel over the cores
-  logging.set_verbosity(logging.WARNING)
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  tfds.disable_progress_bar()
-  results = _RESULTS.value or (
-      os.path.join(_WORKDIR.value, 'quickstart')
-      if _TABLE.value == 'quickstart' else RESULTS)
-  run_table(_TABLE.value, _WORKDIR.value, results, _REPORT_ONLY.value)
+  quick = not harness.FLAGS['table'].present or (
+      harness.FLAGS.table == 'quickstart')
+  workdir = harness.FLAGS.workdir or WORKDIR
+  harness.from_flags('quickstart', workdir=workdir, results=os.path.join(
+      workdir, 'quickstart') if quick else '')
 
 
 if __name__ == '__main__':

@@ -1,22 +1,34 @@
-"""The experiment runner: a small table end to end, then a resumed rerun."""
+"""Tables are data: the harness runs a table file end to end, resumes
+without retraining, reports what finished; every shipped table loads."""
 import json
 import os
 
 import numpy as np
+import pytest
 
+from conftest import REPO
+from core.errors import ConfigError
+from experiments import harness
+from experiments import tables
 from experiments import unlabeled_distillation as exp
 
 
-def test_table_runs_and_resumes_without_retraining(tmp_path, monkeypatch):
-  monkeypatch.setitem(exp.TABLES, 'tiny', dict(
-      config='configs/digits_distill.py', labeled=(50,), seeds=(0, 1),
-      methods=('vanilla', 'slam'), extra=',runlocal'))
-  monkeypatch.chdir(os.path.dirname(os.path.dirname(__file__)))
-  cells = exp.run_table('tiny', str(tmp_path / 'runs'), str(tmp_path / 'res'))
+def _write_table(path, text):
+  path.write_text(f'"""A table a test writes."""\nTABLE = {text}\n')
+  return str(path)
+
+
+def test_a_new_table_file_runs_resumes_and_reports(tmp_path, monkeypatch):
+  monkeypatch.chdir(REPO)
+  spec = _write_table(tmp_path / 'tiny.py', """dict(
+    kind='distill', config='configs/digits_distill.py', labeled=(50,),
+    seeds=(0, 1), methods=('vanilla', 'slam'), extra=',runlocal')""")
+  runs, res = str(tmp_path / 'runs'), str(tmp_path / 'res')
+  cells = harness.run(spec, runs, res)
   assert len(cells) == 1 * 2 * 3
   md = (tmp_path / 'res' / 'tiny.md').read_text()
   for row in ('| teacher |', '| student on labels only |', '| vanilla |',
-              '| slam |'):
+              '| slam |', 'python -m experiments.run --table=tiny'):
     assert row in md
   # 4 rows x 1 size, the title, the paired header and its 2 rows
   assert md.count(' ± ') == 4 * 1 + 1 + 1 + 2
@@ -27,13 +39,22 @@ def test_table_runs_and_resumes_without_retraining(tmp_path, monkeypatch):
     assert set(json.load(f)) == set(cells)
   done = tmp_path / 'runs/tiny/labeled=50/seed=1/slam/summary.json'
   before = os.path.getmtime(done)
-  again = exp.run_table('tiny', str(tmp_path / 'runs'), str(tmp_path / 'res'))
-  assert again == cells and os.path.getmtime(done) == before
-  report = exp.run_table('tiny', str(tmp_path / 'runs'),
-                         str(tmp_path / 'report'), report_only=True)
+  assert harness.run(spec, runs, res) == cells
+  assert os.path.getmtime(done) == before
+  report = harness.run(spec, runs, str(tmp_path / 'report'),
+                       report_only=True)
   for key, value in cells.items():
     assert report[key]['student'] == value['student']
     assert report[key]['teacher'] == value['teacher']
+  # A table sharing its cells trains only what it adds.
+  more = _write_table(tmp_path / 'tiny_more.py', """dict(
+    kind='distill', config='configs/digits_distill.py', cells='tiny',
+    labeled=(50,), seeds=(0,), methods=('vanilla', 'hard'),
+    extra=',runlocal')""")
+  shared = harness.run(more, runs, res)
+  assert shared['50/0/vanilla'] == cells['50/0/vanilla']
+  assert os.path.exists(tmp_path / 'runs/tiny/labeled=50/seed=0/hard')
+  assert os.path.getmtime(done) == before
 
 
 def test_method_specs_carry_config_overrides():
@@ -44,33 +65,40 @@ def test_method_specs_carry_config_overrides():
                                        'distill.k': 'per_example'})
 
 
-def test_active_table_of_chosen_rows_reports_m_and_gains(tmp_path):
-  """A table spec picks its rows; each row reports its m and the mean gain
-  of its picks against the pool's. (In a subprocess: both experiment
-  scripts define the same absl flags.)"""
-  import subprocess  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
-  code = """
-import json, sys
-from absl import flags
-from experiments import active_distillation as act
-flags.FLAGS(['act'])
-act.TABLES['tiny'] = dict(dataset='digits', seeds=(0,),
-                          rows=('random', 'rad_m0'),
-                          extra=',budget=40,per_round=20,initial=20,steps=10')
-states, seconds = act.run_table('tiny', sys.argv[1])
-print(json.dumps(dict(md=act.markdown('tiny', states, (0,), seconds),
-                      rows=sorted(r for r, _ in states),
-                      m=states[('rad_m0', 0)]['m'])))
-"""
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  proc = subprocess.run([sys.executable, '-c', code, str(tmp_path)],
-                        cwd=repo, capture_output=True, text=True,
-                        timeout=600, check=False)
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  out = json.loads(proc.stdout.strip().splitlines()[-1])
-  assert out['rows'] == ['rad_m0', 'random'] and out['m'] == 0
-  line = next(l for l in out['md'].splitlines() if l.startswith('| rad_m0 |'))
+def test_active_table_of_chosen_rows_reports_m_and_gains(tmp_path,
+                                                          monkeypatch):
+  """A table picks its rows; each row reports its m and the mean gain of
+  its picks against the pool's."""
+  monkeypatch.chdir(REPO)
+  spec = _write_table(tmp_path / 'tiny_active.py', """dict(
+    kind='active', dataset='digits', seeds=(0,), rows=('random', 'rad_m0'),
+    extra=',budget=40,per_round=20,initial=20,steps=10')""")
+  states, _ = harness.run(spec, str(tmp_path / 'runs'), str(tmp_path))
+  assert sorted(r for r, _ in states) == ['rad_m0', 'random']
+  assert states[('rad_m0', 0)]['m'] == 0
+  md = (tmp_path / 'tiny_active.md').read_text()
+  line = next(l for l in md.splitlines() if l.startswith('| rad_m0 |'))
   picks, pool = (float(x) for x in line.split('|')[-2].split('/'))
   assert 0 <= picks <= 1 and 0 <= pool <= 1
   assert line.split('|')[-3].strip() == '0'
+
+
+@pytest.mark.parametrize('name', tables.names())
+def test_every_shipped_table_loads_with_its_kind(name):
+  got, spec = tables.load(name)
+  assert got == name and spec['kind'] in harness.KINDS
+  module = harness.kind_module(spec, name)
+  assert hasattr(module, 'run_table') and module.WORKDIR
+  if 'config' in spec:
+    assert os.path.exists(os.path.join(REPO, spec['config']))
+
+
+def test_bad_tables_are_one_line(tmp_path):
+  with pytest.raises(ConfigError, match='unknown table.*valid choices.*digits'):
+    tables.load('no_such_table')
+  code = _write_table(tmp_path / 'code.py', "dict(kind='distill', x=len('a'))")
+  with pytest.raises(ConfigError, match='must be a literal'):
+    tables.load(code)
+  with pytest.raises(ConfigError, match='unknown kind.*valid choices'):
+    tables.load(_write_table(tmp_path / 'kind.py', "dict(kind='sweep')"))
+  assert set(tables.KINDS) == set(harness.KINDS)

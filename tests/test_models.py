@@ -106,7 +106,8 @@ def test_unknown_model_and_option_errors():
   with pytest.raises(ConfigError, match='valid choices: cnn, mlp, resnet, '
                      'resnet_imagenet, transformer_lm'):
     models.build('vit', 10)
-  with pytest.raises(ConfigError, match='valid choices: depth, extra_blocks, '
+  with pytest.raises(ConfigError, match='valid choices: conv, depth, '
+                     'extra_blocks, '
                      'remat, residual, residual_kw, width'):
     models.build('resnet', 10, dept=20)
 

@@ -1,0 +1,122 @@
+"""The one harness that runs any table: `experiments/tables/<name>.py`, or a
+table file anywhere (the command line is experiments/run.py).
+
+    python -m experiments.run --table=digits
+    python -m experiments.run --table=cifar10 --report_only   # while it runs
+    python -m experiments.run --table=path/to/my_table.py
+    python -m experiments.run --list
+
+A table is data (experiments/tables/__init__.py): its `kind` picks the
+experiment module that trains its cells and writes its report (KINDS), the
+rest of it is that module's grid. Finished cells are skipped, so a table
+resumes where it stopped and tables sharing `cells` share their runs.
+Results go to `experiments/results/<name>.{md,json,png}` (`--results`).
+"""
+import importlib
+import importlib.util
+import os
+import sys
+
+from absl import flags
+from absl import logging
+
+from core.errors import ConfigError
+from experiments import tables
+
+KINDS = {
+    'distill': 'experiments.unlabeled_distillation',  # methods x labeled sizes
+    'active': 'experiments.active_distillation',      # strategies x rounds
+    'laurel': 'experiments.laurel',                   # residual variants
+    'guide': 'experiments.guide',                     # init / KD regimes
+}
+FLAGS = flags.FLAGS
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
+
+_TABLE = flags.DEFINE_string('table', 'quickstart',
+                             'A table name (experiments/tables/) or a path '
+                             'to a table file.')
+_LIST = flags.DEFINE_bool('list', False, 'List the tables and exit.')
+_WORKDIR = flags.DEFINE_string('workdir', '', "Where the runs live "
+                               "(resumable); default: the kind's own.")
+_RESULTS = flags.DEFINE_string('results', '', 'Where the table, JSON and '
+                               'plot go (default: experiments/results).')
+_MANUAL_DIR = flags.DEFINE_string('manual_dir', '../shared/datasets',
+                                  'Folder of the shared datasets.')
+_REPORT_ONLY = flags.DEFINE_bool('report_only', False, 'Only tabulate the '
+                                 'cells already finished; trains nothing.')
+
+
+def load_config_module(path):
+  """The config file at `path` (relative to the repository root or the
+  working directory) as a module."""
+  if not os.path.isabs(path) and not os.path.exists(path):
+    path = os.path.join(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))), path)
+  if not os.path.exists(path):
+    raise ConfigError(f'config file {path} does not exist')
+  spec = importlib.util.spec_from_file_location('_table_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def kind_module(spec, name):
+  kind = spec['kind']
+  if kind not in KINDS:
+    raise ConfigError(f'table {name}: unknown kind {kind!r}; valid choices: '
+                      f'{", ".join(KINDS)}')
+  return importlib.import_module(KINDS[kind])
+
+
+def run(table, workdir='', results='', manual_dir='../shared/datasets',
+        report_only=False):
+  """Runs (or reports) `table`, a name or a path; returns the kind's cells."""
+  name, spec = tables.load(table)
+  module = kind_module(spec, name)
+  return module.run_table(
+      name, spec, workdir or module.WORKDIR, results or RESULTS,
+      manual_dir=manual_dir, report_only=report_only)
+
+
+def setup():
+  """CPU data parallel over the cores, quiet logs (before JAX starts)."""
+  from distill import host_devices  # pylint: disable=g-import-not-at-top
+  host_devices.configure()
+  logging.set_verbosity(logging.WARNING)
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  tfds.disable_progress_bar()
+
+
+def from_flags(default, prefix='', workdir='', results=''):
+  """What an experiment module's own command line runs: table `--table`
+  (`default` when not given), named `prefix` + it unless it is a path or
+  already prefixed, in `--workdir` (else `workdir`), results to
+  `--results` (else `results`, else experiments/results). A bad table is
+  one line."""
+  table = _TABLE.value if FLAGS['table'].present else default
+  if prefix and not table.endswith('.py') and not table.startswith(
+      tuple(prefix.split('|'))):
+    table = prefix.split('|')[0] + table
+  try:
+    tables.load(table)
+  except ConfigError as e:
+    sys.exit(f'error: {e}')
+  setup()
+  return run(table, _WORKDIR.value or workdir, _RESULTS.value or results,
+             _MANUAL_DIR.value, _REPORT_ONLY.value)
+
+
+def main(argv):
+  del argv
+  if _LIST.value:
+    for n in tables.names():
+      print(f'{n:28s} {tables.load(n)[1]["kind"]}')
+    return
+  try:
+    tables.load(_TABLE.value)
+  except ConfigError as e:
+    sys.exit(f'error: {e}')
+  setup()
+  run(_TABLE.value, _WORKDIR.value, _RESULTS.value, _MANUAL_DIR.value,
+      _REPORT_ONLY.value)
+

@@ -1,0 +1,5 @@
+"""Robust Active Distillation against active-learning baselines on mnist5k:
+student test accuracy against teacher queries (experiments/active_distillation.py)."""
+TABLE = dict(
+    kind='active', dataset='mnist5k', cells='mnist5k', seeds=(0, 1, 2),
+    rows=('random', 'margin', 'entropy', 'kcenter', 'rad', 'rad_m_round'))
