@@ -21,16 +21,11 @@ Spec and the reconstruction of the game: ../shared/docs/papers.md section 3.
 """
 import numpy as np
 
+from core import registry
 from core.errors import ConfigError, check_choice
 
 STRATEGIES = {}
-
-
-def register(name):
-  def wrap(fn):
-    STRATEGIES[name] = fn
-    return fn
-  return wrap
+register = registry.registrar(STRATEGIES, 'active strategy')
 
 
 # --- the RAD game -------------------------------------------------------------

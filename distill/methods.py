@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from core import registry
 from core.errors import ConfigError, check_choice
 from distill import fitting
 
@@ -47,12 +48,13 @@ class Method:
     return self.needs_teacher and self.fit is None
 
 
+_register_spec = registry.registrar(SPECS, 'method', entry=Method)
+
+
 def register(name, needs_teacher=False, fit=None):
   """Decorator: registers a loss as method `name` (see the module doc)."""
   def wrap(fn):
-    if name in SPECS:
-      raise ValueError(f'method {name!r} is registered twice')
-    SPECS[name] = Method(name, fn, needs_teacher, fit)
+    _register_spec(name, needs_teacher=needs_teacher, fit=fit)(fn)
     METHODS[name] = fn
     if needs_teacher:
       DISTILLATION.add(name)

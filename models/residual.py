@@ -19,16 +19,11 @@ import dataclasses
 import flax.linen as nn
 import jax.numpy as jnp
 
+from core import registry
 from core.errors import ConfigError, check_choice
 
 RESIDUALS = {}
-
-
-def register(name):
-  def wrap(cls):
-    RESIDUALS[name] = cls
-    return cls
-  return wrap
+register = registry.registrar(RESIDUALS, 'residual')
 
 
 @register('standard')

@@ -160,3 +160,18 @@ def test_slam_regime_stats():
   assert stats['teacher_mass_outside_topk_mean'] == pytest.approx(
       (0.1 + 0.3) / 2)
   assert stats['k_fraction_1'] == stats['k_fraction_2'] == 0.5
+
+
+def test_one_registration_helper_for_methods_residuals_and_strategies():
+  from core import registry  # pylint: disable=g-import-not-at-top
+  from distill import active  # pylint: disable=g-import-not-at-top
+  from models import residual  # pylint: disable=g-import-not-at-top
+  for register, name in ((methods.register, 'vanilla'),
+                         (residual.register, 'standard'),
+                         (active.register, 'rad')):
+    assert register.__module__ in (registry.__name__, methods.__name__)
+    with pytest.raises(ValueError, match='registered twice'):
+      register(name)(lambda *a: None)
+  table = {}
+  registry.registrar(table, 'thing')('x')(len)
+  assert table == {'x': len}
