@@ -43,6 +43,27 @@ def auto_count(cores=None):
   return max(1, min(AUTO_MAX, AUTO_PER_CORE * cores))
 
 
+# Simulated CPU devices share the host's cores with each other and with
+# whatever else runs there. XLA:CPU aborts the process when a collective's
+# participants have not all arrived within 40 s, which a loaded 2-core
+# machine exceeded once (a table run, another test suite beside it, died
+# in a gradient all-reduce). A stuck step now warns after 5 minutes and
+# ends the process after an hour.
+COLLECTIVE_TIMEOUT_FLAGS = (
+    '--xla_cpu_collective_call_terminate_timeout_seconds=3600',
+    '--xla_cpu_collective_call_warn_stuck_timeout_seconds=300')
+
+
+def tolerate_loaded_hosts():
+  """Adds COLLECTIVE_TIMEOUT_FLAGS to XLA_FLAGS (those not set already);
+  read when the CPU backend starts."""
+  flags = os.environ.get('XLA_FLAGS', '')
+  extra = [f for f in COLLECTIVE_TIMEOUT_FLAGS
+           if f.split('=')[0] not in flags]
+  if extra:
+    os.environ['XLA_FLAGS'] = ' '.join([flags] + extra).strip()
+
+
 def configure(count=0, processes=1):
   """Asks JAX for `count` CPU devices (0: auto, which is 1 per process when
   several processes share the work; DISTILL_CPU_DEVICES, when set, wins)
@@ -57,6 +78,7 @@ def configure(count=0, processes=1):
     where = ENV if ENV in os.environ else 'cpu_devices'
     raise ConfigError(f'{where}={value!r} must be an integer >= 0 (0: auto, '
                       f'{auto_count()} here)')
+  tolerate_loaded_hosts()
   if 'xla_force_host_platform_device_count' in os.environ.get('XLA_FLAGS', ''):
     return None
   count = count or (auto_count() if processes == 1 else 1)
