@@ -13,7 +13,6 @@ resumes where it stopped and tables sharing `cells` share their runs.
 Results go to `experiments/results/<name>.{md,json,png}` (`--results`).
 """
 import importlib
-import importlib.util
 import os
 import sys
 
@@ -21,6 +20,7 @@ from absl import flags
 from absl import logging
 
 from core.errors import ConfigError
+from distill import config_lib
 from experiments import tables
 
 KINDS = {
@@ -46,33 +46,27 @@ _REPORT_ONLY = flags.DEFINE_bool('report_only', False, 'Only tabulate the '
                                  'cells already finished; trains nothing.')
 
 
-def load_config_module(path):
-  """The config file at `path` (relative to the repository root or the
-  working directory) as a module."""
+def config_getter(path):
+  """get_config of the config file at `path` (relative to the working
+  directory or the repository root), read as --config reads it
+  (`config_lib.load_file`)."""
   if not os.path.isabs(path) and not os.path.exists(path):
     path = os.path.join(os.path.dirname(os.path.dirname(
         os.path.abspath(__file__))), path)
-  if not os.path.exists(path):
-    raise ConfigError(f'config file {path} does not exist')
-  spec = importlib.util.spec_from_file_location('_table_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return lambda arg=None: config_lib.load_file(
+      f'{path}:{arg}' if arg else path)
 
 
-def kind_module(spec, name):
-  kind = spec['kind']
-  if kind not in KINDS:
-    raise ConfigError(f'table {name}: unknown kind {kind!r}; valid choices: '
-                      f'{", ".join(KINDS)}')
-  return importlib.import_module(KINDS[kind])
+def kind_module(spec):
+  """The experiment module of a loaded table's kind."""
+  return importlib.import_module(KINDS[spec['kind']])
 
 
 def run(table, workdir='', results='', manual_dir='../shared/datasets',
         report_only=False):
   """Runs (or reports) `table`, a name or a path; returns the kind's cells."""
   name, spec = tables.load(table)
-  module = kind_module(spec, name)
+  module = kind_module(spec)
   return module.run_table(
       name, spec, workdir or module.WORKDIR, results or RESULTS,
       manual_dir=manual_dir, report_only=report_only)

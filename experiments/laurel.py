@@ -43,8 +43,8 @@ WORKDIR = 'workdirs/laurel'
 
 
 def base_config(table, manual_dir='../shared/datasets'):
-  module = harness.load_config_module(table['config'])
-  config = module.get_config(f'{table["arg"]},manual_dir={manual_dir}')
+  config = harness.config_getter(table['config'])(
+      f'{table["arg"]},manual_dir={manual_dir}')
   config.tensorboard = False
   return common.override(config, table['base'])
 

@@ -237,7 +237,7 @@ def run_table(name, spec, workdir, results, manual_dir=None,
   """Trains the table's missing cells (or only reads them) and writes its
   report. The distillation configs name their own data folder."""
   del manual_dir
-  get_config = harness.load_config_module(spec['config']).get_config
+  get_config = harness.config_getter(spec['config'])
   root = os.path.join(workdir, spec.get('cells', name))
   cells, start = {}, time.time()
   for n in spec['labeled']:

@@ -87,7 +87,7 @@ def test_active_table_of_chosen_rows_reports_m_and_gains(tmp_path,
 def test_every_shipped_table_loads_with_its_kind(name):
   got, spec = tables.load(name)
   assert got == name and spec['kind'] in harness.KINDS
-  module = harness.kind_module(spec, name)
+  module = harness.kind_module(spec)
   assert hasattr(module, 'run_table') and module.WORKDIR
   if 'config' in spec:
     assert os.path.exists(os.path.join(REPO, spec['config']))
