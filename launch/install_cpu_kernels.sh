@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs what the oneDNN convolution kernel (models/kernels/) is compiled
-# with: oneDNN's headers and library and a C++ compiler, from the system's
-# packages (Debian/Ubuntu, as root). Best effort: where they cannot be
-# installed, CPU runs use XLA's convolution instead, and say so.
+# Installs what the oneDNN kernels (models/kernels/: the convolutions and
+# batch norms of CPU runs) are compiled with: oneDNN's headers and library
+# and a C++ compiler, from the system's packages (Debian/Ubuntu, as root).
+# Best effort: where they cannot be installed, CPU runs use XLA's
+# convolution and batch norm instead, and say so.
 #
 #   bash launch/install_cpu_kernels.sh
 set -u

@@ -27,7 +27,8 @@ class SmallCNN(nn.Module):
     for i, w in enumerate(self.widths):
       x = layers.conv(w, (3,) * spatial, dtype=self.dtype, name=f'conv{i}',
                       impl=self.conv)(x)
-      x = layers.batch_norm(train, self.dtype, name=f'bn{i}')(x)
+      x = layers.batch_norm(train, self.dtype, name=f'bn{i}',
+                            impl=self.conv)(x)
       x = nn.relu(x)
       if x.shape[1] >= 2:
         x = layers.max_pool(x, (2,) * spatial)

@@ -119,12 +119,52 @@ def max_pool(x, window):
   return jnp.max(y, axis=tuple(range(2, 2 * len(window) + 1, 2)))
 
 
-def batch_norm(train, dtype=jnp.float32, name=None):
-  return nn.BatchNorm(
+class BatchNorm(nn.BatchNorm):
+  """nn.BatchNorm (same variables, same results within float tolerance)
+  whose training step runs oneDNN's batch normalization (forward and
+  backward) where `impl` (a model.conv implementation) and the input allow:
+  CPU, float32, NHWC, the batch on one device (`onednn.batch_norm_applies`).
+  Otherwise, and in evaluation, it is nn.BatchNorm."""
+  impl: str = 'xla'
+
+  @nn.compact
+  def __call__(self, x, use_running_average=None, *, mask=None):
+    if use_running_average is None and self.use_running_average is None:
+      use_running_average = nn.merge_param(   # the one-line error of flax
+          'use_running_average', None, None)
+    if (use_running_average or self.use_running_average or mask is not None or self.is_initializing()
+        or self.impl == 'xla' or jax.default_backend() != 'cpu'
+        or tuple(self.axis if isinstance(self.axis, tuple) else (self.axis,))
+        not in ((-1,), (x.ndim - 1,))
+        or not (self.use_bias and self.use_scale)
+        or self.axis_name is not None
+        or self.dtype not in (None, jnp.float32)
+        or self.param_dtype != jnp.float32
+        or not onednn.batch_norm_applies(x)):
+      return super().__call__(x, use_running_average, mask=mask)
+    features = (x.shape[-1],)
+    ra_mean = self.variable('batch_stats', 'mean', jnp.zeros, features,
+                            jnp.float32)
+    ra_var = self.variable('batch_stats', 'var', jnp.ones, features,
+                           jnp.float32)
+    scale = self.param('scale', self.scale_init, features, self.param_dtype)
+    bias = self.param('bias', self.bias_init, features, self.param_dtype)
+    y, mean, var = onednn.batch_norm_train(x, scale, bias, self.epsilon)
+    mean, var = jax.lax.stop_gradient(mean), jax.lax.stop_gradient(var)
+    ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+    ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+    return y
+
+
+def batch_norm(train, dtype=jnp.float32, name=None, impl='auto'):
+  """The batch norm of conv models: oneDNN's in training on CPU where
+  `impl` (model.conv) is auto or onednn and it applies, else nn.BatchNorm."""
+  check_choice('model.conv', impl, CONV_IMPLEMENTATIONS)
+  return BatchNorm(
       use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
       scale_init=partitioned(nn.initializers.ones, ('conv_out',)),
       bias_init=partitioned(nn.initializers.zeros, ('conv_out',)),
-      name=name)
+      impl=impl, name=name)
 
 
 _ACTIVATION_RULES = contextvars.ContextVar('activation_rules', default=())

@@ -26,7 +26,7 @@ def _shortcut(x, features, strides, dtype, train, impl):
   if x.shape[-1] == features and strides == 1:
     return x
   x = layers.conv(features, (1, 1), strides, dtype, name='proj', impl=impl)(x)
-  return layers.batch_norm(train, dtype, name='proj_bn')(x)
+  return layers.batch_norm(train, dtype, name='proj_bn', impl=impl)(x)
 
 
 def _combine(block, shortcut, y, prev):
@@ -42,7 +42,7 @@ def _combine(block, shortcut, y, prev):
 def _stem(x, width, kernel, strides, dtype, train, impl):
   x = layers.conv(width, kernel, strides, dtype, name='stem',
                   impl=impl)(x.astype(dtype))
-  x = nn.relu(layers.batch_norm(train, dtype, name='stem_bn')(x))
+  x = nn.relu(layers.batch_norm(train, dtype, name='stem_bn', impl=impl)(x))
   return layers.constrain(x, IMAGE)
 
 
@@ -67,10 +67,12 @@ class BasicBlock(nn.Module):
   def __call__(self, x, prev=(), train=False):
     y = layers.conv(self.features, (3, 3), self.strides, self.dtype,
                     name='conv1', impl=self.conv)(x)
-    y = nn.relu(layers.batch_norm(train, self.dtype, name='bn1')(y))
+    y = nn.relu(layers.batch_norm(train, self.dtype, name='bn1',
+                                     impl=self.conv)(y))
     y = layers.conv(self.features, (3, 3), 1, self.dtype, name='conv2',
                     impl=self.conv)(y)
-    y = layers.batch_norm(train, self.dtype, name='bn2')(y)
+    y = layers.batch_norm(train, self.dtype, name='bn2',
+                                     impl=self.conv)(y)
     shortcut = _shortcut(x, self.features, self.strides, self.dtype, train,
                          self.conv)
     return _combine(self, shortcut, y, prev)
@@ -125,13 +127,16 @@ class Bottleneck(nn.Module):
   def __call__(self, x, prev=(), train=False):
     y = layers.conv(self.features, (1, 1), 1, self.dtype, name='conv1',
                     impl=self.conv)(x)
-    y = nn.relu(layers.batch_norm(train, self.dtype, name='bn1')(y))
+    y = nn.relu(layers.batch_norm(train, self.dtype, name='bn1',
+                                     impl=self.conv)(y))
     y = layers.conv(self.features, (3, 3), self.strides, self.dtype,
                     name='conv2', impl=self.conv)(y)
-    y = nn.relu(layers.batch_norm(train, self.dtype, name='bn2')(y))
+    y = nn.relu(layers.batch_norm(train, self.dtype, name='bn2',
+                                     impl=self.conv)(y))
     y = layers.conv(4 * self.features, (1, 1), 1, self.dtype, name='conv3',
                     impl=self.conv)(y)
-    y = layers.batch_norm(train, self.dtype, name='bn3')(y)
+    y = layers.batch_norm(train, self.dtype, name='bn3',
+                                     impl=self.conv)(y)
     shortcut = _shortcut(x, 4 * self.features, self.strides, self.dtype,
                          train, self.conv)
     return _combine(self, shortcut, y, prev)

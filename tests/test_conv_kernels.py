@@ -129,3 +129,89 @@ def test_max_pool_falls_back_when_windows_do_not_tile():
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 7, 3))
   np.testing.assert_array_equal(layers.max_pool(x, (2, 2)),
                                 nn.max_pool(x, (2, 2), strides=(2, 2)))
+
+
+@needs_onednn
+@pytest.mark.parametrize('batch,size,cin,cout,kernel,stride', [
+    (4, 16, 16, 32, 3, 2), (3, 9, 3, 8, 3, 1), (2, 8, 8, 4, 1, 1)])
+def test_forward_equals_xla_and_all_three_are_library_calls(
+    batch, size, cin, cout, kernel, stride):
+  kx, kw = jax.random.split(jax.random.PRNGKey(size))
+  x = jax.random.normal(kx, (batch, size, size, cin))
+  w = jax.random.normal(kw, (kernel, kernel, cin, cout))
+  conv = lambda f: jax.jit(lambda x, w: f(
+      x, w, (stride, stride), 'SAME', dimension_numbers=NHWC))
+  expected = conv(lax.conv_general_dilated)(x, w)
+  got = conv(onednn.conv_general_dilated)(x, w)
+  np.testing.assert_allclose(got, expected, rtol=0,
+                             atol=2e-5 * float(jnp.max(jnp.abs(expected))))
+  jaxpr = str(jax.make_jaxpr(jax.grad(lambda x, w: onednn.conv_general_dilated(
+      x, w, (stride, stride), 'SAME', dimension_numbers=NHWC).sum(),
+      argnums=(0, 1)))(x, w))
+  for target in onednn._TARGETS.values():
+    assert target in jaxpr
+  assert 'conv_general_dilated' not in jaxpr
+
+
+@needs_onednn
+def test_negative_padding_falls_back_to_xla():
+  x, w = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 4))
+  f = lambda x: onednn.conv_general_dilated(
+      x, w, (1, 1), ((-1, 0), (0, 0)), dimension_numbers=NHWC)
+  assert 'ffi_call' not in str(jax.make_jaxpr(f)(x))
+
+
+def _bn_run(impl, x, train=True):
+  bn = layers.batch_norm(train, impl=impl)
+  variables = bn.init(jax.random.PRNGKey(0), x)
+  params = {'scale': jnp.linspace(0.5, 1.5, x.shape[-1]),
+            'bias': jnp.linspace(-1.0, 1.0, x.shape[-1])}
+  weights = jax.random.normal(jax.random.PRNGKey(3), x.shape)
+
+  def loss(params, x):
+    y, new = bn.apply({**variables, 'params': params}, x,
+                      mutable=['batch_stats'])
+    return jnp.sum(jnp.sin(y) * weights), (y, new)
+  (_, (y, new)), grads = jax.jit(jax.value_and_grad(
+      loss, argnums=(0, 1), has_aux=True))(params, x)
+  jaxpr = str(jax.make_jaxpr(jax.grad(lambda p: loss(p, x)[0]))(params))
+  return y, new, grads, jaxpr
+
+
+@needs_onednn
+@pytest.mark.parametrize('shape', [(8, 6, 6, 5), (3, 4, 7, 16)])
+def test_batch_norm_equals_flax(shape):
+  x = jax.random.normal(jax.random.PRNGKey(1), shape) * 3 + 2
+  y0, s0, g0, j0 = _bn_run('xla', x)
+  y1, s1, g1, j1 = _bn_run('auto', x)
+  assert 'ffi_call' not in j0 and onednn._BN_TARGETS['backward'] in j1
+  tol = lambda e: dict(rtol=0, atol=1e-5 * (float(jnp.max(jnp.abs(e))) + 1))
+  np.testing.assert_allclose(y1, y0, **tol(y0))
+  for e, g in zip(jax.tree.leaves((s0, g0)), jax.tree.leaves((s1, g1))):
+    np.testing.assert_allclose(g, e, **tol(e))
+  # evaluation (running averages) is flax's own
+  assert 'ffi_call' not in str(jax.make_jaxpr(
+      lambda x: layers.batch_norm(False, impl='auto').apply(
+          layers.batch_norm(False).init(jax.random.PRNGKey(0), x), x))(x))
+
+
+@needs_onednn
+def test_batch_norm_across_devices_is_xla_s(monkeypatch):
+  """A batch split over several devices needs statistics across them:
+  oneDNN's batch norm applies only to a batch on one device."""
+  x = jnp.ones((4, 4, 4, 3))
+  assert onednn.batch_norm_applies(x)
+  mesh = jax.sharding.AbstractMesh((2,), ('data',))
+  with jax.sharding.use_abstract_mesh(mesh):
+    assert not onednn.batch_norm_applies(x)
+  assert not onednn.batch_norm_applies(x.astype(jnp.bfloat16))
+  assert not onednn.batch_norm_applies(jnp.ones((4, 4, 3)))
+
+
+def test_threads_per_call_shares_the_cores(monkeypatch):
+  monkeypatch.delenv('DISTILL_ONEDNN_THREADS', raising=False)
+  monkeypatch.setattr(onednn.os, 'sched_getaffinity', lambda _: {0, 1, 2, 3},
+                      raising=False)
+  assert [onednn.threads_per_call(d) for d in (1, 2, 4, 8)] == [4, 2, 1, 1]
+  monkeypatch.setenv('DISTILL_ONEDNN_THREADS', '3')
+  assert onednn.threads_per_call(8) == 3

@@ -1,14 +1,16 @@
-"""Convolutions whose weight gradient oneDNN computes on CPU.
+"""Convolutions computed by oneDNN on CPU: forward, input and weight gradient.
 
-XLA:CPU computes a convolution's weight gradient at a fraction of the speed
-of its forward pass (`python -m experiments.bench --sections=breakdown`),
-the one kernel that kept our CPU step behind PyTorch's. `conv_general_dilated`
-here has `lax.conv_general_dilated`'s signature: the forward pass and the
-input gradient stay XLA's, the weight gradient is oneDNN's blocked-layout
-kernel (`onednn_conv.cc`, an XLA FFI handler) where it applies: CPU, float32,
-2-D, NHWC/HWIO, no dilation or groups. Anything else is XLA's convolution.
+XLA:CPU runs a convolution's weight gradient at a fraction of the speed of
+its forward pass and its forward and input gradient at about half of
+oneDNN's (`python -m experiments.bench --sections=breakdown`): the kernels
+that kept our CPU step behind PyTorch's, which runs oneDNN.
+`conv_general_dilated` here has `lax.conv_general_dilated`'s signature and
+runs all three through oneDNN's kernels on the NHWC buffers as they are
+(`onednn_conv.cc`, XLA FFI handlers) where it applies: CPU, float32, 2-D,
+NHWC/HWIO, no dilation or groups, non-negative padding. Anything else is
+XLA's convolution. Under a mesh each device runs its own batch slice.
 
-The handler is compiled on first use with the system's C++ compiler against
+The handlers are compiled on first use with the system's C++ compiler against
 oneDNN (Debian/Ubuntu: `apt-get install libdnnl-dev g++`) into a cache
 folder (`DISTILL_KERNEL_CACHE`, default `~/.cache/distill/kernels`) keyed
 by the source and jaxlib version; without them `available()` is False, says
@@ -31,7 +33,17 @@ from jax.sharding import PartitionSpec as P
 
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                        'onednn_conv.cc')
-_TARGET = 'distill_onednn_conv_weight_grad'
+# FFI target names, by what they compute, and the handlers' symbols.
+_TARGETS = {'forward': 'distill_onednn_conv_forward',
+            'input_grad': 'distill_onednn_conv_input_grad',
+            'weight_grad': 'distill_onednn_conv_weight_grad'}
+_SYMBOLS = {'forward': 'DistillOnednnConvForward',
+            'input_grad': 'DistillOnednnConvInputGrad',
+            'weight_grad': 'DistillOnednnConvWeightGrad'}
+_BN_TARGETS = {'forward': 'distill_onednn_batch_norm_forward',
+               'backward': 'distill_onednn_batch_norm_backward'}
+_BN_SYMBOLS = {'forward': 'DistillOnednnBatchNormForward',
+               'backward': 'DistillOnednnBatchNormBackward'}
 _LOCK = threading.Lock()
 _STATE = {}          # 'ok': bool, 'reason': str, 'lib': ctypes.CDLL
 
@@ -85,15 +97,32 @@ def _load():
     lib = ctypes.cdll.LoadLibrary(path)
   except OSError as e:
     return False, f'loading {path} failed: {e}'
-  jax.ffi.register_ffi_target(
-      _TARGET, jax.ffi.pycapsule(lib.DistillOnednnConvWeightGrad),
-      platform='cpu')
+  for targets, symbols in ((_TARGETS, _SYMBOLS), (_BN_TARGETS, _BN_SYMBOLS)):
+    for kind, target in targets.items():
+      jax.ffi.register_ffi_target(
+          target, jax.ffi.pycapsule(getattr(lib, symbols[kind])),
+          platform='cpu')
   _STATE['lib'] = lib
   return True, ''
 
 
+def can_build():
+  """Whether the kernels are built or can be (a compiler and oneDNN's
+  header), without building or loading them (the JAX backend may not
+  have started yet)."""
+  if 'ok' in _STATE:
+    return _STATE['ok']
+  if os.path.exists(_library_path()):
+    return True
+  compiler = os.environ.get('CXX') or shutil.which('g++') or shutil.which(
+      'c++')
+  return bool(compiler) and any(
+      os.path.exists(os.path.join(d, 'oneapi', 'dnnl', 'dnnl.hpp'))
+      for d in ('/usr/include', '/usr/local/include'))
+
+
 def available():
-  """Whether the oneDNN weight-gradient kernel is built and registered
+  """Whether the oneDNN convolution kernels are built and registered
   (builds it on the first call)."""
   with _LOCK:
     if 'ok' not in _STATE:
@@ -108,13 +137,34 @@ def unavailable_reason():
   return '' if available() else _STATE['reason']
 
 
-def threads_per_call():
-  """oneDNN threads per call: 1 unless DISTILL_ONEDNN_THREADS=N says
-  otherwise. CPU runs use the cores through data parallelism over host
-  devices (`cpu_devices`), each device's calls on its own thread; a single
-  OpenMP thread per call starts no OpenMP thread team beside XLA's own
-  thread pool."""
-  return max(1, int(os.environ.get('DISTILL_ONEDNN_THREADS') or 1))
+def threads_per_call(devices=1):
+  """oneDNN (OpenMP) threads per call when `devices` CPU devices run side
+  by side: the usable cores shared among them (at least 1), unless
+  DISTILL_ONEDNN_THREADS=N says otherwise. On one device a call uses every
+  core; under data parallelism over host devices each device's calls run
+  on their own thread, one core each."""
+  if os.environ.get('DISTILL_ONEDNN_THREADS'):
+    return max(1, int(os.environ['DISTILL_ONEDNN_THREADS']))
+  try:
+    cores = len(os.sched_getaffinity(0))
+  except AttributeError:                          # not Linux
+    cores = os.cpu_count() or 1
+  return max(1, cores // max(1, devices))
+
+
+# Attribute `layout` of the handlers: 0 = oneDNN's kernels on the NHWC
+# buffers as they are, 1 = blocked layouts chosen by oneDNN with reorders in
+# and out of each call (`python -m experiments.bench --sections=breakdown`
+# measures both; NHWC was faster for every ResNet-20 convolution).
+LAYOUT = {'nhwc': 0, 'blocked': 1}
+
+
+def _layout():
+  name = os.environ.get('DISTILL_ONEDNN_LAYOUT', 'nhwc')
+  if name not in LAYOUT:
+    raise ValueError(f'DISTILL_ONEDNN_LAYOUT={name!r}; valid choices: '
+                     f'{", ".join(LAYOUT)}')
+  return LAYOUT[name]
 
 
 def _pads(padding, in_spatial, kernel_spatial, strides):
@@ -124,14 +174,22 @@ def _pads(padding, in_spatial, kernel_spatial, strides):
   return tuple(tuple(int(p) for p in pair) for pair in padding)
 
 
-def _weight_grad(x, dy, kernel_shape, strides, pads):
+def _mesh_devices():
+  mesh = jax.sharding.get_abstract_mesh()
+  return 1 if mesh is None or mesh.empty else int(mesh.size)
+
+
+def _call(kind, shape, a, b, strides, pads):
+  """oneDNN handler `kind` (forward, input_grad, weight_grad) on `a`, `b`,
+  returning f32[`shape`]."""
   (pt, pb), (pl, pr) = pads
   return jax.ffi.ffi_call(
-      _TARGET, jax.ShapeDtypeStruct(kernel_shape, jnp.float32))(
-          x, dy, stride_h=np.int64(strides[0]), stride_w=np.int64(strides[1]),
+      _TARGETS[kind], jax.ShapeDtypeStruct(shape, jnp.float32))(
+          a, b, stride_h=np.int64(strides[0]), stride_w=np.int64(strides[1]),
           pad_top=np.int64(pt), pad_bottom=np.int64(pb),
           pad_left=np.int64(pl), pad_right=np.int64(pr),
-          threads=np.int64(threads_per_call()))
+          threads=np.int64(threads_per_call(_mesh_devices())),
+          layout=np.int64(_layout()))
 
 
 def _xla_conv(x, w, strides, pads):
@@ -139,31 +197,55 @@ def _xla_conv(x, w, strides, pads):
       x, w, strides, pads, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
 
-def _sharded_weight_grad(x, dy, w, strides, pads, spec):
-  """The weight gradient of a convolution whose input is sharded by `spec`
-  (a PartitionSpec of NHWC, or None): each device runs oneDNN on its batch
-  slice and the slices' gradients are summed over the batch axes. A
-  custom call has no partitioning rule, so without this the partitioner
-  would gather the whole batch onto every device. Spatial or channel
-  sharding goes to XLA's weight gradient."""
+def _out_shape(x, w, strides, pads):
+  return jax.eval_shape(lambda: _xla_conv(x, w, strides, pads)).shape
+
+
+def _batch_axes(spec):
+  """The mesh axes the batch of an NHWC operand sharded by `spec` lies on:
+  () when unsharded, None when other dimensions are sharded too (XLA's
+  convolution then, which the partitioner can split)."""
   if spec is None or all(s is None for s in spec):
-    return _weight_grad(x, dy, w.shape, strides, pads)
+    return ()
   if any(s is not None for s in tuple(spec)[1:]):
-    _, weight_vjp = jax.vjp(lambda w_: _xla_conv(x, w_, strides, pads), w)
-    return weight_vjp(dy)[0]
+    return None
   batch = spec[0]
-  axes = (batch,) if isinstance(batch, str) else tuple(batch)
-  local = lambda x_, dy_: lax.psum(
-      _weight_grad(x_, dy_, w.shape, strides, pads), axes)
+  return (batch,) if isinstance(batch, str) else tuple(batch)
+
+
+def _per_device(fn, axes, reduce=False):
+  """`fn(a, b)` on each device's batch slice of `a` (and of `b` where
+  `reduce`: the weight gradient, summed over the batch axes). A custom call
+  has no partitioning rule: without this the partitioner would gather the
+  whole batch onto every device."""
+  if not axes:
+    return fn
+  batch = P(axes)
+  if reduce:
+    local = lambda a, b: lax.psum(fn(a, b), axes)
+    in_specs, out_specs = (batch, batch), P()
+  else:
+    local, in_specs, out_specs = fn, (batch, P()), batch
   return jax.shard_map(local, mesh=jax.sharding.get_abstract_mesh(),
-                       in_specs=(P(batch), P(batch)), out_specs=P(),
-                       check_vma=False)(x, dy)
+                       in_specs=in_specs, out_specs=out_specs,
+                       check_vma=False)
+
+
+def _local_shape(shape, axes):
+  mesh = jax.sharding.get_abstract_mesh()
+  shards = int(np.prod([mesh.shape[a] for a in axes])) if axes else 1
+  return (shape[0] // shards,) + tuple(shape[1:])
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _conv(x, w, strides, pads, spec):
-  del spec
-  return _xla_conv(x, w, strides, pads)
+  axes = _batch_axes(spec)
+  if axes is None:
+    return _xla_conv(x, w, strides, pads)
+  shape = _local_shape(_out_shape(x, w, strides, pads), axes)
+  return _per_device(
+      lambda x_, w_: _call('forward', shape, x_, w_, strides, pads),
+      axes)(x, w)
 
 
 def _conv_fwd(x, w, strides, pads, spec):
@@ -172,9 +254,18 @@ def _conv_fwd(x, w, strides, pads, spec):
 
 def _conv_bwd(strides, pads, spec, residuals, dy):
   x, w = residuals
-  _, input_vjp = jax.vjp(lambda x_: _xla_conv(x_, w, strides, pads), x)
-  return (input_vjp(dy)[0],
-          _sharded_weight_grad(x, dy, w, strides, pads, spec))
+  axes = _batch_axes(spec)
+  if axes is None:
+    _, vjp = jax.vjp(lambda x_, w_: _xla_conv(x_, w_, strides, pads), x, w)
+    return vjp(dy)
+  x_shape = _local_shape(x.shape, axes)
+  dx = _per_device(
+      lambda dy_, w_: _call('input_grad', x_shape, dy_, w_, strides, pads),
+      axes)(dy, w)
+  dw = _per_device(
+      lambda x_, dy_: _call('weight_grad', w.shape, x_, dy_, strides, pads),
+      axes, reduce=True)(x, dy)
+  return dx, dw
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)
@@ -192,9 +283,9 @@ def _nhwc_hwio(dimension_numbers):
 def applies(lhs, rhs, lhs_dilation=None, rhs_dilation=None,
             dimension_numbers=None, feature_group_count=1,
             batch_group_count=1, preferred_element_type=None):
-  """Whether this convolution's weight gradient can go to oneDNN."""
+  """Whether this convolution can go to oneDNN."""
   ones = lambda d: d is None or all(int(v) == 1 for v in d)
-  return (lhs.ndim == 4 and lhs.dtype == jnp.float32 and
+  return (lhs.ndim == 4 and rhs.ndim == 4 and lhs.dtype == jnp.float32 and
           rhs.dtype == jnp.float32 and _nhwc_hwio(dimension_numbers) and
           ones(lhs_dilation) and ones(rhs_dilation) and
           feature_group_count == 1 and batch_group_count == 1 and
@@ -206,8 +297,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          feature_group_count=1, batch_group_count=1,
                          precision=None, preferred_element_type=None,
                          input_spec=None):
-  """`lax.conv_general_dilated`, with oneDNN's weight gradient where it
-  `applies`. `input_spec`: how `lhs` is sharded over the mesh in force (a
+  """`lax.conv_general_dilated`, computed by oneDNN where it `applies`. `input_spec`: how `lhs` is sharded over the mesh in force (a
   PartitionSpec), None when it is not."""
   if not applies(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
                  feature_group_count, batch_group_count,
@@ -218,4 +308,58 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
         preferred_element_type)
   strides = tuple(int(s) for s in window_strides)
   pads = _pads(padding, lhs.shape[1:3], rhs.shape[:2], strides)
+  if any(p < 0 for pair in pads for p in pair) or 0 in _out_shape(
+      lhs, rhs, strides, pads):
+    return lax.conv_general_dilated(
+        lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+        dimension_numbers, feature_group_count, batch_group_count, precision,
+        preferred_element_type)
   return _conv(lhs, rhs, strides, pads, input_spec)
+
+
+# --- batch normalization ----------------------------------------------------
+
+
+def batch_norm_applies(x):
+  """Whether a training batch norm of `x` (statistics over all but the last
+  axis) can go to oneDNN: CPU, float32, NHWC, its batch on one device (a
+  batch sharded over several devices needs statistics across them, which
+  XLA's batch norm computes with its all-reduces)."""
+  if not (x.ndim == 4 and x.dtype == jnp.float32 and available()):
+    return False
+  mesh = jax.sharding.get_abstract_mesh()
+  return mesh is None or mesh.empty or int(mesh.size) == 1
+
+
+def _bn_call(name, shapes, *args, epsilon):
+  return jax.ffi.ffi_call(
+      name, tuple(jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes))(
+          *args, epsilon=np.float32(epsilon),
+          threads=np.int64(threads_per_call(_mesh_devices())))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def batch_norm_train(x, scale, bias, epsilon):
+  """(y, mean, var) of a training batch norm of NHWC `x` by oneDNN: mean
+  and biased variance over N, H, W, y = (x - mean) / sqrt(var + epsilon) *
+  scale + bias. Differentiable in x, scale and bias through y (mean and var
+  are for the running averages: their cotangents are ignored)."""
+  c = x.shape[-1]
+  return _bn_call(_BN_TARGETS['forward'], (x.shape, (c,), (c,)), x, scale,
+                  bias, epsilon=epsilon)
+
+
+def _bn_fwd(x, scale, bias, epsilon):
+  y, mean, var = batch_norm_train(x, scale, bias, epsilon)
+  return (y, mean, var), (x, scale, mean, var)
+
+
+def _bn_bwd(epsilon, residuals, cotangents):
+  x, scale, mean, var = residuals
+  dy = cotangents[0]
+  c = x.shape[-1]
+  return tuple(_bn_call(_BN_TARGETS['backward'], (x.shape, (c,), (c,)), x,
+                        dy, scale, mean, var, epsilon=epsilon))
+
+
+batch_norm_train.defvjp(_bn_fwd, _bn_bwd)

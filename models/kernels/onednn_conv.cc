@@ -1,23 +1,32 @@
-// The weight gradient of a 2-D convolution by oneDNN, as an XLA FFI
-// handler for the CPU backend (models/kernels/onednn.py builds and
-// registers it).
+// A 2-D convolution by oneDNN: forward, input gradient and weight gradient,
+// as XLA FFI handlers for the CPU backend (models/kernels/onednn.py builds
+// and registers them).
 //
-// XLA:CPU computes this gradient at a fraction of the speed of the forward
-// convolution and transposes its operands first (experiments/bench.py,
-// breakdown and profile sections); oneDNN's blocked-layout kernel is what
-// PyTorch uses for the same operation on CPU.
+// XLA:CPU computes the weight gradient at a fraction of the speed of the
+// forward convolution and transposes operands around all three
+// (experiments/bench.py, breakdown and profile sections); oneDNN's kernels
+// are what PyTorch runs for the same operations on CPU.
 //
 //   x:  f32[N, H, W, C]        (NHWC, row-major)
-//   dy: f32[N, Ho, Wo, O]
-//   dw: f32[KH, KW, C, O]      (HWIO, flax's kernel layout)
+//   y:  f32[N, Ho, Wo, O]      (dy likewise)
+//   w:  f32[KH, KW, C, O]      (HWIO, flax's kernel layout)
 //
-// Primitives, their blocked scratch buffers and reorders are created once
-// per shape and thread, and reused.
+//   DistillOnednnConvForward(x, w) -> y
+//   DistillOnednnConvInputGrad(dy, w) -> dx     (dx has x's shape)
+//   DistillOnednnConvWeightGrad(x, dy) -> dw
+//
+// Attribute `layout`: 0 runs oneDNN's kernels on the NHWC buffers as they
+// are (weights reordered into the kernel's blocked layout); 1 lets oneDNN
+// choose every layout (blocked activations: reorders in and out of each
+// call). Primitives, their blocked buffers and reorders are created once
+// per shape, layout and thread, and reused.
 #include <omp.h>
 
 #include <cstdint>
 #include <map>
+#include <unordered_map>
 #include <memory>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -28,21 +37,46 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-using Key = std::tuple<std::vector<int64_t>, std::vector<int64_t>, int64_t,
-                       int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                       int64_t>;
+using dt = dnnl::memory::data_type;
+using tag = dnnl::memory::format_tag;
+
+enum Kind : int64_t { kForward = 0, kInputGrad = 1, kWeightGrad = 2 };
+
+// The convolution: shapes in oneDNN's logical order (NCHW, OIHW).
+struct Geometry {
+  dnnl::memory::dims src, wei, dst, strides, pad_l, pad_r;
+};
+
+using Key = std::tuple<int64_t, int64_t, std::vector<int64_t>>;
+
+// One operand of a call: its user (XLA) layout, the kernel's, and the
+// reorder between them when they differ.
+struct Operand {
+  dnnl::memory::desc user, kernel;
+  dnnl::memory blocked;          // the kernel-layout buffer, when reordered
+  dnnl::reorder reorder;         // user -> kernel (inputs) or back (output)
+  bool reordered = false;
+};
 
 struct Plan {
-  dnnl::convolution_backward_weights wgrad;
-  dnnl::memory::desc user_x, user_dy, user_dw;
-  dnnl::memory x, dy, dw;               // in the kernel's layouts
-  bool reorder_x, reorder_dy, reorder_dw;
+  dnnl::primitive primitive;
+  std::string impl;              // oneDNN's name of the implementation
+  int out_arg = 0;
+  std::vector<int> in_args;
+  std::vector<Operand> ins;
+  Operand out;
+};
+
+struct BnPlan {
+  dnnl::primitive primitive;
 };
 
 struct Context {
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
   dnnl::stream stream{engine};
   std::map<Key, std::unique_ptr<Plan>> plans;
+  std::map<std::tuple<bool, std::vector<int64_t>, float>,
+           std::unique_ptr<BnPlan>> bn_plans;
 };
 
 Context& ThreadContext() {
@@ -50,104 +84,342 @@ Context& ThreadContext() {
   return context;
 }
 
-std::unique_ptr<Plan> MakePlan(Context& ctx, const std::vector<int64_t>& xd,
-                               const std::vector<int64_t>& dyd, int64_t kh,
-                               int64_t kw, int64_t sh, int64_t sw,
-                               int64_t pt, int64_t pb, int64_t pl,
-                               int64_t pr) {
-  using dt = dnnl::memory::data_type;
-  using tag = dnnl::memory::format_tag;
-  const int64_t n = xd[0], h = xd[1], w = xd[2], c = xd[3];
-  const int64_t ho = dyd[1], wo = dyd[2], o = dyd[3];
-  dnnl::memory::dims src{n, c, h, w}, dst{n, o, ho, wo}, wei{o, c, kh, kw};
-  dnnl::memory::dims strides{sh, sw}, pad_l{pt, pl}, pad_r{pb, pr};
-  auto any = [](const dnnl::memory::dims& d) {
-    return dnnl::memory::desc(d, dt::f32, tag::any);
-  };
-  auto fwd_pd = dnnl::convolution_forward::primitive_desc(
+Operand MakeOperand(Context& ctx, const dnnl::memory::desc& user,
+                    const dnnl::memory::desc& kernel, bool is_input) {
+  Operand op;
+  op.user = user;
+  op.kernel = kernel;
+  op.reordered = kernel != user;
+  if (op.reordered) {
+    op.blocked = dnnl::memory(kernel, ctx.engine);
+    dnnl::memory u(user, ctx.engine, nullptr);
+    op.reorder = is_input ? dnnl::reorder(u, op.blocked)
+                          : dnnl::reorder(op.blocked, u);
+  }
+  return op;
+}
+
+dnnl::memory::desc Desc(const dnnl::memory::dims& d, tag t) {
+  return dnnl::memory::desc(d, dt::f32, t);
+}
+
+// The forward primitive descriptor (also the hint of both gradients).
+dnnl::convolution_forward::primitive_desc ForwardPd(Context& ctx,
+                                                    const Geometry& g,
+                                                    tag act) {
+#if DNNL_VERSION_MAJOR >= 3
+  return dnnl::convolution_forward::primitive_desc(
+      ctx.engine, dnnl::prop_kind::forward_training,
+      dnnl::algorithm::convolution_direct, Desc(g.src, act),
+      Desc(g.wei, tag::any), Desc(g.dst, act), g.strides, g.pad_l, g.pad_r);
+#else
+  return dnnl::convolution_forward::primitive_desc(
       dnnl::convolution_forward::desc(
           dnnl::prop_kind::forward_training,
-          dnnl::algorithm::convolution_direct, any(src), any(wei), any(dst),
-          strides, pad_l, pad_r),
+          dnnl::algorithm::convolution_direct, Desc(g.src, act),
+          Desc(g.wei, tag::any), Desc(g.dst, act), g.strides, g.pad_l,
+          g.pad_r),
       ctx.engine);
-  auto pd = dnnl::convolution_backward_weights::primitive_desc(
-      dnnl::convolution_backward_weights::desc(
-          dnnl::algorithm::convolution_direct, any(src), any(wei), any(dst),
-          strides, pad_l, pad_r),
-      ctx.engine, fwd_pd);
+#endif
+}
+
+std::unique_ptr<Plan> MakePlanFor(Context& ctx, Kind kind, const Geometry& g,
+                                  tag act) {
+  const auto user_src = Desc(g.src, tag::nhwc);
+  const auto user_dst = Desc(g.dst, tag::nhwc);
+  const auto user_wei = Desc(g.wei, tag::hwio);
+  auto fwd = ForwardPd(ctx, g, act);
   auto plan = std::make_unique<Plan>();
-  plan->wgrad = dnnl::convolution_backward_weights(pd);
-  plan->user_x = dnnl::memory::desc(src, dt::f32, tag::nhwc);
-  plan->user_dy = dnnl::memory::desc(dst, dt::f32, tag::nhwc);
-  plan->user_dw = dnnl::memory::desc(wei, dt::f32, tag::hwio);
-  plan->reorder_x = pd.src_desc() != plan->user_x;
-  plan->reorder_dy = pd.diff_dst_desc() != plan->user_dy;
-  plan->reorder_dw = pd.diff_weights_desc() != plan->user_dw;
-  // Blocked buffers are owned by the plan; user layouts are wrapped per call.
-  plan->x = plan->reorder_x ? dnnl::memory(pd.src_desc(), ctx.engine)
-                            : dnnl::memory(plan->user_x, ctx.engine, nullptr);
-  plan->dy = plan->reorder_dy
-                 ? dnnl::memory(pd.diff_dst_desc(), ctx.engine)
-                 : dnnl::memory(plan->user_dy, ctx.engine, nullptr);
-  plan->dw = plan->reorder_dw
-                 ? dnnl::memory(pd.diff_weights_desc(), ctx.engine)
-                 : dnnl::memory(plan->user_dw, ctx.engine, nullptr);
+  if (kind == kForward) {
+    plan->impl = fwd.impl_info_str();
+    plan->primitive = dnnl::convolution_forward(fwd);
+    plan->in_args = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS};
+    plan->ins = {MakeOperand(ctx, user_src, fwd.src_desc(), true),
+                 MakeOperand(ctx, user_wei, fwd.weights_desc(), true)};
+    plan->out_arg = DNNL_ARG_DST;
+    plan->out = MakeOperand(ctx, user_dst, fwd.dst_desc(), false);
+  } else if (kind == kInputGrad) {
+#if DNNL_VERSION_MAJOR >= 3
+    auto pd = dnnl::convolution_backward_data::primitive_desc(
+        ctx.engine, dnnl::algorithm::convolution_direct, Desc(g.src, act),
+        Desc(g.wei, tag::any), Desc(g.dst, act), g.strides, g.pad_l,
+        g.pad_r, fwd);
+#else
+    auto pd = dnnl::convolution_backward_data::primitive_desc(
+        dnnl::convolution_backward_data::desc(
+            dnnl::algorithm::convolution_direct, Desc(g.src, act),
+            Desc(g.wei, tag::any), Desc(g.dst, act), g.strides, g.pad_l,
+            g.pad_r),
+        ctx.engine, fwd);
+#endif
+    plan->impl = pd.impl_info_str();
+    plan->primitive = dnnl::convolution_backward_data(pd);
+    plan->in_args = {DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS};
+    plan->ins = {MakeOperand(ctx, user_dst, pd.diff_dst_desc(), true),
+                 MakeOperand(ctx, user_wei, pd.weights_desc(), true)};
+    plan->out_arg = DNNL_ARG_DIFF_SRC;
+    plan->out = MakeOperand(ctx, user_src, pd.diff_src_desc(), false);
+  } else {
+#if DNNL_VERSION_MAJOR >= 3
+    auto pd = dnnl::convolution_backward_weights::primitive_desc(
+        ctx.engine, dnnl::algorithm::convolution_direct, Desc(g.src, act),
+        Desc(g.wei, tag::any), Desc(g.dst, act), g.strides, g.pad_l,
+        g.pad_r, fwd);
+#else
+    auto pd = dnnl::convolution_backward_weights::primitive_desc(
+        dnnl::convolution_backward_weights::desc(
+            dnnl::algorithm::convolution_direct, Desc(g.src, act),
+            Desc(g.wei, tag::any), Desc(g.dst, act), g.strides, g.pad_l,
+            g.pad_r),
+        ctx.engine, fwd);
+#endif
+    plan->impl = pd.impl_info_str();
+    plan->primitive = dnnl::convolution_backward_weights(pd);
+    plan->in_args = {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST};
+    plan->ins = {MakeOperand(ctx, user_src, pd.src_desc(), true),
+                 MakeOperand(ctx, user_dst, pd.diff_dst_desc(), true)};
+    plan->out_arg = DNNL_ARG_DIFF_WEIGHTS;
+    plan->out = MakeOperand(ctx, user_wei, pd.diff_weights_desc(), false);
+  }
   return plan;
 }
 
-ffi::Error ConvWeightGradImpl(ffi::Buffer<ffi::F32> x,
-                              ffi::Buffer<ffi::F32> dy,
-                              ffi::ResultBuffer<ffi::F32> dw,
-                              int64_t stride_h, int64_t stride_w,
-                              int64_t pad_top, int64_t pad_bottom,
-                              int64_t pad_left, int64_t pad_right,
-                              int64_t threads) {
-  auto xs = x.dimensions();
-  auto dys = dy.dimensions();
-  auto dws = dw->dimensions();
-  if (xs.size() != 4 || dys.size() != 4 || dws.size() != 4) {
-    return ffi::Error::InvalidArgument(
-        "onednn conv weight gradient: operands must be NHWC and HWIO");
+// Layout 0 asks for NHWC kernels; where oneDNN has only its reference
+// implementation for them, the blocked layouts (1) are used instead.
+std::unique_ptr<Plan> MakePlan(Context& ctx, Kind kind, const Geometry& g,
+                               int64_t layout) {
+  if (layout == 0) {
+    auto plan = MakePlanFor(ctx, kind, g, tag::nhwc);
+    if (plan->impl.rfind("ref", 0) != 0) return plan;
   }
-  std::vector<int64_t> xd(xs.begin(), xs.end()), dyd(dys.begin(), dys.end());
-  const int64_t kh = dws[0], kw = dws[1];
-  if (dws[2] != xd[3] || dws[3] != dyd[3] || dyd[0] != xd[0]) {
+  return MakePlanFor(ctx, kind, g, tag::any);
+}
+
+// Runs `kind` on user buffers `a`, `b` into `out`, whose NHWC / HWIO shapes
+// are `xd` (x), `wd` (w) and `yd` (y).
+ffi::Error Run(Kind kind, const std::vector<int64_t>& xd,
+               const std::vector<int64_t>& wd,
+               const std::vector<int64_t>& yd, void* a, void* b, void* out,
+               int64_t stride_h, int64_t stride_w, int64_t pad_top,
+               int64_t pad_bottom, int64_t pad_left, int64_t pad_right,
+               int64_t threads, int64_t layout) {
+  if (xd.size() != 4 || wd.size() != 4 || yd.size() != 4) {
     return ffi::Error::InvalidArgument(
-        "onednn conv weight gradient: mismatched channel or batch sizes");
+        "onednn convolution: operands must be NHWC and HWIO");
+  }
+  if (wd[2] != xd[3] || wd[3] != yd[3] || yd[0] != xd[0]) {
+    return ffi::Error::InvalidArgument(
+        "onednn convolution: mismatched channel or batch sizes");
   }
   if (threads > 0) omp_set_num_threads(static_cast<int>(threads));
   try {
     Context& ctx = ThreadContext();
-    Key key{xd, dyd, kh, kw, stride_h, stride_w, pad_top, pad_bottom,
-            pad_left, pad_right};
+    std::vector<int64_t> shape(xd);
+    shape.insert(shape.end(), wd.begin(), wd.end());
+    shape.insert(shape.end(), yd.begin(), yd.end());
+    shape.insert(shape.end(), {stride_h, stride_w, pad_top, pad_bottom,
+                               pad_left, pad_right});
+    Key key{kind, layout, shape};
     auto found = ctx.plans.find(key);
     if (found == ctx.plans.end()) {
-      found = ctx.plans
-                  .emplace(key, MakePlan(ctx, xd, dyd, kh, kw, stride_h,
-                                         stride_w, pad_top, pad_bottom,
-                                         pad_left, pad_right))
-                  .first;
+      Geometry g{{xd[0], xd[3], xd[1], xd[2]},
+                 {wd[3], wd[2], wd[0], wd[1]},
+                 {yd[0], yd[3], yd[1], yd[2]},
+                 {stride_h, stride_w},
+                 {pad_top, pad_left},
+                 {pad_bottom, pad_right}};
+      found = ctx.plans.emplace(key, MakePlan(ctx, kind, g, layout)).first;
     }
     Plan& plan = *found->second;
-    dnnl::memory ux(plan.user_x, ctx.engine, x.typed_data());
-    dnnl::memory udy(plan.user_dy, ctx.engine, dy.typed_data());
-    dnnl::memory udw(plan.user_dw, ctx.engine, dw->typed_data());
-    dnnl::memory kx = ux, kdy = udy, kdw = udw;
-    if (plan.reorder_x) {
-      dnnl::reorder(ux, plan.x).execute(ctx.stream, ux, plan.x);
-      kx = plan.x;
+    std::unordered_map<int, dnnl::memory> args;
+    void* user_in[2] = {a, b};
+    for (size_t i = 0; i < plan.ins.size(); ++i) {
+      Operand& op = plan.ins[i];
+      dnnl::memory u(op.user, ctx.engine, user_in[i]);
+      if (op.reordered) {
+        op.reorder.execute(ctx.stream, u, op.blocked);
+        args.emplace(plan.in_args[i], op.blocked);
+      } else {
+        args.emplace(plan.in_args[i], u);
+      }
     }
-    if (plan.reorder_dy) {
-      dnnl::reorder(udy, plan.dy).execute(ctx.stream, udy, plan.dy);
-      kdy = plan.dy;
+    dnnl::memory uout(plan.out.user, ctx.engine, out);
+    args.emplace(plan.out_arg, plan.out.reordered ? plan.out.blocked : uout);
+    plan.primitive.execute(ctx.stream, args);
+    if (plan.out.reordered) {
+      plan.out.reorder.execute(ctx.stream, plan.out.blocked, uout);
     }
-    if (plan.reorder_dw) kdw = plan.dw;
-    plan.wgrad.execute(ctx.stream, {{DNNL_ARG_SRC, kx},
-                                    {DNNL_ARG_DIFF_DST, kdy},
-                                    {DNNL_ARG_DIFF_WEIGHTS, kdw}});
-    if (plan.reorder_dw) {
-      dnnl::reorder(plan.dw, udw).execute(ctx.stream, plan.dw, udw);
-    }
+    ctx.stream.wait();
+  } catch (const dnnl::error& e) {
+    return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
+template <typename T>
+std::vector<int64_t> Dims(const T& buffer) {
+  auto d = buffer.dimensions();
+  return std::vector<int64_t>(d.begin(), d.end());
+}
+
+ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
+                       ffi::ResultBuffer<ffi::F32> y, int64_t stride_h,
+                       int64_t stride_w, int64_t pad_top, int64_t pad_bottom,
+                       int64_t pad_left, int64_t pad_right, int64_t threads,
+                       int64_t layout) {
+  return Run(kForward, Dims(x), Dims(w), Dims(*y), x.typed_data(),
+             w.typed_data(), y->typed_data(), stride_h, stride_w, pad_top,
+             pad_bottom, pad_left, pad_right, threads, layout);
+}
+
+ffi::Error InputGradImpl(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
+                         ffi::ResultBuffer<ffi::F32> dx, int64_t stride_h,
+                         int64_t stride_w, int64_t pad_top,
+                         int64_t pad_bottom, int64_t pad_left,
+                         int64_t pad_right, int64_t threads, int64_t layout) {
+  return Run(kInputGrad, Dims(*dx), Dims(w), Dims(dy), dy.typed_data(),
+             w.typed_data(), dx->typed_data(), stride_h, stride_w, pad_top,
+             pad_bottom, pad_left, pad_right, threads, layout);
+}
+
+ffi::Error WeightGradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
+                          ffi::ResultBuffer<ffi::F32> dw, int64_t stride_h,
+                          int64_t stride_w, int64_t pad_top,
+                          int64_t pad_bottom, int64_t pad_left,
+                          int64_t pad_right, int64_t threads,
+                          int64_t layout) {
+  return Run(kWeightGrad, Dims(x), Dims(*dw), Dims(dy), x.typed_data(),
+             dy.typed_data(), dw->typed_data(), stride_h, stride_w, pad_top,
+             pad_bottom, pad_left, pad_right, threads, layout);
+}
+
+
+// --- batch normalization (training: batch statistics) ----------------------
+//
+//   DistillOnednnBatchNormForward(x, scale, shift) -> (y, mean, var)
+//   DistillOnednnBatchNormBackward(x, dy, scale, mean, var)
+//       -> (dx, dscale, dshift)
+//
+// x, y, dy, dx: f32[N, H, W, C]; the rest f32[C]. The statistics are over
+// N, H, W; var is the biased variance; y = (x - mean) / sqrt(var + eps) *
+// scale + shift.
+
+dnnl::batch_normalization_forward::primitive_desc BnForwardPd(
+    Context& ctx, const dnnl::memory::desc& data, float epsilon) {
+  const auto flags = dnnl::normalization_flags::use_scale |
+                     dnnl::normalization_flags::use_shift;
+#if DNNL_VERSION_MAJOR >= 3
+  return dnnl::batch_normalization_forward::primitive_desc(
+      ctx.engine, dnnl::prop_kind::forward_training, data, data, epsilon,
+      flags);
+#else
+  return dnnl::batch_normalization_forward::primitive_desc(
+      dnnl::batch_normalization_forward::desc(
+          dnnl::prop_kind::forward_training, data, epsilon, flags),
+      ctx.engine);
+#endif
+}
+
+BnPlan& GetBnPlan(Context& ctx, bool backward, const std::vector<int64_t>& d,
+                  float epsilon) {
+  auto key = std::make_tuple(backward, d, epsilon);
+  auto found = ctx.bn_plans.find(key);
+  if (found != ctx.bn_plans.end()) return *found->second;
+  const auto data = Desc({d[0], d[3], d[1], d[2]}, tag::nhwc);
+  auto fwd = BnForwardPd(ctx, data, epsilon);
+  auto plan = std::make_unique<BnPlan>();
+  if (!backward) {
+    plan->primitive = dnnl::batch_normalization_forward(fwd);
+  } else {
+    const auto flags = dnnl::normalization_flags::use_scale |
+                       dnnl::normalization_flags::use_shift;
+#if DNNL_VERSION_MAJOR >= 3
+    auto pd = dnnl::batch_normalization_backward::primitive_desc(
+        ctx.engine, dnnl::prop_kind::backward, data, data, data, epsilon,
+        flags, fwd);
+#else
+    auto pd = dnnl::batch_normalization_backward::primitive_desc(
+        dnnl::batch_normalization_backward::desc(
+            dnnl::prop_kind::backward, data, data, epsilon, flags),
+        ctx.engine, fwd);
+#endif
+    plan->primitive = dnnl::batch_normalization_backward(pd);
+  }
+  return *ctx.bn_plans.emplace(key, std::move(plan)).first->second;
+}
+
+ffi::Error BnCheck(const std::vector<int64_t>& d, int64_t c) {
+  if (d.size() != 4 || d[3] != c) {
+    return ffi::Error::InvalidArgument(
+        "onednn batch norm: x must be NHWC with C features");
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error BnForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> scale,
+                         ffi::Buffer<ffi::F32> shift,
+                         ffi::ResultBuffer<ffi::F32> y,
+                         ffi::ResultBuffer<ffi::F32> mean,
+                         ffi::ResultBuffer<ffi::F32> var, float epsilon,
+                         int64_t threads) {
+  const auto d = Dims(x);
+  const int64_t c = scale.element_count();
+  if (auto e = BnCheck(d, c); e.failure()) return e;
+  if (threads > 0) omp_set_num_threads(static_cast<int>(threads));
+  try {
+    Context& ctx = ThreadContext();
+    BnPlan& plan = GetBnPlan(ctx, false, d, epsilon);
+    const auto data = Desc({d[0], d[3], d[1], d[2]}, tag::nhwc);
+    const auto vec = Desc({c}, tag::x);
+    auto m = [&](const dnnl::memory::desc& desc, void* p) {
+      return dnnl::memory(desc, ctx.engine, p);
+    };
+    plan.primitive.execute(
+        ctx.stream, {{DNNL_ARG_SRC, m(data, x.typed_data())},
+                     {DNNL_ARG_SCALE, m(vec, scale.typed_data())},
+                     {DNNL_ARG_SHIFT, m(vec, shift.typed_data())},
+                     {DNNL_ARG_DST, m(data, y->typed_data())},
+                     {DNNL_ARG_MEAN, m(vec, mean->typed_data())},
+                     {DNNL_ARG_VARIANCE, m(vec, var->typed_data())}});
+    ctx.stream.wait();
+  } catch (const dnnl::error& e) {
+    return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error BnBackwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
+                          ffi::Buffer<ffi::F32> scale,
+                          ffi::Buffer<ffi::F32> mean,
+                          ffi::Buffer<ffi::F32> var,
+                          ffi::ResultBuffer<ffi::F32> dx,
+                          ffi::ResultBuffer<ffi::F32> dscale,
+                          ffi::ResultBuffer<ffi::F32> dshift, float epsilon,
+                          int64_t threads) {
+  const auto d = Dims(x);
+  const int64_t c = scale.element_count();
+  if (auto e = BnCheck(d, c); e.failure()) return e;
+  if (threads > 0) omp_set_num_threads(static_cast<int>(threads));
+  try {
+    Context& ctx = ThreadContext();
+    BnPlan& plan = GetBnPlan(ctx, true, d, epsilon);
+    const auto data = Desc({d[0], d[3], d[1], d[2]}, tag::nhwc);
+    const auto vec = Desc({c}, tag::x);
+    auto m = [&](const dnnl::memory::desc& desc, void* p) {
+      return dnnl::memory(desc, ctx.engine, p);
+    };
+    plan.primitive.execute(
+        ctx.stream, {{DNNL_ARG_SRC, m(data, x.typed_data())},
+                     {DNNL_ARG_DIFF_DST, m(data, dy.typed_data())},
+                     {DNNL_ARG_SCALE, m(vec, scale.typed_data())},
+                     // oneDNN 2.x asks for the shift too, and does not
+                     // read it: the gradients do not depend on it.
+                     {DNNL_ARG_SHIFT, m(vec, scale.typed_data())},
+                     {DNNL_ARG_MEAN, m(vec, mean.typed_data())},
+                     {DNNL_ARG_VARIANCE, m(vec, var.typed_data())},
+                     {DNNL_ARG_DIFF_SRC, m(data, dx->typed_data())},
+                     {DNNL_ARG_DIFF_SCALE, m(vec, dscale->typed_data())},
+                     {DNNL_ARG_DIFF_SHIFT, m(vec, dshift->typed_data())}});
     ctx.stream.wait();
   } catch (const dnnl::error& e) {
     return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
@@ -157,15 +429,46 @@ ffi::Error ConvWeightGradImpl(ffi::Buffer<ffi::F32> x,
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(DistillOnednnConvWeightGrad, ConvWeightGradImpl,
+#define DISTILL_CONV_BINDING                 \
+  ffi::Ffi::Bind()                           \
+      .Arg<ffi::Buffer<ffi::F32>>()          \
+      .Arg<ffi::Buffer<ffi::F32>>()          \
+      .Ret<ffi::Buffer<ffi::F32>>()          \
+      .Attr<int64_t>("stride_h")             \
+      .Attr<int64_t>("stride_w")             \
+      .Attr<int64_t>("pad_top")              \
+      .Attr<int64_t>("pad_bottom")           \
+      .Attr<int64_t>("pad_left")             \
+      .Attr<int64_t>("pad_right")            \
+      .Attr<int64_t>("threads")              \
+      .Attr<int64_t>("layout")
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DistillOnednnConvForward, ForwardImpl,
+                              DISTILL_CONV_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DistillOnednnConvInputGrad, InputGradImpl,
+                              DISTILL_CONV_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DistillOnednnConvWeightGrad, WeightGradImpl,
+                              DISTILL_CONV_BINDING);
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DistillOnednnBatchNormForward, BnForwardImpl,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("stride_h")
-                                  .Attr<int64_t>("stride_w")
-                                  .Attr<int64_t>("pad_top")
-                                  .Attr<int64_t>("pad_bottom")
-                                  .Attr<int64_t>("pad_left")
-                                  .Attr<int64_t>("pad_right")
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<float>("epsilon")
+                                  .Attr<int64_t>("threads"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DistillOnednnBatchNormBackward, BnBackwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<float>("epsilon")
                                   .Attr<int64_t>("threads"));
