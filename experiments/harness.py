@@ -72,10 +72,19 @@ def run(table, workdir='', results='', manual_dir='../shared/datasets',
       manual_dir=manual_dir, report_only=report_only)
 
 
-def setup():
-  """CPU data parallel over the cores, quiet logs (before JAX starts)."""
+def setup(table=None):
+  """Huge-page malloc (re-executes once), CPU devices for `table`'s config
+  (host_devices.auto_count), quiet logs (before JAX starts)."""
   from distill import host_devices  # pylint: disable=g-import-not-at-top
-  host_devices.configure()
+  from distill import host_memory  # pylint: disable=g-import-not-at-top
+  host_memory.use_huge_pages()
+  config = None
+  if table:
+    try:
+      config = config_getter(tables.load(table)[1]['config'])()
+    except Exception:  # pylint: disable=broad-except
+      config = None        # a bad config says so when its cell loads it
+  host_devices.configure(config=config)
   logging.set_verbosity(logging.WARNING)
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   tfds.disable_progress_bar()
@@ -95,7 +104,7 @@ def from_flags(default, prefix='', workdir='', results=''):
     tables.load(table)
   except ConfigError as e:
     sys.exit(f'error: {e}')
-  setup()
+  setup(table)
   return run(table, _WORKDIR.value or workdir, _RESULTS.value or results,
              _MANUAL_DIR.value, _REPORT_ONLY.value)
 
@@ -110,7 +119,7 @@ def main(argv):
     tables.load(_TABLE.value)
   except ConfigError as e:
     sys.exit(f'error: {e}')
-  setup()
+  setup(_TABLE.value)
   run(_TABLE.value, _WORKDIR.value, _RESULTS.value, _MANUAL_DIR.value,
       _REPORT_ONLY.value)
 

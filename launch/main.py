@@ -91,7 +91,8 @@ def main(argv):
     # CPU devices before the backend starts (several on one process: data
     # parallelism over the cores; one per process of a multi-process run).
     host_devices.configure(config.get('cpu_devices', 0),
-                           processes=_NUM_PROCESSES.value or 1)
+                           processes=_NUM_PROCESSES.value or 1,
+                           config=config)
     if _MULTIHOST.value:
       initialize_distributed()
     if _INIT_FROM.value:
@@ -194,6 +195,8 @@ def local_path(path, what):
 
 
 def run():
+  from distill import host_memory  # pylint: disable=g-import-not-at-top
+  host_memory.use_huge_pages()   # re-executes once, before any thread
   flags.mark_flags_as_required(['config', 'workdir'])
   try:
     remaining = flags.FLAGS(sys.argv)
