@@ -38,7 +38,45 @@ def usable_cores():
     return os.cpu_count() or 1
 
 
-def auto_count(cores=None):
+# Models whose CPU step is nearly all oneDNN calls (convolutions and batch
+# norms, models/kernels/onednn.py), each of which uses every core: one
+# device runs them fastest (its batch norms are oneDNN's; across devices
+# they are XLA's, with all-reduces). Other models split the batch over
+# devices so that XLA's kernels, one thread each, run side by side (the
+# small CNN's max pooling, the LM). Measured: README, Benchmarks.
+ONE_DEVICE_MODELS = ('resnet', 'resnet_imagenet')
+
+
+def _model_blocks(config):
+  """`config` and every config block nested in it (a distillation config's
+  teacher) that names a model."""
+  if config is None or not hasattr(config, 'items'):
+    return []
+  blocks = [config] if 'model_name' in config else []
+  for _, value in config.items():
+    if hasattr(value, 'items'):
+      blocks += _model_blocks(value)
+  return blocks
+
+
+def onednn_step(config):
+  """Whether every model `config` trains is one of ONE_DEVICE_MODELS on
+  oneDNN's kernels (model.conv auto or onednn, float32, the kernels
+  buildable here)."""
+  from models.kernels import onednn  # pylint: disable=g-import-not-at-top
+  blocks = _model_blocks(config)
+  return (bool(blocks) and all(
+      b['model_name'] in ONE_DEVICE_MODELS
+      and b.get('model', {}).get('conv', 'auto') in ('auto', 'onednn')
+      and b.get('model_dtype', 'float32') == 'float32' for b in blocks)
+          and onednn.can_build())
+
+
+def auto_count(cores=None, config=None):
+  """The auto device count: 1 for a config whose step is oneDNN's
+  (`onednn_step`), else AUTO_PER_CORE per usable core, at most AUTO_MAX."""
+  if config is not None and onednn_step(config):
+    return 1
   cores = usable_cores() if cores is None else cores
   return max(1, min(AUTO_MAX, AUTO_PER_CORE * cores))
 
@@ -64,11 +102,12 @@ def tolerate_loaded_hosts():
     os.environ['XLA_FLAGS'] = ' '.join([flags] + extra).strip()
 
 
-def configure(count=0, processes=1):
-  """Asks JAX for `count` CPU devices (0: auto, which is 1 per process when
-  several processes share the work; DISTILL_CPU_DEVICES, when set, wins)
-  before its backends start. Returns the count asked for, or None where it
-  was left alone (backend running, XLA_FLAGS force a count)."""
+def configure(count=0, processes=1, config=None):
+  """Asks JAX for `count` CPU devices (0: auto for `config`, `auto_count`,
+  which is 1 per process when several processes share the work;
+  DISTILL_CPU_DEVICES, when set, wins) before its backends start. Returns
+  the count asked for, or None where it was left alone (backend running,
+  XLA_FLAGS force a count)."""
   value = os.environ.get(ENV, count)
   try:
     count = int(value or 0)
@@ -81,7 +120,7 @@ def configure(count=0, processes=1):
   tolerate_loaded_hosts()
   if 'xla_force_host_platform_device_count' in os.environ.get('XLA_FLAGS', ''):
     return None
-  count = count or (auto_count() if processes == 1 else 1)
+  count = count or (auto_count(config=config) if processes == 1 else 1)
   try:
     jax.config.update('jax_num_cpu_devices', count)
   except RuntimeError:       # the backend already runs with another count

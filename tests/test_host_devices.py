@@ -41,6 +41,32 @@ def test_auto_count(cores, expected):
   assert host_devices.auto_count(cores) == expected
 
 
+@pytest.mark.parametrize('spec,one_device', [
+    ('configs/cifar10_teacher.py:depth=20', True),       # ResNet
+    ('configs/cifar10_distill.py:student=resnet', True),  # + its teacher
+    ('configs/cifar10_distill.py:student=cnn', False),   # small CNN student
+    ('configs/shakespeare_lm.py', False),
+    ('configs/digits_teacher.py', False),
+])
+def test_auto_count_of_a_config(spec, one_device, monkeypatch):
+  """ResNets on oneDNN's kernels run on one device (every core inside each
+  call); other models and XLA's convolution split the batch."""
+  from distill import config_lib  # pylint: disable=g-import-not-at-top
+  from models.kernels import onednn  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(onednn, 'can_build', lambda: True)
+  config = config_lib.load_file(spec)
+  assert host_devices.auto_count(2, config) == (1 if one_device else 8)
+  if one_device:
+    config.model_dtype = 'bfloat16'
+    assert host_devices.auto_count(2, config) == 8
+    config.model_dtype = 'float32'
+    config.model.conv = 'xla'
+    assert host_devices.auto_count(2, config) == 8
+    config.model.conv = 'auto'
+    monkeypatch.setattr(onednn, 'can_build', lambda: False)
+    assert host_devices.auto_count(2, config) == 8
+
+
 @pytest.mark.parametrize('value', ['-2', 'many'])
 def test_a_bad_count_is_one_line(value, monkeypatch):
   from core.errors import ConfigError  # pylint: disable=g-import-not-at-top
