@@ -5,10 +5,12 @@
 
 Only `dot_general` (2 x output elements x contraction size) and
 `conv_general_dilated` (2 x output elements x kernel window x input
-channels per group) count: the work MFU is measured against. Higher-order
+channels per group; likewise oneDNN's convolution calls on CPU) count: the
+work MFU is measured against. Higher-order
 primitives are entered: a `scan` body counts `length` times (XLA's own cost
 analysis counts a scanned layer stack once), `cond` its costliest branch, a
-`while` body once (its trip count is unknown). A train step's model FLOPs
+`while` body once (its trip count is unknown), a `shard_map` body times
+its shards (its shapes are per device). A train step's model FLOPs
 are 3 x the student's forward (forward, and a backward of twice its cost)
 plus the forward of a teacher run inside the step; rematerialisation is not
 counted (MFU is model FLOPs, not hardware FLOPs).
@@ -57,6 +59,27 @@ def _conv_flops(eqn):
   return 2 * _prod(eqn.outvars[0].aval.shape) * rhs[spec[1]] * window
 
 
+# oneDNN's convolution kernels (models/kernels/onednn.py) by FFI target:
+# which operand or result holds the kernel (HWIO) and which the larger
+# activation whose elements each take 2 x window x input-channel FLOPs.
+_CONV_CALLS = {
+    'distill_onednn_conv_forward': ('in', 1, 'out', 0),
+    'distill_onednn_conv_input_grad': ('in', 1, 'in', 0),     # dy, w -> dx
+    'distill_onednn_conv_weight_grad': ('out', 0, 'in', 1),   # x, dy -> dw
+}
+
+
+def _ffi_conv_flops(eqn):
+  where = _CONV_CALLS.get(eqn.params.get('target_name'))
+  if where is None:
+    return 0
+  avals = {'in': [v.aval for v in eqn.invars],
+           'out': list(eqn.params['result_avals'])}
+  kernel = avals[where[0]][where[1]].shape              # KH, KW, C, O
+  y = avals[where[2]][where[3]].shape                   # the output side
+  return 2 * _prod(y) * kernel[0] * kernel[1] * kernel[2]
+
+
 def _sub_jaxprs(value):
   if isinstance(value, jax_core.ClosedJaxpr):
     yield value.jaxpr
@@ -77,6 +100,13 @@ def jaxpr_flops(jaxpr):
       total += _dot_flops(eqn)
     elif name == 'conv_general_dilated':
       total += _conv_flops(eqn)
+    elif name == 'ffi_call':
+      total += _ffi_conv_flops(eqn)
+    elif name == 'shard_map':       # per-device shapes inside: scale back
+      inner = jaxpr_flops(eqn.params['jaxpr'])
+      outer = _prod(eqn.invars[0].aval.shape)
+      local = _prod(eqn.params['jaxpr'].invars[0].aval.shape)
+      total += inner * (outer // max(1, local))
     elif name == 'cond':
       total += max(jaxpr_flops(b) for b in eqn.params['branches'])
     else:
