@@ -215,3 +215,23 @@ def test_threads_per_call_shares_the_cores(monkeypatch):
   assert [onednn.threads_per_call(d) for d in (1, 2, 4, 8)] == [4, 2, 1, 1]
   monkeypatch.setenv('DISTILL_ONEDNN_THREADS', '3')
   assert onednn.threads_per_call(8) == 3
+
+
+@needs_onednn
+def test_flops_count_the_library_calls_sharded_or_not():
+  from distill import flops  # pylint: disable=g-import-not-at-top
+  from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
+  x = jax.ShapeDtypeStruct((8, 16, 16, 4), jnp.float32)
+  w = jax.ShapeDtypeStruct((3, 3, 4, 6), jnp.float32)
+  hand = 2 * 8 * 16 * 16 * 6 * 3 * 3 * 4
+
+  def loss(x, w, spec):
+    return onednn.conv_general_dilated(x, w, (1, 1), 'SAME',
+                                       dimension_numbers=NHWC,
+                                       input_spec=spec).sum()
+  assert flops.of(lambda x, w: loss(x, w, None), x, w) == hand
+  grad = lambda spec: lambda x, w: jax.grad(loss, argnums=(0, 1))(x, w, spec)
+  assert flops.of(grad(None), x, w) == 3 * hand       # forward + 2 gradients
+  with jax.sharding.use_abstract_mesh(
+      jax.sharding.AbstractMesh((2,), ('data',))):
+    assert flops.of(grad(P('data')), x, w) == 3 * hand
