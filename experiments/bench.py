@@ -11,12 +11,14 @@ Sections (--sections, comma-separated; default all):
   flax      our step against a minimal hand-written Flax + optax step, same
             model, optimizer and batch (goal: at most 5% overhead);
   torch     ResNet-20, ResNet-8 and the small CNN in PyTorch on CPU (eager;
-            channels-last and contiguous, the better one), same batch and
-            optimizer, against our step on the default CPU devices (data
-            parallel, distill/host_devices.py) and on one;
-  breakdown the ResNet-20 step's kernels timed alone: each convolution
-            shape's forward, input-gradient and weight-gradient kernels and
-            each batch norm's forward + backward, times their counts in the
+            channels-last and contiguous, the better one; in a process of
+            its own), same batch and optimizer, against our step on the
+            devices its config gets by default (distill/host_devices.py),
+            on one, on all, and before the oneDNN kernels;
+  breakdown the ResNet-20 step's kernels timed alone, XLA's and oneDNN's:
+            each convolution shape's forward, input-gradient and
+            weight-gradient kernels and each batch norm's forward +
+            backward, times their counts in the
             network, with their GFLOP/s (isolated kernels do not add up to
             the fused step; the column compares kernel kinds);
   profile   where the fused ResNet-20 step spends its time, from a
@@ -27,6 +29,10 @@ Sections (--sections, comma-separated; default all):
   devices   steady-state examples/s of the ResNet-20 step on 1, 2, 4, 8 and
             16 CPU devices (same global batch; distill/host_devices.py picks
             the default count from these);
+  malloc    the ResNet-20 step on one device with glibc's default malloc
+            and with huge pages (distill/host_memory.py), each in a
+            process of its own: step time, minor page faults and kernel
+            (system) CPU seconds per step;
   compile   compile time of the train step per config;
   input     the input pipeline before grain and now, with 0, 1 and 2
             workers, on CIFAR in memory, CIFAR JPEGs from array_record,
@@ -50,7 +56,7 @@ from absl import app
 from absl import flags
 
 SECTIONS = ('flops', 'flax', 'torch', 'breakdown', 'profile', 'devices',
-            'compile', 'input', 'methods')
+            'malloc', 'compile', 'input', 'methods')
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -59,13 +65,14 @@ _STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps per round.')
 _ROUNDS = flags.DEFINE_integer('rounds', 3, 'Interleaved timing rounds.')
 _OUT = flags.DEFINE_string('out', RESULTS, 'Where bench.{md,json} go.')
 _CHILD = flags.DEFINE_string('child', '', 'Internal: one measurement in a '
-                             'subprocess (devices).')
+                             'subprocess (devices, ours, torch, malloc).')
 
 
 def _best_time(fn, steps, rounds):
-  """Best seconds per call of `fn()` (blocking) over rounds of `steps`."""
-  fn()
-  fn()                                             # compile, warm up
+  """Best seconds per call of `fn()` (blocking) over rounds of `steps`,
+  after WARMUP_STEPS calls (compile, warm up)."""
+  for _ in range(WARMUP_STEPS):
+    _block(fn())
   best = float('inf')
   for _ in range(rounds):
     start = time.perf_counter()
@@ -142,10 +149,11 @@ class OurStep:
     return metrics
 
   def flops(self):
-    cost = self.trainer.compile_train_step().cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    # XLA counts one device's partition of the program.
-    return float(cost['flops']) * self.trainer.mesh.size
+    """Model FLOPs of one step (distill/flops.py: 3 x the forward's matmuls
+    and convolutions, oneDNN's calls included). XLA's cost analysis cannot
+    see inside custom calls, so it would miss the oneDNN convolutions."""
+    from distill import flops  # pylint: disable=g-import-not-at-top
+    return flops.model_flops_per_step(self.trainer)
 
 
 class PlainFlaxStep:
@@ -340,7 +348,7 @@ def torch_step_seconds(steps, rounds, batch=128, build=None):
       opt.step()
       return loss
 
-    for _ in range(2):
+    for _ in range(WARMUP_STEPS):
       step()
     best = float('inf')
     for _ in range(rounds):
@@ -352,44 +360,145 @@ def torch_step_seconds(steps, rounds, batch=128, build=None):
   return out
 
 
+def _torch_child(index, steps, rounds):
+  """PyTorch's step seconds of TORCH_MODELS[index], in a process of its
+  own."""
+  _, _, build = TORCH_MODELS[index]
+  return torch_step_seconds(steps, rounds, build=build)
+
+
+# Steps run before a fresh process's timing: the first steps after compiling
+# run at half speed (each XLA worker thread builds its oneDNN primitives
+# and OpenMP team on first use: 0.58-0.63 s against 0.27 s steady for the
+# ResNet-20 step, measured by rounds 1 vs 3 of 5 steps).
+WARMUP_STEPS = 10
+
+
+def _ours_child(spec, steps, rounds):
+  """Our step's seconds for TORCH_MODELS[index] on `devices` CPU devices
+  (0: the default for its config), conv `conv` (spec 'index,devices,conv'),
+  in a process of its own."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from distill import host_devices  # pylint: disable=g-import-not-at-top
+  index, devices, conv = spec.split(',')
+  config = TORCH_MODELS[int(index)][1]()
+  config.model.conv = conv
+  devices = int(devices) or host_devices.auto_count(config=config)
+  jax.config.update('jax_num_cpu_devices', devices)
+  ours = OurStep(config)
+  for _ in range(WARMUP_STEPS):
+    _block(ours())
+  return dict(seconds=_best_time(ours, steps, rounds),
+              devices=ours.trainer.mesh.size)
+
+
+def _child_malloc(_, steps, rounds):
+  """Step seconds, minor page faults and system seconds per step of the
+  ResNet-20 step on one device, under this process's malloc."""
+  import resource  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.config.update('jax_num_cpu_devices', 1)
+  ours = OurStep(resnet_config())
+  seconds = _best_time(ours, steps, rounds)
+  before = resource.getrusage(resource.RUSAGE_SELF)
+  for _ in range(steps):
+    _block(ours())
+  after = resource.getrusage(resource.RUSAGE_SELF)
+  return dict(step_ms=1000 * seconds,
+              minor_faults_per_step=(after.ru_minflt - before.ru_minflt)
+              / steps,
+              system_s_per_step=(after.ru_stime - before.ru_stime) / steps,
+              user_s_per_step=(after.ru_utime - before.ru_utime) / steps)
+
+
+def section_malloc(steps, rounds):
+  from distill import host_memory  # pylint: disable=g-import-not-at-top
+  rows = []
+  plain = {k: v for k, v in os.environ.items() if k != 'GLIBC_TUNABLES'}
+  for label, env in (('glibc default', dict(plain, **{host_memory.ENV: '0'})),
+                     (host_memory.TUNABLE, host_memory.environment(plain))):
+    proc = subprocess.run(
+        [sys.executable, '-m', 'experiments.bench', '--child=malloc:0',
+         f'--steps={steps}', f'--rounds={rounds}'], cwd=REPO,
+        capture_output=True, text=True, check=False,
+        env=dict(env, JAX_PLATFORMS='cpu'))
+    if proc.returncode:
+      raise RuntimeError(proc.stderr[-2000:])
+    row = dict(malloc=label,
+               **json.loads(proc.stdout.strip().splitlines()[-1]))
+    try:
+      import torch  # pylint: disable=g-import-not-at-top,unused-import
+    except ImportError:
+      rows.append(row)
+      continue
+    proc = subprocess.run(               # PyTorch's ResNet-20 under it too
+        [sys.executable, '-m', 'experiments.bench', '--child=torch:0',
+         f'--steps={steps}', f'--rounds={rounds}'], cwd=REPO,
+        capture_output=True, text=True, check=False, env=env)
+    if proc.returncode:
+      raise RuntimeError(proc.stderr[-2000:])
+    torch_s = json.loads(proc.stdout.strip().splitlines()[-1])
+    row['torch_channels_last_ms'] = 1000 * torch_s['channels_last']
+    rows.append(row)
+  return rows
+
+
+def _child(kind, spec, steps, rounds):
+  """One measurement in a fresh process: {'seconds': ...} or PyTorch's."""
+  proc = subprocess.run(
+      [sys.executable, '-m', 'experiments.bench', f'--child={kind}:{spec}',
+       f'--steps={steps}', f'--rounds={rounds}'], cwd=REPO, capture_output=True,
+      text=True, check=False, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  if proc.returncode:
+    raise RuntimeError(proc.stderr[-2000:])
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def section_torch(steps, rounds):
-  """Our step (on this process's CPU devices, on one, and with XLA's
-  convolution: the step before the oneDNN kernel) against PyTorch's, per
-  model; rounds interleave the frameworks."""
+  """Our step on the devices a run of that config gets by default
+  (host_devices.auto_count), on one device and on every default CPU
+  device, and as it was before the oneDNN kernels (XLA's convolution and
+  batch norm on every device), against PyTorch's, per model. Every
+  measurement runs in a process of its own (two frameworks in one process
+  slow each other's thread pools), rounds alternate them, and each keeps
+  its best; each process times `rounds` rounds after a warm-up, and the
+  processes alternate twice. Both run with the same malloc
+  (distill/host_memory.py)."""
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError:
     return [dict(note='PyTorch is not installed: pip install torch (on this '
-                 'machine: /opt/wheels/torch-2.13.0+cpu-*.whl)')]
-  import jax  # pylint: disable=g-import-not-at-top
+                 'machine: pip install torch==2.13.0)')]
+  from distill import host_devices  # pylint: disable=g-import-not-at-top
+  everything = host_devices.auto_count()
   rows = []
-  for name, config_fn, build in TORCH_MODELS:
-    xla = config_fn()
-    xla.model.conv = 'xla'
-    jax_steps = {'ours': OurStep(config_fn()),
-                 'one': OurStep(config_fn(), devices=jax.devices()[:1]),
-                 'xla': OurStep(xla)}
-    best_jax = {k: float('inf') for k in jax_steps}
-    best_torch = {}
-    for _ in range(rounds):               # interleave the frameworks
-      b = interleaved(jax_steps, steps, 1)
-      best_jax = {k: min(best_jax[k], b[k]) for k in b}
-      t = torch_step_seconds(steps, 1, build=build)
-      best_torch = {k: min(best_torch.get(k, float('inf')), t[k]) for k in t}
-    torch_best = min(best_torch.values())
-    rows.append(dict(
-        model=f'{name}, batch 128', torch_version=torch.__version__,
-        torch_threads=torch.get_num_threads(),
-        devices=jax_steps['ours'].trainer.mesh.size,
-        conv=_conv_in_use(),
-        ours_ms=1000 * best_jax['ours'],
-        ours_one_device_ms=1000 * best_jax['one'],
-        ours_xla_conv_ms=1000 * best_jax['xla'],
-        torch_channels_last_ms=1000 * best_torch['channels_last'],
-        torch_contiguous_ms=1000 * best_torch['contiguous'],
-        ours_over_torch=best_jax['ours'] / torch_best,
-        one_device_over_torch=best_jax['one'] / torch_best,
-        xla_conv_over_torch=best_jax['xla'] / torch_best))
+  for index, (name, config_fn, _) in enumerate(TORCH_MODELS):
+    auto = host_devices.auto_count(config=config_fn())
+    ours = {'one': f'{index},1,auto', 'all': f'{index},{everything},auto',
+            'xla': f'{index},{everything},xla'}
+    best = {k: float('inf') for k in list(ours) + ['channels_last',
+                                                  'contiguous']}
+    for _ in range(2):
+      for key, spec in ours.items():
+        best[key] = min(best[key],
+                        _child('ours', spec, steps, rounds)['seconds'])
+      for key, seconds in _child('torch', index, steps, rounds).items():
+        best[key] = min(best[key], seconds)
+    mine = best['one'] if auto == 1 else best['all']
+    torch_best = min(best['channels_last'], best['contiguous'])
+    rows.append({
+        'model': f'{name}, batch 128', 'torch_version': torch.__version__,
+        'torch_threads': torch.get_num_threads(),
+        'malloc': os.environ.get('GLIBC_TUNABLES', 'default'),
+        'default_devices': auto, 'conv': _conv_in_use(),
+        'ours_ms': 1000 * mine,
+        'ours_one_device_ms': 1000 * best['one'],
+        f'ours_{everything}_devices_ms': 1000 * best['all'],
+        f'before_kernels_{everything}_devices_ms': 1000 * best['xla'],
+        'torch_channels_last_ms': 1000 * best['channels_last'],
+        'torch_contiguous_ms': 1000 * best['contiguous'],
+        'ours_over_torch': mine / torch_best,
+        'before_over_torch': best['xla'] / torch_best})
   return rows
 
 
@@ -397,7 +506,8 @@ def _conv_in_use():
   """What model.conv=auto runs here."""
   from models.kernels import onednn  # pylint: disable=g-import-not-at-top
   if onednn.available():
-    return f'oneDNN weight gradient ({onednn.threads_per_call()} thread(s))'
+    return ('oneDNN convolutions and batch norms (threads per call: the '
+            'cores over the devices)')
   return f'XLA ({onednn.unavailable_reason()})'
 
 
@@ -413,8 +523,9 @@ RESNET20_NORMS = ((32, 16, 7), (16, 32, 7), (8, 64, 7))
 
 # XLA:CPU kernel (thunk) names, by prefix, grouped into what they do.
 PROFILE_KINDS = (
-    ('convolutions (YNNPACK fusions)', ('ynn_fusion', 'xnn_fusion')),
-    ('convolution weight gradients (oneDNN, FFI)', ('ffi_call',)),
+    ('YNNPACK fusions (XLA convolutions, dots)', ('ynn_fusion',
+                                                  'xnn_fusion')),
+    ('oneDNN calls (convolutions, batch norms; FFI)', ('ffi_call',)),
     ('convolutions (Eigen)', ('convolution', 'conv_general_dilated')),
     ('layout transposes (+ fused recomputation)', ('transpose',)),
     ('reductions (batch-norm statistics, pooling)',
@@ -482,13 +593,16 @@ def section_breakdown(steps, rounds, batch=128):
   from jax import lax  # pylint: disable=g-import-not-at-top
   key = jax.random.PRNGKey(0)
   from models.kernels import onednn  # pylint: disable=g-import-not-at-top
-  totals = {'conv forward': 0.0, 'conv input gradient': 0.0,
-            'conv weight gradient': 0.0, 'batch norm fwd + bwd': 0.0}
   kernels = [('conv forward', 0), ('conv input gradient', 0),
              ('conv weight gradient', 1)]
-  if onednn.available():      # the weight gradient model.conv=auto runs
-    totals['conv weight gradient (oneDNN)'] = 0.0
-    kernels.append(('conv weight gradient (oneDNN)', 1))
+  if onednn.available():      # what model.conv=auto runs on one device
+    kernels += [('conv forward (oneDNN)', 0),
+                ('conv input gradient (oneDNN)', 0),
+                ('conv weight gradient (oneDNN)', 1)]
+  totals = {k: 0.0 for k, _ in kernels}
+  totals['batch norm fwd + bwd'] = 0.0
+  if onednn.available():
+    totals['batch norm fwd + bwd (oneDNN)'] = 0.0
   flops = {k: 0.0 for k in totals}
   for h, cin, cout, k, s, count in RESNET20_CONVS:
     x = jax.random.normal(key, (batch, h, h, cin))
@@ -500,10 +614,15 @@ def section_breakdown(steps, rounds, batch=128):
       conv = lambda x, w, s=s, impl=impl: impl(  # noqa: E731
           x, w, (s, s), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
       g = jax.random.normal(key, conv(x, w).shape) if g is None else g
-      if name == 'conv forward':
+      if name.startswith('conv forward'):
         fn, args = jax.jit(conv), (x, w)
+      elif name.startswith('conv input'):    # only the input's cotangent
+        fn = jax.jit(lambda x, w, g, c=conv: jax.vjp(
+            lambda x_: c(x_, w), x)[1](g)[0])
+        args = (x, w, g)
       else:
-        fn = jax.jit(lambda x, w, g, c=conv, i=output: jax.vjp(c, x, w)[1](g)[i])
+        fn = jax.jit(lambda x, w, g, c=conv: jax.vjp(
+            lambda w_: c(x, w_), w)[1](g)[0])
         args = (x, w, g)
       totals[name] += count * _best_time(lambda fn=fn, a=args: fn(*a),
                                          steps, rounds)
@@ -514,19 +633,28 @@ def section_breakdown(steps, rounds, batch=128):
     var = ((x - mean) ** 2).mean((0, 1, 2))
     return ((x - mean) * lax.rsqrt(var + 1e-5) * scale).sum()
 
-  bn = jax.jit(jax.grad(norm, argnums=(0, 1)))
-  for h, c, count in RESNET20_NORMS:
-    x = jax.random.normal(key, (batch, h, h, c))
-    totals['batch norm fwd + bwd'] += count * _best_time(
-        lambda x=x, c=c: bn(x, jnp.ones(c)), steps, rounds)
-  ours = OurStep(resnet_config(batch))
+  def onednn_norm(x, scale):
+    return onednn.batch_norm_train(x, scale, jnp.zeros_like(scale),
+                                   1e-5)[0].sum()
+
+  norms = [('batch norm fwd + bwd', norm)]
+  if onednn.available():
+    norms.append(('batch norm fwd + bwd (oneDNN)', onednn_norm))
+  for name, fn in norms:
+    bn = jax.jit(jax.grad(fn, argnums=(0, 1)))
+    for h, c, count in RESNET20_NORMS:
+      x = jax.random.normal(key, (batch, h, h, c))
+      totals[name] += count * _best_time(
+          lambda x=x, c=c, bn=bn: bn(x, jnp.ones(c)), steps, rounds)
+  ours = OurStep(resnet_config(batch), devices=jax.devices()[:1])
   whole = _best_time(ours, steps, rounds)
   rows = [dict(part=k, ms=1000 * v, times_whole_step=v / whole,
                gflops=(flops[k] / v / 1e9) if flops[k] else float('nan'))
           for k, v in totals.items()]
   # Kernels timed alone do not add up to the fused step (XLA schedules and
   # lays them out differently inside it), so no "rest" is derived.
-  rows.append(dict(part='whole train step (for scale)', ms=1000 * whole,
+  rows.append(dict(part='whole train step, one device (for scale)',
+                   ms=1000 * whole,
                    times_whole_step=1.0, gflops=ours.flops() / whole / 1e9))
   return rows
 
@@ -625,11 +753,18 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   if _CHILD.value:
     kind, n = _CHILD.value.split(':')
-    assert kind == 'devices'
-    print(json.dumps(_child_devices(int(n), _STEPS.value, _ROUNDS.value)))
+    if kind in ('ours', 'torch'):
+      from distill import host_memory  # pylint: disable=g-import-not-at-top
+      host_memory.use_huge_pages()    # as the parent (inherited), else now
+    child = {'devices': _child_devices, 'torch': _torch_child,
+             'ours': _ours_child, 'malloc': _child_malloc}[kind]
+    print(json.dumps(child(n if kind == 'ours' else int(n), _STEPS.value,
+                           _ROUNDS.value)))
     return
   from distill import host_devices  # pylint: disable=g-import-not-at-top
-  host_devices.configure()      # the default CPU path: data parallel
+  from distill import host_memory  # pylint: disable=g-import-not-at-top
+  host_memory.use_huge_pages()  # as launch.main and the experiments run
+  host_devices.configure()      # the default CPU path
   unknown = sorted(set(_SECTIONS.value) - set(SECTIONS))
   if unknown:
     raise app.UsageError(f'unknown section {unknown[0]!r}; valid choices: '
