@@ -23,6 +23,7 @@
 #include <omp.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <map>
 #include <unordered_map>
 #include <memory>
@@ -123,6 +124,26 @@ dnnl::convolution_forward::primitive_desc ForwardPd(Context& ctx,
 #endif
 }
 
+// The primitive descriptor of gradient primitive P (the input's or the
+// weights'; their descriptors take the same arguments), hinted by `fwd`.
+template <typename P>
+typename P::primitive_desc GradPd(
+    Context& ctx, const Geometry& g, tag act,
+    const dnnl::convolution_forward::primitive_desc& fwd) {
+#if DNNL_VERSION_MAJOR >= 3
+  return typename P::primitive_desc(
+      ctx.engine, dnnl::algorithm::convolution_direct, Desc(g.src, act),
+      Desc(g.wei, tag::any), Desc(g.dst, act), g.strides, g.pad_l, g.pad_r,
+      fwd);
+#else
+  return typename P::primitive_desc(
+      typename P::desc(dnnl::algorithm::convolution_direct, Desc(g.src, act),
+                       Desc(g.wei, tag::any), Desc(g.dst, act), g.strides,
+                       g.pad_l, g.pad_r),
+      ctx.engine, fwd);
+#endif
+}
+
 std::unique_ptr<Plan> MakePlanFor(Context& ctx, Kind kind, const Geometry& g,
                                   tag act) {
   const auto user_src = Desc(g.src, tag::nhwc);
@@ -139,19 +160,7 @@ std::unique_ptr<Plan> MakePlanFor(Context& ctx, Kind kind, const Geometry& g,
     plan->out_arg = DNNL_ARG_DST;
     plan->out = MakeOperand(ctx, user_dst, fwd.dst_desc(), false);
   } else if (kind == kInputGrad) {
-#if DNNL_VERSION_MAJOR >= 3
-    auto pd = dnnl::convolution_backward_data::primitive_desc(
-        ctx.engine, dnnl::algorithm::convolution_direct, Desc(g.src, act),
-        Desc(g.wei, tag::any), Desc(g.dst, act), g.strides, g.pad_l,
-        g.pad_r, fwd);
-#else
-    auto pd = dnnl::convolution_backward_data::primitive_desc(
-        dnnl::convolution_backward_data::desc(
-            dnnl::algorithm::convolution_direct, Desc(g.src, act),
-            Desc(g.wei, tag::any), Desc(g.dst, act), g.strides, g.pad_l,
-            g.pad_r),
-        ctx.engine, fwd);
-#endif
+    auto pd = GradPd<dnnl::convolution_backward_data>(ctx, g, act, fwd);
     plan->impl = pd.impl_info_str();
     plan->primitive = dnnl::convolution_backward_data(pd);
     plan->in_args = {DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS};
@@ -160,19 +169,7 @@ std::unique_ptr<Plan> MakePlanFor(Context& ctx, Kind kind, const Geometry& g,
     plan->out_arg = DNNL_ARG_DIFF_SRC;
     plan->out = MakeOperand(ctx, user_src, pd.diff_src_desc(), false);
   } else {
-#if DNNL_VERSION_MAJOR >= 3
-    auto pd = dnnl::convolution_backward_weights::primitive_desc(
-        ctx.engine, dnnl::algorithm::convolution_direct, Desc(g.src, act),
-        Desc(g.wei, tag::any), Desc(g.dst, act), g.strides, g.pad_l,
-        g.pad_r, fwd);
-#else
-    auto pd = dnnl::convolution_backward_weights::primitive_desc(
-        dnnl::convolution_backward_weights::desc(
-            dnnl::algorithm::convolution_direct, Desc(g.src, act),
-            Desc(g.wei, tag::any), Desc(g.dst, act), g.strides, g.pad_l,
-            g.pad_r),
-        ctx.engine, fwd);
-#endif
+    auto pd = GradPd<dnnl::convolution_backward_weights>(ctx, g, act, fwd);
     plan->impl = pd.impl_info_str();
     plan->primitive = dnnl::convolution_backward_weights(pd);
     plan->in_args = {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST};
@@ -356,36 +353,43 @@ ffi::Error BnCheck(const std::vector<int64_t>& d, int64_t c) {
   return ffi::Error::Success();
 }
 
+// Runs the batch norm (`backward` or forward) of x: f32[d] on `operands`:
+// (oneDNN argument, whether it is a per-channel vector, its buffer).
+ffi::Error RunBn(bool backward, const std::vector<int64_t>& d, int64_t c,
+                 float epsilon, int64_t threads,
+                 std::initializer_list<std::tuple<int, bool, void*>> operands) {
+  if (auto e = BnCheck(d, c); e.failure()) return e;
+  if (threads > 0) omp_set_num_threads(static_cast<int>(threads));
+  try {
+    Context& ctx = ThreadContext();
+    BnPlan& plan = GetBnPlan(ctx, backward, d, epsilon);
+    const auto data = Desc({d[0], d[3], d[1], d[2]}, tag::nhwc);
+    const auto vec = Desc({c}, tag::x);
+    std::unordered_map<int, dnnl::memory> args;
+    for (const auto& [arg, is_vec, buffer] : operands) {
+      args.emplace(arg, dnnl::memory(is_vec ? vec : data, ctx.engine, buffer));
+    }
+    plan.primitive.execute(ctx.stream, args);
+    ctx.stream.wait();
+  } catch (const dnnl::error& e) {
+    return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
 ffi::Error BnForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> scale,
                          ffi::Buffer<ffi::F32> shift,
                          ffi::ResultBuffer<ffi::F32> y,
                          ffi::ResultBuffer<ffi::F32> mean,
                          ffi::ResultBuffer<ffi::F32> var, float epsilon,
                          int64_t threads) {
-  const auto d = Dims(x);
-  const int64_t c = scale.element_count();
-  if (auto e = BnCheck(d, c); e.failure()) return e;
-  if (threads > 0) omp_set_num_threads(static_cast<int>(threads));
-  try {
-    Context& ctx = ThreadContext();
-    BnPlan& plan = GetBnPlan(ctx, false, d, epsilon);
-    const auto data = Desc({d[0], d[3], d[1], d[2]}, tag::nhwc);
-    const auto vec = Desc({c}, tag::x);
-    auto m = [&](const dnnl::memory::desc& desc, void* p) {
-      return dnnl::memory(desc, ctx.engine, p);
-    };
-    plan.primitive.execute(
-        ctx.stream, {{DNNL_ARG_SRC, m(data, x.typed_data())},
-                     {DNNL_ARG_SCALE, m(vec, scale.typed_data())},
-                     {DNNL_ARG_SHIFT, m(vec, shift.typed_data())},
-                     {DNNL_ARG_DST, m(data, y->typed_data())},
-                     {DNNL_ARG_MEAN, m(vec, mean->typed_data())},
-                     {DNNL_ARG_VARIANCE, m(vec, var->typed_data())}});
-    ctx.stream.wait();
-  } catch (const dnnl::error& e) {
-    return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
-  }
-  return ffi::Error::Success();
+  return RunBn(false, Dims(x), scale.element_count(), epsilon, threads,
+               {{DNNL_ARG_SRC, false, x.typed_data()},
+                {DNNL_ARG_SCALE, true, scale.typed_data()},
+                {DNNL_ARG_SHIFT, true, shift.typed_data()},
+                {DNNL_ARG_DST, false, y->typed_data()},
+                {DNNL_ARG_MEAN, true, mean->typed_data()},
+                {DNNL_ARG_VARIANCE, true, var->typed_data()}});
 }
 
 ffi::Error BnBackwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
@@ -396,35 +400,18 @@ ffi::Error BnBackwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
                           ffi::ResultBuffer<ffi::F32> dscale,
                           ffi::ResultBuffer<ffi::F32> dshift, float epsilon,
                           int64_t threads) {
-  const auto d = Dims(x);
-  const int64_t c = scale.element_count();
-  if (auto e = BnCheck(d, c); e.failure()) return e;
-  if (threads > 0) omp_set_num_threads(static_cast<int>(threads));
-  try {
-    Context& ctx = ThreadContext();
-    BnPlan& plan = GetBnPlan(ctx, true, d, epsilon);
-    const auto data = Desc({d[0], d[3], d[1], d[2]}, tag::nhwc);
-    const auto vec = Desc({c}, tag::x);
-    auto m = [&](const dnnl::memory::desc& desc, void* p) {
-      return dnnl::memory(desc, ctx.engine, p);
-    };
-    plan.primitive.execute(
-        ctx.stream, {{DNNL_ARG_SRC, m(data, x.typed_data())},
-                     {DNNL_ARG_DIFF_DST, m(data, dy.typed_data())},
-                     {DNNL_ARG_SCALE, m(vec, scale.typed_data())},
-                     // oneDNN 2.x asks for the shift too, and does not
-                     // read it: the gradients do not depend on it.
-                     {DNNL_ARG_SHIFT, m(vec, scale.typed_data())},
-                     {DNNL_ARG_MEAN, m(vec, mean.typed_data())},
-                     {DNNL_ARG_VARIANCE, m(vec, var.typed_data())},
-                     {DNNL_ARG_DIFF_SRC, m(data, dx->typed_data())},
-                     {DNNL_ARG_DIFF_SCALE, m(vec, dscale->typed_data())},
-                     {DNNL_ARG_DIFF_SHIFT, m(vec, dshift->typed_data())}});
-    ctx.stream.wait();
-  } catch (const dnnl::error& e) {
-    return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
-  }
-  return ffi::Error::Success();
+  return RunBn(true, Dims(x), scale.element_count(), epsilon, threads,
+               {{DNNL_ARG_SRC, false, x.typed_data()},
+                {DNNL_ARG_DIFF_DST, false, dy.typed_data()},
+                {DNNL_ARG_SCALE, true, scale.typed_data()},
+                // oneDNN 2.x asks for the shift too, and does not read it:
+                // the gradients do not depend on it.
+                {DNNL_ARG_SHIFT, true, scale.typed_data()},
+                {DNNL_ARG_MEAN, true, mean.typed_data()},
+                {DNNL_ARG_VARIANCE, true, var.typed_data()},
+                {DNNL_ARG_DIFF_SRC, false, dx->typed_data()},
+                {DNNL_ARG_DIFF_SCALE, true, dscale->typed_data()},
+                {DNNL_ARG_DIFF_SHIFT, true, dshift->typed_data()}});
 }
 
 }  // namespace
