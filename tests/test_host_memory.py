@@ -37,7 +37,15 @@ def test_no_huge_pages_no_reexec(monkeypatch, tmp_path):
       'must not re-execute'))
   monkeypatch.setattr(host_memory, '_kernel_offers_huge_pages',
                       lambda path=None: False)
+  monkeypatch.delitem(sys.modules, 'pytest')   # as outside a test run
+  monkeypatch.delenv('GLIBC_TUNABLES', raising=False)
+  monkeypatch.delenv(host_memory.ENV, raising=False)
   host_memory.use_huge_pages()
+  monkeypatch.setattr(host_memory, '_kernel_offers_huge_pages',
+                      lambda path=None: True)
+  if host_memory._glibc_version() >= (2, 35):   # now it would re-execute
+    with pytest.raises(pytest.fail.Exception, match='must not re-execute'):
+      host_memory.use_huge_pages()
 
 
 @pytest.mark.skipif(not host_memory.applies({}),
