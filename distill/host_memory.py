@@ -3,12 +3,12 @@
 XLA:CPU allocates an execution's buffers anew each step; blocks larger than
 glibc's mmap threshold (at most 32 MiB) are fresh mappings, so every step
 first touches its activations one 4 KiB page at a time. Measured on the
-CIFAR ResNet-20 step at batch 128 on 2 cores: 74,700 minor page faults and
-0.19 s of kernel time per step (a quarter of its CPU time). glibc's tunable
-`glibc.malloc.hugetlb=1` (glibc >= 2.35) makes malloc advise transparent
-huge pages for its mappings: 630 faults and 0.05-0.09 s per step
-(`python -m experiments.bench --sections=torch` runs both frameworks with
-it; README, Benchmarks).
+CIFAR ResNet-20 step at batch 128, one device, 2 cores
+(`python -m experiments.bench --sections=malloc`): 74,700 minor page
+faults and 0.21 s of kernel time per step (against 0.45 s of user time).
+glibc's tunable `glibc.malloc.hugetlb=1` (glibc >= 2.35) makes malloc
+advise transparent huge pages for its mappings: 615 faults and 0.056 s,
+365 -> 283 ms per step (README, Benchmarks).
 
 GLIBC_TUNABLES is read when a process starts, so the entry points
 (`launch.main`, `experiments.run` and the experiment commands, the
