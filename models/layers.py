@@ -127,20 +127,23 @@ class BatchNorm(nn.BatchNorm):
   Otherwise, and in evaluation, it is nn.BatchNorm."""
   impl: str = 'xla'
 
+  def _onednn_applies(self, x, running, mask):
+    """Whether this call is a training step oneDNN can run: a batch norm
+    as layers.batch_norm builds it, on CPU (`onednn.batch_norm_applies`)."""
+    axis = self.axis if isinstance(self.axis, tuple) else (self.axis,)
+    return (not running and mask is None and not self.is_initializing()
+            and self.impl != 'xla' and jax.default_backend() == 'cpu'
+            and axis in ((-1,), (x.ndim - 1,))
+            and self.use_bias and self.use_scale and self.axis_name is None
+            and self.dtype in (None, jnp.float32)
+            and self.param_dtype == jnp.float32
+            and onednn.batch_norm_applies(x))
+
   @nn.compact
   def __call__(self, x, use_running_average=None, *, mask=None):
-    if use_running_average is None and self.use_running_average is None:
-      use_running_average = nn.merge_param(   # the one-line error of flax
-          'use_running_average', None, None)
-    if (use_running_average or self.use_running_average or mask is not None or self.is_initializing()
-        or self.impl == 'xla' or jax.default_backend() != 'cpu'
-        or tuple(self.axis if isinstance(self.axis, tuple) else (self.axis,))
-        not in ((-1,), (x.ndim - 1,))
-        or not (self.use_bias and self.use_scale)
-        or self.axis_name is not None
-        or self.dtype not in (None, jnp.float32)
-        or self.param_dtype != jnp.float32
-        or not onednn.batch_norm_applies(x)):
+    running = nn.merge_param('use_running_average', self.use_running_average,
+                             use_running_average)
+    if not self._onednn_applies(x, running, mask):
       return super().__call__(x, use_running_average, mask=mask)
     features = (x.shape[-1],)
     ra_mean = self.variable('batch_stats', 'mean', jnp.zeros, features,

@@ -68,11 +68,11 @@ class BasicBlock(nn.Module):
     y = layers.conv(self.features, (3, 3), self.strides, self.dtype,
                     name='conv1', impl=self.conv)(x)
     y = nn.relu(layers.batch_norm(train, self.dtype, name='bn1',
-                                     impl=self.conv)(y))
+                                  impl=self.conv)(y))
     y = layers.conv(self.features, (3, 3), 1, self.dtype, name='conv2',
                     impl=self.conv)(y)
     y = layers.batch_norm(train, self.dtype, name='bn2',
-                                     impl=self.conv)(y)
+                          impl=self.conv)(y)
     shortcut = _shortcut(x, self.features, self.strides, self.dtype, train,
                          self.conv)
     return _combine(self, shortcut, y, prev)
@@ -128,15 +128,15 @@ class Bottleneck(nn.Module):
     y = layers.conv(self.features, (1, 1), 1, self.dtype, name='conv1',
                     impl=self.conv)(x)
     y = nn.relu(layers.batch_norm(train, self.dtype, name='bn1',
-                                     impl=self.conv)(y))
+                                  impl=self.conv)(y))
     y = layers.conv(self.features, (3, 3), self.strides, self.dtype,
                     name='conv2', impl=self.conv)(y)
     y = nn.relu(layers.batch_norm(train, self.dtype, name='bn2',
-                                     impl=self.conv)(y))
+                                  impl=self.conv)(y))
     y = layers.conv(4 * self.features, (1, 1), 1, self.dtype, name='conv3',
                     impl=self.conv)(y)
     y = layers.batch_norm(train, self.dtype, name='bn3',
-                                     impl=self.conv)(y)
+                          impl=self.conv)(y)
     shortcut = _shortcut(x, 4 * self.features, self.strides, self.dtype,
                          train, self.conv)
     return _combine(self, shortcut, y, prev)

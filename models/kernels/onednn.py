@@ -154,8 +154,9 @@ def threads_per_call(devices=1):
 
 # Attribute `layout` of the handlers: 0 = oneDNN's kernels on the NHWC
 # buffers as they are, 1 = blocked layouts chosen by oneDNN with reorders in
-# and out of each call (`python -m experiments.bench --sections=breakdown`
-# measures both; NHWC was faster for every ResNet-20 convolution).
+# and out of each call. NHWC was faster for every ResNet-20 convolution
+# (timed alone, one- and two-thread calls; a throwaway script, not the
+# bench): DISTILL_ONEDNN_LAYOUT=blocked keeps the other for measuring.
 LAYOUT = {'nhwc': 0, 'blocked': 1}
 
 
@@ -297,7 +298,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          feature_group_count=1, batch_group_count=1,
                          precision=None, preferred_element_type=None,
                          input_spec=None):
-  """`lax.conv_general_dilated`, computed by oneDNN where it `applies`. `input_spec`: how `lhs` is sharded over the mesh in force (a
+  """`lax.conv_general_dilated`, computed by oneDNN where it `applies`.
+  `input_spec`: how `lhs` is sharded over the mesh in force (a
   PartitionSpec), None when it is not."""
   if not applies(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
                  feature_group_count, batch_group_count,
