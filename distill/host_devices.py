@@ -38,13 +38,17 @@ def usable_cores():
     return os.cpu_count() or 1
 
 
-# Models whose CPU step is nearly all oneDNN calls (convolutions and batch
-# norms, models/kernels/onednn.py), each of which uses every core: one
-# device runs them fastest (its batch norms are oneDNN's; across devices
-# they are XLA's, with all-reduces). Other models split the batch over
-# devices so that XLA's kernels, one thread each, run side by side (the
-# small CNN's max pooling, the LM). Measured: README, Benchmarks.
-ONE_DEVICE_MODELS = ('resnet', 'resnet_imagenet')
+# Models whose CPU step is nearly all calls to the kernel library
+# (models/kernels/onednn.py: oneDNN's convolutions, the fused batch norms),
+# each of which uses every core: one device runs them fastest (the fused
+# batch norms need the whole batch on one device; across devices they are
+# XLA's, with all-reduces). Other models split the batch over devices so
+# that XLA's kernels, one thread each, run side by side (the LM, the MLP).
+# Measured: `python -m experiments.bench --sections=torch` (README,
+# Benchmarks). The small CNN counts only on images: on 1-D signals its
+# convolutions and batch norms are XLA's.
+ONE_DEVICE_MODELS = ('resnet', 'resnet_imagenet', 'cnn')
+IMAGE_ONLY_MODELS = ('cnn',)
 
 
 def _model_blocks(config):
@@ -68,8 +72,19 @@ def onednn_step(config):
   return (bool(blocks) and all(
       b['model_name'] in ONE_DEVICE_MODELS
       and b.get('model', {}).get('conv', 'auto') in ('auto', 'onednn')
-      and b.get('model_dtype', 'float32') == 'float32' for b in blocks)
-          and onednn.can_build())
+      and b.get('model_dtype', 'float32') == 'float32'
+      and (b['model_name'] not in IMAGE_ONLY_MODELS
+           or _on_images(b.get('data') or config.get('data')))
+      for b in blocks) and onednn.can_build())
+
+
+def _on_images(data):
+  """Whether the data config `data` names a dataset of images."""
+  from distill.data import datasets  # pylint: disable=g-import-not-at-top
+  try:
+    return data is not None and datasets.spec(data).input_key == 'image'
+  except Exception:  # pylint: disable=broad-except
+    return False     # an unknown dataset says so when it loads
 
 
 def auto_count(cores=None, config=None):

@@ -17,8 +17,9 @@ Sections (--sections, comma-separated; default all):
             on one, on all, and before the oneDNN kernels;
   breakdown the ResNet-20 step's kernels timed alone, XLA's and oneDNN's:
             each convolution shape's forward, input-gradient and
-            weight-gradient kernels and each batch norm's forward +
-            backward, times their counts in the
+            weight-gradient kernels and each batch norm + ReLU's forward
+            + backward (XLA's, and the library's fused kernel), times their
+            counts in the
             network, with their GFLOP/s (isolated kernels do not add up to
             the fused step; the column compares kernel kinds);
   profile   where the fused ResNet-20 step spends its time, from a
@@ -506,8 +507,8 @@ def _conv_in_use():
   """What model.conv=auto runs here."""
   from models.kernels import onednn  # pylint: disable=g-import-not-at-top
   if onednn.available():
-    return ('oneDNN convolutions and batch norms (threads per call: the '
-            'cores over the devices)')
+    return ('oneDNN convolutions, fused batch norm + add + ReLU kernels '
+            '(threads per call: the cores over the devices)')
   return f'XLA ({onednn.unavailable_reason()})'
 
 
@@ -525,7 +526,8 @@ RESNET20_NORMS = ((32, 16, 7), (16, 32, 7), (8, 64, 7))
 PROFILE_KINDS = (
     ('YNNPACK fusions (XLA convolutions, dots)', ('ynn_fusion',
                                                   'xnn_fusion')),
-    ('oneDNN calls (convolutions, batch norms; FFI)', ('ffi_call',)),
+    ('kernel library calls (oneDNN convolutions, fused batch norms; FFI)',
+     ('ffi_call',)),
     ('convolutions (Eigen)', ('convolution', 'conv_general_dilated')),
     ('layout transposes (+ fused recomputation)', ('transpose',)),
     ('reductions (batch-norm statistics, pooling)',
@@ -600,9 +602,9 @@ def section_breakdown(steps, rounds, batch=128):
                 ('conv input gradient (oneDNN)', 0),
                 ('conv weight gradient (oneDNN)', 1)]
   totals = {k: 0.0 for k, _ in kernels}
-  totals['batch norm fwd + bwd'] = 0.0
+  totals['batch norm + ReLU fwd + bwd'] = 0.0
   if onednn.available():
-    totals['batch norm fwd + bwd (oneDNN)'] = 0.0
+    totals['batch norm + ReLU fwd + bwd (fused kernel)'] = 0.0
   flops = {k: 0.0 for k in totals}
   for h, cin, cout, k, s, count in RESNET20_CONVS:
     x = jax.random.normal(key, (batch, h, h, cin))
@@ -631,15 +633,15 @@ def section_breakdown(steps, rounds, batch=128):
   def norm(x, scale):
     mean = x.mean((0, 1, 2))
     var = ((x - mean) ** 2).mean((0, 1, 2))
-    return ((x - mean) * lax.rsqrt(var + 1e-5) * scale).sum()
+    return jax.nn.relu((x - mean) * lax.rsqrt(var + 1e-5) * scale).sum()
 
-  def onednn_norm(x, scale):
-    return onednn.batch_norm_train(x, scale, jnp.zeros_like(scale),
-                                   1e-5)[0].sum()
+  def fused_norm(x, scale):
+    return onednn.batch_norm_train(x, scale, jnp.zeros_like(scale), 1e-5,
+                                   relu=True)[0].sum()
 
-  norms = [('batch norm fwd + bwd', norm)]
+  norms = [('batch norm + ReLU fwd + bwd', norm)]
   if onednn.available():
-    norms.append(('batch norm fwd + bwd (oneDNN)', onednn_norm))
+    norms.append(('batch norm + ReLU fwd + bwd (fused kernel)', fused_norm))
   for name, fn in norms:
     bn = jax.jit(jax.grad(fn, argnums=(0, 1)))
     for h, c, count in RESNET20_NORMS:

@@ -28,8 +28,7 @@ class SmallCNN(nn.Module):
       x = layers.conv(w, (3,) * spatial, dtype=self.dtype, name=f'conv{i}',
                       impl=self.conv)(x)
       x = layers.batch_norm(train, self.dtype, name=f'bn{i}',
-                            impl=self.conv)(x)
-      x = nn.relu(x)
+                            impl=self.conv)(x, relu=True)
       if x.shape[1] >= 2:
         x = layers.max_pool(x, (2,) * spatial)
     x = jnp.mean(x, axis=tuple(range(1, 1 + spatial)))

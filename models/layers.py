@@ -121,10 +121,15 @@ def max_pool(x, window):
 
 class BatchNorm(nn.BatchNorm):
   """nn.BatchNorm (same variables, same results within float tolerance)
-  whose training step runs oneDNN's batch normalization (forward and
-  backward) where `impl` (a model.conv implementation) and the input allow:
+  whose training step runs the kernel library's fused batch norm (forward
+  and backward, models/kernels/onednn_conv.cc) where `impl` (a model.conv
+  implementation) and the input allow:
   CPU, float32, NHWC, the batch on one device (`onednn.batch_norm_applies`).
-  Otherwise, and in evaluation, it is nn.BatchNorm."""
+  Otherwise, and in evaluation, it is nn.BatchNorm.
+
+  `residual` (added to the normalised output) and `relu` (applied last)
+  fuse what conv blocks do next into the same call: in the library they run
+  inside the norm's own passes over memory, elsewhere as `relu(residual + nn.BatchNorm(x))`."""
   impl: str = 'xla'
 
   def _onednn_applies(self, x, running, mask):
@@ -140,11 +145,15 @@ class BatchNorm(nn.BatchNorm):
             and onednn.batch_norm_applies(x))
 
   @nn.compact
-  def __call__(self, x, use_running_average=None, *, mask=None):
+  def __call__(self, x, use_running_average=None, *, mask=None,
+               residual=None, relu=False):
     running = nn.merge_param('use_running_average', self.use_running_average,
                              use_running_average)
     if not self._onednn_applies(x, running, mask):
-      return super().__call__(x, use_running_average, mask=mask)
+      y = super().__call__(x, use_running_average, mask=mask)
+      if residual is not None:
+        y = residual + y
+      return nn.relu(y) if relu else y
     features = (x.shape[-1],)
     ra_mean = self.variable('batch_stats', 'mean', jnp.zeros, features,
                             jnp.float32)
@@ -152,7 +161,8 @@ class BatchNorm(nn.BatchNorm):
                            jnp.float32)
     scale = self.param('scale', self.scale_init, features, self.param_dtype)
     bias = self.param('bias', self.bias_init, features, self.param_dtype)
-    y, mean, var = onednn.batch_norm_train(x, scale, bias, self.epsilon)
+    y, mean, var = onednn.batch_norm_train(x, scale, bias, self.epsilon,
+                                           residual, relu)
     mean, var = jax.lax.stop_gradient(mean), jax.lax.stop_gradient(var)
     ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
     ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var

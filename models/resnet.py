@@ -29,20 +29,25 @@ def _shortcut(x, features, strides, dtype, train, impl):
   return layers.batch_norm(train, dtype, name='proj_bn', impl=impl)(x)
 
 
-def _combine(block, shortcut, y, prev):
-  """relu(residual(shortcut, y)) and the history after this block."""
+def _combine(block, shortcut, norm, y, prev):
+  """relu(residual(shortcut, norm(y))) and the history after this block. The
+  standard residual's add and the ReLU are the batch norm's (one oneDNN call
+  in a CPU training step: layers.BatchNorm)."""
   prev = residual_lib.fit_history(prev, shortcut)
-  out = residual_lib.residual_module(
-      block.residual, block.residual_kw, dtype=block.dtype,
-      name='residual')(shortcut, y, prev)
-  return (layers.constrain(nn.relu(out), IMAGE),
+  residual = residual_lib.residual_module(
+      block.residual, block.residual_kw, dtype=block.dtype, name='residual')
+  if isinstance(residual, residual_lib.StandardResidual):
+    out = norm(y, residual=shortcut, relu=True)
+  else:
+    out = nn.relu(residual(shortcut, norm(y), prev))
+  return (layers.constrain(out, IMAGE),
           residual_lib.push_history(prev, shortcut))
 
 
 def _stem(x, width, kernel, strides, dtype, train, impl):
   x = layers.conv(width, kernel, strides, dtype, name='stem',
                   impl=impl)(x.astype(dtype))
-  x = nn.relu(layers.batch_norm(train, dtype, name='stem_bn', impl=impl)(x))
+  x = layers.batch_norm(train, dtype, name='stem_bn', impl=impl)(x, relu=True)
   return layers.constrain(x, IMAGE)
 
 
@@ -67,15 +72,14 @@ class BasicBlock(nn.Module):
   def __call__(self, x, prev=(), train=False):
     y = layers.conv(self.features, (3, 3), self.strides, self.dtype,
                     name='conv1', impl=self.conv)(x)
-    y = nn.relu(layers.batch_norm(train, self.dtype, name='bn1',
-                                  impl=self.conv)(y))
+    y = layers.batch_norm(train, self.dtype, name='bn1',
+                          impl=self.conv)(y, relu=True)
     y = layers.conv(self.features, (3, 3), 1, self.dtype, name='conv2',
                     impl=self.conv)(y)
-    y = layers.batch_norm(train, self.dtype, name='bn2',
-                          impl=self.conv)(y)
     shortcut = _shortcut(x, self.features, self.strides, self.dtype, train,
                          self.conv)
-    return _combine(self, shortcut, y, prev)
+    return _combine(self, shortcut, layers.batch_norm(
+        train, self.dtype, name='bn2', impl=self.conv), y, prev)
 
 
 class CifarResNet(nn.Module):
@@ -127,19 +131,18 @@ class Bottleneck(nn.Module):
   def __call__(self, x, prev=(), train=False):
     y = layers.conv(self.features, (1, 1), 1, self.dtype, name='conv1',
                     impl=self.conv)(x)
-    y = nn.relu(layers.batch_norm(train, self.dtype, name='bn1',
-                                  impl=self.conv)(y))
+    y = layers.batch_norm(train, self.dtype, name='bn1',
+                          impl=self.conv)(y, relu=True)
     y = layers.conv(self.features, (3, 3), self.strides, self.dtype,
                     name='conv2', impl=self.conv)(y)
-    y = nn.relu(layers.batch_norm(train, self.dtype, name='bn2',
-                                  impl=self.conv)(y))
+    y = layers.batch_norm(train, self.dtype, name='bn2',
+                          impl=self.conv)(y, relu=True)
     y = layers.conv(4 * self.features, (1, 1), 1, self.dtype, name='conv3',
                     impl=self.conv)(y)
-    y = layers.batch_norm(train, self.dtype, name='bn3',
-                          impl=self.conv)(y)
     shortcut = _shortcut(x, 4 * self.features, self.strides, self.dtype,
                          train, self.conv)
-    return _combine(self, shortcut, y, prev)
+    return _combine(self, shortcut, layers.batch_norm(
+        train, self.dtype, name='bn3', impl=self.conv), y, prev)
 
 
 IMAGENET_DEPTHS = {18: ('basic', (2, 2, 2, 2)), 34: ('basic', (3, 4, 6, 3)),

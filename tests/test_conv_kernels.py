@@ -161,30 +161,41 @@ def test_negative_padding_falls_back_to_xla():
   assert 'ffi_call' not in str(jax.make_jaxpr(f)(x))
 
 
-def _bn_run(impl, x, train=True):
+def _bn_run(impl, x, train=True, add=False, relu=False):
+  """Output, new batch stats, gradients (params, x, residual) and the
+  gradient's jaxpr of relu?(residual? + BN(x)) by `impl`."""
   bn = layers.batch_norm(train, impl=impl)
   variables = bn.init(jax.random.PRNGKey(0), x)
   params = {'scale': jnp.linspace(0.5, 1.5, x.shape[-1]),
             'bias': jnp.linspace(-1.0, 1.0, x.shape[-1])}
   weights = jax.random.normal(jax.random.PRNGKey(3), x.shape)
+  residual = jax.random.normal(jax.random.PRNGKey(4), x.shape)
 
-  def loss(params, x):
-    y, new = bn.apply({**variables, 'params': params}, x,
-                      mutable=['batch_stats'])
+  def loss(params, x, residual):
+    y, new = bn.apply({**variables, 'params': params}, x, mutable=[
+        'batch_stats'], residual=residual if add else None, relu=relu)
     return jnp.sum(jnp.sin(y) * weights), (y, new)
   (_, (y, new)), grads = jax.jit(jax.value_and_grad(
-      loss, argnums=(0, 1), has_aux=True))(params, x)
-  jaxpr = str(jax.make_jaxpr(jax.grad(lambda p: loss(p, x)[0]))(params))
+      loss, argnums=(0, 1, 2), has_aux=True))(params, x, residual)
+  jaxpr = str(jax.make_jaxpr(jax.grad(lambda p: loss(p, x, residual)[0]))(
+      params))
   return y, new, grads, jaxpr
 
 
 @needs_onednn
 @pytest.mark.parametrize('shape', [(8, 6, 6, 5), (3, 4, 7, 16)])
-def test_batch_norm_equals_flax(shape):
+@pytest.mark.parametrize('add,relu', [(False, False), (False, True),
+                                      (True, False), (True, True)])
+def test_batch_norm_equals_flax(shape, add, relu):
+  """Output, batch stats and the gradients in the parameters, x and the
+  residual, with the residual add and ReLU fused or not."""
   x = jax.random.normal(jax.random.PRNGKey(1), shape) * 3 + 2
-  y0, s0, g0, j0 = _bn_run('xla', x)
-  y1, s1, g1, j1 = _bn_run('auto', x)
+  y0, s0, g0, j0 = _bn_run('xla', x, add=add, relu=relu)
+  y1, s1, g1, j1 = _bn_run('auto', x, add=add, relu=relu)
   assert 'ffi_call' not in j0 and onednn._BN_TARGETS['backward'] in j1
+  if relu:      # the ReLU is the library's: XLA applies none
+    assert 'max' not in j1 and 'max' in j0
+    assert float(jnp.mean(y0 == 0)) > 0.1       # the mask matters
   tol = lambda e: dict(rtol=0, atol=1e-5 * (float(jnp.max(jnp.abs(e))) + 1))
   np.testing.assert_allclose(y1, y0, **tol(y0))
   for e, g in zip(jax.tree.leaves((s0, g0)), jax.tree.leaves((s1, g1))):
@@ -198,7 +209,7 @@ def test_batch_norm_equals_flax(shape):
 @needs_onednn
 def test_batch_norm_across_devices_is_xla_s(monkeypatch):
   """A batch split over several devices needs statistics across them:
-  oneDNN's batch norm applies only to a batch on one device."""
+  the fused batch norm applies only to a batch on one device."""
   x = jnp.ones((4, 4, 4, 3))
   assert onednn.batch_norm_applies(x)
   mesh = jax.sharding.AbstractMesh((2,), ('data',))

@@ -44,13 +44,16 @@ def test_auto_count(cores, expected):
 @pytest.mark.parametrize('spec,one_device', [
     ('configs/cifar10_teacher.py:depth=20', True),       # ResNet
     ('configs/cifar10_distill.py:student=resnet', True),  # + its teacher
-    ('configs/cifar10_distill.py:student=cnn', False),   # small CNN student
+    ('configs/cifar10_distill.py:student=cnn', True),    # small CNN student
+    ('configs/mnist5k_teacher.py', True),                 # CNN on images
+    ('configs/mnist1d_teacher.py', False),                # CNN on 1-D signals
     ('configs/shakespeare_lm.py', False),
-    ('configs/digits_teacher.py', False),
+    ('configs/digits_teacher.py', False),                 # MLP
 ])
 def test_auto_count_of_a_config(spec, one_device, monkeypatch):
-  """ResNets on oneDNN's kernels run on one device (every core inside each
-  call); other models and XLA's convolution split the batch."""
+  """ResNets and the small CNN on images, on the kernel library, run on one
+  device (every core inside each call); other models, 1-D CNNs and XLA's
+  convolution split the batch."""
   from distill import config_lib  # pylint: disable=g-import-not-at-top
   from models.kernels import onednn  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(onednn, 'can_build', lambda: True)

@@ -10,10 +10,17 @@ runs all three through oneDNN's kernels on the NHWC buffers as they are
 NHWC/HWIO, no dilation or groups, non-negative padding. Anything else is
 XLA's convolution. Under a mesh each device runs its own batch slice.
 
+The same library holds a training batch norm (`batch_norm_train`) with the
+residual add and ReLU that follow it in conv blocks fused into its passes:
+OpenMP loops, not oneDNN's primitive, which was slower without the fusion
+(onednn_conv.cc). XLA's elementwise kernels run one thread each on one
+device; these use every core.
+
 The handlers are compiled on first use with the system's C++ compiler against
 oneDNN (Debian/Ubuntu: `apt-get install libdnnl-dev g++`) into a cache
 folder (`DISTILL_KERNEL_CACHE`, default `~/.cache/distill/kernels`) keyed
-by the source and jaxlib version; without them `available()` is False, says
+by the source, the jaxlib version and the CPU (they are compiled with
+-march=native); without them `available()` is False, says
 why (`unavailable_reason()`), and every convolution is XLA's.
 """
 import ctypes
@@ -40,10 +47,12 @@ _TARGETS = {'forward': 'distill_onednn_conv_forward',
 _SYMBOLS = {'forward': 'DistillOnednnConvForward',
             'input_grad': 'DistillOnednnConvInputGrad',
             'weight_grad': 'DistillOnednnConvWeightGrad'}
-_BN_TARGETS = {'forward': 'distill_onednn_batch_norm_forward',
-               'backward': 'distill_onednn_batch_norm_backward'}
-_BN_SYMBOLS = {'forward': 'DistillOnednnBatchNormForward',
-               'backward': 'DistillOnednnBatchNormBackward'}
+# The batch norm's handlers are OpenMP loops of the same library (not
+# oneDNN's primitive: onednn_conv.cc says why).
+_BN_TARGETS = {'forward': 'distill_cpu_batch_norm_forward',
+               'backward': 'distill_cpu_batch_norm_backward'}
+_BN_SYMBOLS = {'forward': 'DistillCpuBatchNormForward',
+               'backward': 'DistillCpuBatchNormBackward'}
 _LOCK = threading.Lock()
 _STATE = {}          # 'ok': bool, 'reason': str, 'lib': ctypes.CDLL
 
@@ -53,10 +62,25 @@ def _cache_dir():
       os.path.expanduser('~'), '.cache', 'distill', 'kernels')
 
 
+def _cpu_signature():
+  """The host CPU's model and instruction-set flags: the library is
+  compiled with -march=native, so a cache folder shared between different
+  machines keeps one build per kind of CPU."""
+  try:
+    with open('/proc/cpuinfo', 'rb') as f:
+      lines = [l for l in f.read().splitlines()
+               if l.startswith((b'model name', b'flags'))]
+    return b'\n'.join(sorted(set(lines)))
+  except OSError:
+    import platform  # pylint: disable=g-import-not-at-top
+    return platform.processor().encode()
+
+
 def _library_path():
   with open(_SOURCE, 'rb') as f:
     digest = hashlib.sha256(f.read() + jax.__version__.encode() +
-                            jax.lib.__version__.encode()).hexdigest()[:16]
+                            jax.lib.__version__.encode() +
+                            _cpu_signature()).hexdigest()[:16]
   return os.path.join(_cache_dir(), f'onednn_conv-{digest}.so')
 
 
@@ -69,7 +93,7 @@ def _compile(path):
   os.makedirs(os.path.dirname(path), exist_ok=True)
   fd, tmp = tempfile.mkstemp(suffix='.so', dir=os.path.dirname(path))
   os.close(fd)
-  cmd = [compiler, '-O3', '-shared', '-fPIC', '-std=c++17', '-fopenmp',
+  cmd = [compiler, '-O3', '-march=native', '-shared', '-fPIC', '-std=c++17', '-fopenmp',
          '-w', f'-I{jax.ffi.include_dir()}', _SOURCE, '-o', tmp, '-ldnnl']
   try:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -333,35 +357,56 @@ def batch_norm_applies(x):
   return mesh is None or mesh.empty or int(mesh.size) == 1
 
 
-def _bn_call(name, shapes, *args, epsilon):
+def _bn_call(name, shapes, *args, **attrs):
   return jax.ffi.ffi_call(
       name, tuple(jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes))(
-          *args, epsilon=np.float32(epsilon),
-          threads=np.int64(threads_per_call(_mesh_devices())))
+          *args, threads=np.int64(threads_per_call(_mesh_devices())),
+          **{k: np.float32(v) if k == 'epsilon' else np.int64(v)
+             for k, v in attrs.items()})
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def batch_norm_train(x, scale, bias, epsilon):
+_PLACEHOLDER = (1,)   # the shape of an operand a handler does not read
+
+
+def batch_norm_train(x, scale, bias, epsilon, residual=None, relu=False):
   """(y, mean, var) of a training batch norm of NHWC `x` by oneDNN: mean
-  and biased variance over N, H, W, y = (x - mean) / sqrt(var + epsilon) *
-  scale + bias. Differentiable in x, scale and bias through y (mean and var
-  are for the running averages: their cotangents are ignored)."""
+  and biased variance over N, H, W, n = (x - mean) / sqrt(var + epsilon) *
+  scale + bias, and y = n, n + residual, relu(n) or relu(n + residual) as
+  `residual` (x's shape, or None) and `relu` say: the add and ReLU run in
+  oneDNN too, so XLA makes no elementwise pass over y. Differentiable in x,
+  scale, bias and residual through y (mean and var are for the running
+  averages: their cotangents are ignored)."""
+  add = residual is not None
+  if not add:
+    residual = jnp.zeros(_PLACEHOLDER, jnp.float32)
+  return _bn_train(x, scale, bias, residual, float(epsilon), bool(relu), add)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _bn_train(x, scale, bias, residual, epsilon, relu, add):
   c = x.shape[-1]
   return _bn_call(_BN_TARGETS['forward'], (x.shape, (c,), (c,)), x, scale,
-                  bias, epsilon=epsilon)
+                  bias, residual, epsilon=epsilon, relu=relu, add=add)
 
 
-def _bn_fwd(x, scale, bias, epsilon):
-  y, mean, var = batch_norm_train(x, scale, bias, epsilon)
-  return (y, mean, var), (x, scale, mean, var)
+def _bn_fwd(x, scale, bias, residual, epsilon, relu, add):
+  y, mean, var = _bn_train(x, scale, bias, residual, epsilon, relu, add)
+  # ReLU's gradient is read from its output, so y is kept only with relu.
+  kept = y if relu else jnp.zeros(_PLACEHOLDER, jnp.float32)
+  return (y, mean, var), (x, scale, mean, var, kept)
 
 
-def _bn_bwd(epsilon, residuals, cotangents):
-  x, scale, mean, var = residuals
+def _bn_bwd(epsilon, relu, add, residuals, cotangents):
+  x, scale, mean, var, y = residuals
   dy = cotangents[0]
   c = x.shape[-1]
-  return tuple(_bn_call(_BN_TARGETS['backward'], (x.shape, (c,), (c,)), x,
-                        dy, scale, mean, var, epsilon=epsilon))
+  dx, dscale, dbias, dz = _bn_call(
+      _BN_TARGETS['backward'],
+      (x.shape, (c,), (c,), x.shape if relu and add else _PLACEHOLDER), x,
+      dy, scale, mean, var, y, epsilon=epsilon, relu=relu, add=add)
+  if not add:
+    return dx, dscale, dbias, jnp.zeros(_PLACEHOLDER, jnp.float32)
+  return dx, dscale, dbias, dz if relu else dy
 
 
-batch_norm_train.defvjp(_bn_fwd, _bn_bwd)
+_bn_train.defvjp(_bn_fwd, _bn_bwd)
