@@ -260,17 +260,36 @@ def topk_mask(probs, k):
   return (ranks < jnp.reshape(k, (-1, 1))).astype(probs.dtype)
 
 
+SLAM_TARGETS = ('soft', 'topk')
+
+
 @register('slam', needs_teacher=True, fit=fit_slam)
-def slam(student_out, teacher_targets, batch, eps=1e-7, normalize=False):
+def slam(student_out, teacher_targets, batch, eps=1e-7, normalize=False,
+         alpha_floor=0.0, target='soft'):
   """SLaM (Kontonis et al. 2023), the unnormalised mixing of Remark B.1 that
   the paper's experiments use: mix = a f + (1 - a)(1 - f) * top(y_s; k),
   loss CE(y_s, mix). `normalize=True` divides the second term by k - 1 (the
-  paper's theoretical form)."""
+  paper's theoretical form).
+
+  Two variants for the regime study (README, SLaM), not in the paper:
+  `alpha_floor` raises a(x) to at least that value (at 1/2 and above the
+  loss's optimum stays in the teacher's top-k for a peaked teacher:
+  tests/test_method_registry.py); `target='topk'` renormalises the teacher's
+  distribution over its own top-k(x) before the cross-entropy, so no
+  teacher mass pulls the student outside the top-k ('soft', the default,
+  is the paper's y_s)."""
+  check_choice('method_kw.target', target, SLAM_TARGETS)
+  if not 0.0 <= alpha_floor <= 1.0:
+    raise ConfigError(f'method_kw.alpha_floor={alpha_floor} for slam must '
+                      'be in [0, 1]')
   ys = jax.nn.softmax(teacher_targets['logits'])
   f = jax.nn.softmax(student_out)
-  a = teacher_targets['alpha'][:, None]
+  a = jnp.maximum(teacher_targets['alpha'], alpha_floor)[:, None]
   k = teacher_targets['k']
-  mask = topk_mask(ys, k)
+  top = topk_mask(ys, k)
+  if target == 'topk':
+    ys = ys * top / jnp.sum(ys * top, -1, keepdims=True)
+  mask = top
   if normalize:
     mask = mask / jnp.maximum(jnp.reshape(k, (-1, 1)) - 1, 1)
   mix = a * f + (1.0 - a) * (1.0 - f) * mask
