@@ -167,6 +167,34 @@ def curves(states, seeds):
   return res
 
 
+def paired_differences(states, seeds, strategy, baseline='random'):
+  """Per-seed test accuracy differences (points) of `strategy` minus
+  `baseline` at each query count: an array seeds x rounds."""
+  acc = lambda row, s: [100 * r['test_accuracy'] for r in (
+      states[(row, s)]['rounds'] + [states[(row, s)]['final']])]
+  return np.array([np.subtract(acc(strategy, s), acc(baseline, s))
+                   for s in seeds])
+
+
+def paired_lines(states, seeds, queries):
+  """Table rows: each strategy's paired difference to random (mean ± std
+  over seeds of the per-seed differences, same seed = same initial set and
+  teacher)."""
+  strategies = [r for r in sorted({row for row, _ in states},
+                                  key=[r[0] for r in ROWS].index)
+                if r != 'random']
+  if not strategies:
+    return []
+  lines = ['| **paired difference to random** (mean ± std over seeds of the '
+           'per-seed differences) |' + ' |' * (len(queries) + 3)]
+  for strategy in strategies:
+    d = paired_differences(states, seeds, strategy)
+    lines.append(f'| {strategy} − random | ' + ' | '.join(
+        f'{m:+.2f} ± {s:.2f}' for m, s in zip(d.mean(0), d.std(0))) +
+                 ' | | | |')
+  return lines
+
+
 def markdown(name, states, seeds, seconds):
   c = curves(states, seeds)
   queries = c['random'][0]
@@ -182,6 +210,7 @@ def markdown(name, states, seeds, seconds):
                  f' | {wrong[-1]:.1f} | {m_row:.0f} | ' + (
                      f'{gains[0]:.3f} / {gains[1]:.3f}' if gains else '-')
                  + ' |')
+  lines += paired_lines(states, seeds, queries)
   t_acc = np.mean([states[('random', s)]['teacher_val_accuracy']
                    for s in seeds])
   m = np.mean([states[('random', s)]['m'] for s in seeds])

@@ -114,23 +114,40 @@ def _stats(cells, table, row, scale):
   return xs
 
 
+def paired_difference(cells, table, row, scale):
+  """Per-seed differences of `row` minus the table's first row (its
+  baseline), over the seeds where both finished."""
+  base = table['rows'][0]
+  return [scale * (cells[(row, s)][table['metric']] -
+                   cells[(base, s)][table['metric']])
+          for s in table['seeds'] if cells.get((row, s)) and
+          cells.get((base, s))]
+
+
 def markdown(name, table, cells, cost, seconds):
   scale = 100.0 if table['higher'] else 1.0
   unit = 'test accuracy (%)' if table['higher'] else 'test loss (nats/char)'
-  lines = [f'| row | {unit}, mean ± std | params | params added (%) | '
+  base = table['rows'][0]
+  lines = [f'| row | {unit}, mean ± std | paired difference to {base} '
+           '(mean ± std over seeds) | params | params added (%) | '
            'step time (x baseline) | peak memory (x baseline) |',
-           '|---|---|---|---|---|---|']
+           '|---|---|---|---|---|---|---|']
+  fmt = '{:.2f} ± {:.2f}' if table['higher'] else '{:.4f} ± {:.4f}'
+  diff_fmt = '{:+.2f} ± {:.2f}' if table['higher'] else '{:+.4f} ± {:.4f}'
+  n_seeds = len(table['seeds'])
   for row in table['rows']:
     xs = _stats(cells, table, row, scale)
-    fmt = '{:.2f} ± {:.2f}' if table['higher'] else '{:.4f} ± {:.4f}'
-    q = (fmt.format(np.mean(xs), np.std(xs)) if len(xs) == len(
-        table['seeds']) else f'({len(xs)}/{len(table["seeds"])} seeds)')
+    q = (fmt.format(np.mean(xs), np.std(xs)) if len(xs) == n_seeds
+         else f'({len(xs)}/{n_seeds} seeds)')
+    d = paired_difference(cells, table, row, scale)
+    dq = ('' if row == base else diff_fmt.format(np.mean(d), np.std(d))
+          if len(d) == n_seeds else f'({len(d)}/{n_seeds} seeds)')
     c = cost.get(row) if cost else None
     cols = ([f'{c["params"]:,}', f'{c["params_added_pct"]:.2f}',
              f'{c["step_rel"]:.3f}',
              f'{c["mem_rel"]:.3f}' if c['mem_rel'] else 'n/a']
             if c else ['', '', '', ''])
-    lines.append(f'| {row} | {q} | ' + ' | '.join(cols) + ' |')
+    lines.append(f'| {row} | {q} | {dq} | ' + ' | '.join(cols) + ' |')
   return (f'### LAuReL {name}: {unit} over seeds {list(table["seeds"])}\n\n'
           + '\n'.join(lines) +
           f'\n\nCommand: `python -m experiments.run --table={name}`; '

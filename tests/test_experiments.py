@@ -102,3 +102,34 @@ def test_bad_tables_are_one_line(tmp_path):
   with pytest.raises(ConfigError, match='unknown kind.*valid choices'):
     tables.load(_write_table(tmp_path / 'kind.py', "dict(kind='sweep')"))
   assert set(tables.KINDS) == set(harness.KINDS)
+
+
+def _active_state(accs, wrong=0.1):
+  rounds = [{'queries': 100 * (i + 1), 'test_accuracy': a,
+             'teacher_wrong_share': wrong} for i, a in enumerate(accs)]
+  return {'rounds': rounds[:-1], 'final': rounds[-1], 'm': 5,
+          'teacher_val_accuracy': 0.8}
+
+
+def test_active_tables_report_paired_differences_to_random():
+  """Per seed, strategy minus random at each query count; the table gives
+  their mean ± std (not the difference of the means' spreads)."""
+  from experiments import active_distillation as ad  # pylint: disable=g-import-not-at-top
+  states = {('random', 0): _active_state([0.50, 0.60]),
+            ('random', 1): _active_state([0.40, 0.70]),
+            ('rad', 0): _active_state([0.50, 0.65]),
+            ('rad', 1): _active_state([0.40, 0.72])}
+  d = ad.paired_differences(states, (0, 1), 'rad')
+  np.testing.assert_allclose(d, [[0.0, 5.0], [0.0, 2.0]], atol=1e-9)
+  md = ad.markdown('t', states, (0, 1), 60.0)
+  assert '| rad − random | +0.00 ± 0.00 | +3.50 ± 1.50 |' in md
+
+
+def test_laurel_tables_report_paired_differences_to_the_baseline():
+  from experiments import laurel  # pylint: disable=g-import-not-at-top
+  table = dict(rows=('baseline', 'rw'), seeds=(0, 1), metric='acc',
+               higher=True)
+  cells = {('baseline', 0): {'acc': 0.50}, ('baseline', 1): {'acc': 0.60},
+           ('rw', 0): {'acc': 0.52}, ('rw', 1): {'acc': 0.66}}
+  md = laurel.markdown('t', table, cells, None, None)
+  assert '| rw | 59.00 ± 7.00 | +4.00 ± 2.00 |' in md
