@@ -348,9 +348,10 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
 
 def batch_norm_applies(x):
   """Whether a training batch norm of `x` (statistics over all but the last
-  axis) can go to oneDNN: CPU, float32, NHWC, its batch on one device (a
-  batch sharded over several devices needs statistics across them, which
-  XLA's batch norm computes with its all-reduces)."""
+  axis) can go to the library's fused kernel: CPU, float32, NHWC, its
+  batch on one device (a batch sharded over several devices needs
+  statistics across them, which XLA's batch norm computes with its
+  all-reduces)."""
   if not (x.ndim == 4 and x.dtype == jnp.float32 and available()):
     return False
   mesh = jax.sharding.get_abstract_mesh()

@@ -1,6 +1,7 @@
-// A 2-D convolution by oneDNN: forward, input gradient and weight gradient,
-// as XLA FFI handlers for the CPU backend (models/kernels/onednn.py builds
-// and registers them).
+// A 2-D convolution by oneDNN (forward, input gradient and weight gradient)
+// and a training batch norm with the residual add and ReLU fused into it
+// (OpenMP loops; section "batch normalization" below), as XLA FFI handlers
+// for the CPU backend (models/kernels/onednn.py builds and registers them).
 //
 // XLA:CPU computes the weight gradient at a fraction of the speed of the
 // forward convolution and transposes operands around all three
