@@ -16,7 +16,7 @@ METHOD_OPTIONS = {
     'vanilla': dict(temperature=1.0),
     'hard': dict(),
     'weighted': dict(soft=True, temperature=1.0),
-    'slam': dict(eps=1e-7, normalize=False),
+    'slam': dict(eps=1e-7, normalize=False, target='soft'),
     'taylor_ce': dict(order=2),
     'pseudo_label': dict(threshold=0.9),
 }

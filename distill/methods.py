@@ -265,26 +265,23 @@ SLAM_TARGETS = ('soft', 'topk')
 
 @register('slam', needs_teacher=True, fit=fit_slam)
 def slam(student_out, teacher_targets, batch, eps=1e-7, normalize=False,
-         alpha_floor=0.0, target='soft'):
+         target='soft'):
   """SLaM (Kontonis et al. 2023), the unnormalised mixing of Remark B.1 that
   the paper's experiments use: mix = a f + (1 - a)(1 - f) * top(y_s; k),
   loss CE(y_s, mix). `normalize=True` divides the second term by k - 1 (the
   paper's theoretical form).
 
-  Two variants for the regime study (README, SLaM), not in the paper:
-  `alpha_floor` raises a(x) to at least that value (at 1/2 and above the
-  loss's optimum stays in the teacher's top-k for a peaked teacher:
-  tests/test_method_registry.py); `target='topk'` renormalises the teacher's
-  distribution over its own top-k(x) before the cross-entropy, so no
-  teacher mass pulls the student outside the top-k ('soft', the default,
-  is the paper's y_s)."""
+  A variant for the regime study (README), not in the paper:
+  `target='topk'` renormalises the teacher's distribution over its own
+  top-k(x) before the cross-entropy, so no teacher mass pulls the student
+  outside the top-k ('soft', the default, is the paper's y_s). The study's
+  other variant, an alpha floor, is the fit's `distill.alpha_floor` (alpha
+  clipped to [floor, 1]; at 1/2 and above, the loss's optimum stays in a
+  peaked teacher's top-k: tests/test_method_registry.py)."""
   check_choice('method_kw.target', target, SLAM_TARGETS)
-  if not 0.0 <= alpha_floor <= 1.0:
-    raise ConfigError(f'method_kw.alpha_floor={alpha_floor} for slam must '
-                      'be in [0, 1]')
   ys = jax.nn.softmax(teacher_targets['logits'])
   f = jax.nn.softmax(student_out)
-  a = jnp.maximum(teacher_targets['alpha'], alpha_floor)[:, None]
+  a = teacher_targets['alpha'][:, None]
   k = teacher_targets['k']
   top = topk_mask(ys, k)
   if target == 'topk':

@@ -1,8 +1,9 @@
 """SLaM studied in the papers' regime (the regime issue, item 3): at one
 labeled size where the teacher is usefully noisy, plain SLaM against its
-normalised form, an alpha floor of 0.6 (above the 1/2 where the
-loss stops rewarding the top-k) and a top-k-renormalised teacher
-target (distill/methods.py: slam), beside vanilla. Shares its cells with
+normalised form, an alpha floor of 0.6 (distill.alpha_floor: the fitted
+alpha clipped to [0.6, 1], above the 1/2 where the loss stops rewarding the
+top-k) and a top-k-renormalised teacher target (method_kw.target=topk,
+distill/methods.py: slam), beside vanilla. Shares its cells with
 cifar10_regime, so the rows both have are trained once; the report adds
 each SLaM row's regime (share of alpha < 1/2, teacher mass outside its
 top-k, mean k)."""
@@ -11,5 +12,5 @@ TABLE = dict(
     labeled=(10000,), seeds=(0, 1, 2),
     extra=',teacher_epochs=30,student_epochs=15',
     methods=('vanilla', 'slam', 'slam[method_kw.normalize=True]',
-             'slam[method_kw.alpha_floor=0.6]',
+             'slam[distill.alpha_floor=0.6]',
              'slam[method_kw.target=topk]'))
