@@ -213,3 +213,17 @@ def test_m_over_round_and_a_reused_round0(tmp_path):
   with pytest.raises(ConfigError, match="unknown active.m_over 'batch'; "
                      'valid choices: pool, remaining, round'):
     active_distillation.run(c, str(tmp_path / 'other'))
+
+
+def test_a_cifar10_teacher_trained_by_epochs():
+  """teacher_epochs replaces the default 300-step CIFAR-10 teacher (the
+  regime's rad_m_cifar10 table); anywhere else it is a one-line error."""
+  from configs import active_distill  # pylint: disable=g-import-not-at-top
+  c = active_distill.get_config('dataset=cifar10,teacher_epochs=30')
+  assert c.teacher.config.total_epochs == 30.0
+  assert active_distill.get_config(
+      'dataset=cifar10').teacher.config.total_steps == 300
+  for bad in ('dataset=mnist5k,teacher_epochs=3',
+              'dataset=cifar10,teacher_epochs=-1'):
+    with pytest.raises(ConfigError, match='teacher_epochs'):
+      active_distill.get_config(bad)
