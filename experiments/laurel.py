@@ -11,8 +11,11 @@ A table of this kind (experiments/tables/) gives `config` (a config file)
 with its `arg`, `base` overrides, `rows` (label -> config overrides),
 `seeds`, `metric` and whether `higher` is better; optionally `sweep` (plot
 the metric against the number after this text in a row's label),
-`timing_rounds` (of the cost pass, default 5) and `cells` (the runs'
-folder, shared by tables over the same base).
+`timing_rounds` (of the cost pass, default 5), `cells` (the runs'
+folder, shared by tables over the same base) and `trajectory` (a step
+interval: every cell keeps a checkpoint that often, and the report adds the
+learned alpha, beta and gamma over training, read back from them, with a
+plot `<table>_trajectory.png`).
 
 Every row trains the same model from scratch with one change (a LAuReL
 residual, or one more block/layer: naive scaling) for each seed; quality is
@@ -33,11 +36,13 @@ import numpy as np
 from absl import app
 
 from configs import common
+from distill import checkpoint
 from distill import train
 from distill.data import loading
 from experiments import costs as cost_lib
 from experiments import plotting
 from experiments import harness
+from models import laurel as laurel_lib
 
 WORKDIR = 'workdirs/laurel'
 
@@ -74,9 +79,38 @@ def _final(workdir):
   return None
 
 
+def trajectory(cell):
+  """{step: summary of the learned LAuReL weights} of a finished cell, from
+  each checkpoint it kept (cached in `<cell>/trajectory.json`): per kind
+  (alpha, beta, gamma) the mean, min and max over the model's elements."""
+  path = os.path.join(cell, 'trajectory.json')
+  if os.path.exists(path):
+    with open(path) as f:
+      return {int(k): v for k, v in json.load(f).items()}
+  config = checkpoint.read_config(cell)
+  rw_mode = dict(config.model.get('residual_kw', {}) or {}).get(
+      'rw_mode', 'sigmoid')
+  out = {}
+  for step in checkpoint.steps_of(cell):
+    _, variables, _ = checkpoint.load_trained(cell, step)
+    weights = laurel_lib.learned_weights(variables['params'], rw_mode)
+    out[step] = {k: dict(mean=float(np.mean(v)), min=float(np.min(v)),
+                         max=float(np.max(v)))
+                 for k, v in weights.items() if v}
+  with open(path + '.tmp', 'w') as f:
+    json.dump(out, f, indent=1, sort_keys=True)
+  os.replace(path + '.tmp', path)
+  return out
+
+
 def run_cells(name, table, workdir, manual_dir, report_only=False):
-  """{(row, seed): final metrics or None}, training what is missing."""
+  """{(row, seed): final metrics or None}, training what is missing; with
+  the table's `trajectory`, each finished cell's metrics gain
+  'trajectory' (`trajectory(cell)`)."""
   base = base_config(table, manual_dir)
+  if table.get('trajectory'):
+    base.checkpoint_every_steps = int(table['trajectory'])
+    base.keep_checkpoints = 10 ** 6
   root = os.path.join(workdir, table.get('cells', name))
   data = None
   cells = {}
@@ -94,6 +128,8 @@ def run_cells(name, table, workdir, manual_dir, report_only=False):
           print('SIGTERM: stopping; rerun the command to resume.')
           sys.exit(143)
         result = _final(cell)
+      if result is not None and table.get('trajectory'):
+        result = dict(result, trajectory=trajectory(cell))
       cells[(row, seed)] = result
   return cells, base, data
 
@@ -117,7 +153,7 @@ def _stats(cells, table, row, scale):
 def paired_difference(cells, table, row, scale):
   """Per-seed differences of `row` minus the table's first row (its
   baseline), over the seeds where both finished."""
-  base = table['rows'][0]
+  base = next(iter(table['rows']))
   return [scale * (cells[(row, s)][table['metric']] -
                    cells[(base, s)][table['metric']])
           for s in table['seeds'] if cells.get((row, s)) and
@@ -127,7 +163,7 @@ def paired_difference(cells, table, row, scale):
 def markdown(name, table, cells, cost, seconds):
   scale = 100.0 if table['higher'] else 1.0
   unit = 'test accuracy (%)' if table['higher'] else 'test loss (nats/char)'
-  base = table['rows'][0]
+  base = next(iter(table['rows']))
   lines = [f'| row | {unit}, mean ± std | paired difference to {base} '
            '(mean ± std over seeds) | params | params added (%) | '
            'step time (x baseline) | peak memory (x baseline) |',
@@ -148,12 +184,70 @@ def markdown(name, table, cells, cost, seconds):
              f'{c["mem_rel"]:.3f}' if c['mem_rel'] else 'n/a']
             if c else ['', '', '', ''])
     lines.append(f'| {row} | {q} | {dq} | ' + ' | '.join(cols) + ' |')
+  lines += trajectory_lines(table, cells)
   return (f'### LAuReL {name}: {unit} over seeds {list(table["seeds"])}\n\n'
           + '\n'.join(lines) +
           f'\n\nCommand: `python -m experiments.run --table={name}`; '
           + ('a report of the cells finished so far.\n' if seconds is None
              else f'this run took {seconds / 60:.1f} min (training the '
              'cells it had to, and the timing pass).\n'))
+
+
+def _trajectories(table, cells, row):
+  """[(steps, {kind: mean over seeds of the elements' mean per step})] of
+  `row`'s finished seeds, over the steps they all have."""
+  runs = [cells[(row, s)]['trajectory'] for s in table['seeds']
+          if (cells.get((row, s)) or {}).get('trajectory')]
+  if not runs:
+    return None
+  steps = sorted(set.intersection(*(set(r) for r in runs)))
+  kinds = sorted({k for r in runs for v in r.values() for k in v})
+  return steps, {k: [float(np.mean([r[t][k]['mean'] for r in runs
+                                    if k in r[t]])) for t in steps]
+                 for k in kinds}
+
+
+def trajectory_lines(table, cells):
+  """Rows of the learned weights at the first and last kept steps (mean
+  over seeds of the mean over the model's elements), for tables with
+  `trajectory`."""
+  if not table.get('trajectory'):
+    return []
+  out = ['', '| row: learned weights (mean over elements and seeds) | '
+         'first kept step | last kept step |', '|---|---|---|']
+  for row in table['rows']:
+    got = _trajectories(table, cells, row)
+    if not got or not got[1]:
+      continue
+    steps, kinds = got
+    for kind, values in kinds.items():
+      out.append(f'| {row}: {kind} | {values[0]:.4f} (step {steps[0]}) | '
+                 f'{values[-1]:.4f} (step {steps[-1]}) |')
+  return out
+
+
+def plot_trajectory(name, table, cells, path):
+  """alpha, beta, gamma (mean over elements and seeds) against the step,
+  one line per LAuReL row."""
+  plt = plotting.pyplot()
+  if plt is None or not table.get('trajectory'):
+    return
+  fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+  for row in table['rows']:
+    got = _trajectories(table, cells, row)
+    if not got:
+      continue
+    steps, kinds = got
+    for ax, kind in zip(axes, ('alpha', 'beta', 'gamma')):
+      if kind in kinds:
+        ax.plot(steps, kinds[kind], marker='.', label=row)
+  for ax, kind in zip(axes, ('alpha', 'beta', 'gamma')):
+    ax.set_xlabel('step')
+    ax.set_title(kind)
+  axes[0].legend(fontsize=7)
+  fig.suptitle(f'LAuReL {name}: learned weights during training')
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
 
 
 def _sweep_value(marker):
@@ -226,6 +320,8 @@ def run_table(name, table, workdir, results, manual_dir='../shared/datasets',
   with open(os.path.join(results, f'{name}.md'), 'w') as f:
     f.write(md)
   plot(name, table, cells, cost, os.path.join(results, f'{name}.png'))
+  plot_trajectory(name, table, cells,
+                  os.path.join(results, f'{name}_trajectory.png'))
   print(md)
   return cells, cost
 

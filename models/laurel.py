@@ -144,3 +144,35 @@ def _variant(name, **flags):
 
 for _name in ('rw', 'lr', 'pa', 'rw_lr', 'rw_pa', 'lr_pa', 'rw_lr_pa'):
   _variant(_name, **{p: p in _name.split('_') for p in ('rw', 'lr', 'pa')})
+
+
+def learned_weights(params, rw_mode='sigmoid'):
+  """The learned LAuReL scalars of a model's `params`, as they act:
+  {'alpha': [...], 'beta': [...], 'gamma': [...]} (every element of every
+  block's, flattened; alpha and beta through `rw_mode`'s map, 1 and 1 at
+  initialisation for sigmoid, 0.5 and 0.5 for softmax; gamma as stored).
+  Empty lists for what the model does not have."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  out = {'alpha': [], 'beta': [], 'gamma': []}
+
+  def walk(tree):
+    if not hasattr(tree, 'items'):
+      return
+    if 'alpha' in tree and 'beta' in tree:
+      a = np.asarray(tree['alpha'], np.float64).ravel()
+      b = np.asarray(tree['beta'], np.float64).ravel()
+      if rw_mode == 'softmax':
+        m = np.maximum(a, b)
+        ea, eb = np.exp(a - m), np.exp(b - m)
+        a, b = ea / (ea + eb), eb / (ea + eb)
+      else:
+        a, b = 2 / (1 + np.exp(-a)), 2 / (1 + np.exp(-b))
+      out['alpha'] += a.tolist()
+      out['beta'] += b.tolist()
+    if 'gamma' in tree and not hasattr(tree['gamma'], 'items'):
+      out['gamma'] += np.asarray(tree['gamma'], np.float64).ravel().tolist()
+    for key, value in tree.items():
+      if key not in ('alpha', 'beta', 'gamma'):
+        walk(value)
+  walk(params)
+  return out

@@ -127,8 +127,8 @@ def test_active_tables_report_paired_differences_to_random():
 
 def test_laurel_tables_report_paired_differences_to_the_baseline():
   from experiments import laurel  # pylint: disable=g-import-not-at-top
-  table = dict(rows=('baseline', 'rw'), seeds=(0, 1), metric='acc',
-               higher=True)
+  table = dict(rows={'baseline': {}, 'rw': {'model.residual': 'laurel_rw'}},
+               seeds=(0, 1), metric='acc', higher=True)
   cells = {('baseline', 0): {'acc': 0.50}, ('baseline', 1): {'acc': 0.60},
            ('rw', 0): {'acc': 0.52}, ('rw', 1): {'acc': 0.66}}
   md = laurel.markdown('t', table, cells, None, None)

@@ -1,5 +1,7 @@
 """LAuReL residuals: identity at init, the paper's parameter counts, gradients,
 PA under nn.scan, options and errors, weight decay, checkpoints, distillation."""
+import os
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -231,3 +233,35 @@ def test_laurel_teacher_and_student_distill_and_checkpoints_load(tmp_path):
     model = models.build(config.model_name, 10, config.model_dtype,
                          **config.model.to_dict())
     assert model.apply(variables, jnp.zeros((1, 8, 8, 1))).shape == (1, 10)
+
+
+def test_a_trajectory_table_reports_the_learned_weights_over_training(
+    tmp_path):
+  """`trajectory`: every kept checkpoint's learned alpha, beta, gamma (as
+  they act: 2 sigmoid(a), 1 at init) in the report and a plot."""
+  from conftest import shared_file  # pylint: disable=g-import-not-at-top
+  from experiments import harness  # pylint: disable=g-import-not-at-top
+  manual_dir = os.path.dirname(shared_file('tiny_shakespeare.txt'))
+  table = tmp_path / 'traj.py'
+  table.write_text(
+      "TABLE = dict(kind='laurel', config='configs/shakespeare_lm.py',\n"
+      "    arg='layers=2,width=32,heads=2,mlp=64,seq_len=32,steps=20',\n"
+      "    base={'batch_size': 8, 'eval_every_steps': -1,\n"
+      "          'log_every_steps': 10},\n"
+      "    seeds=(0,), metric='test/loss', higher=False, trajectory=10,\n"
+      "    timing_rounds=1,\n"
+      "    rows={'baseline': {},\n"
+      "          'RW+PA': {'model.residual': 'laurel_rw_pa'}})\n")
+  cells, _ = harness.run(str(table), workdir=str(tmp_path / 'runs'),
+                         results=str(tmp_path / 'results'),
+                         manual_dir=manual_dir)
+  traj = cells[('RW+PA', 0)]['trajectory']
+  assert sorted(traj) == [10, 20]
+  assert set(traj[20]) == {'alpha', 'beta', 'gamma'}
+  assert cells[('baseline', 0)]['trajectory'] == {10: {}, 20: {}}
+  alpha = traj[20]['alpha']
+  assert 0 < alpha['min'] <= alpha['mean'] <= alpha['max'] < 2
+  assert alpha['mean'] != 1.0          # it moved from its initial 1
+  md = (tmp_path / 'results' / 'traj.md').read_text()
+  assert '| RW+PA: alpha |' in md and '(step 20) |' in md
+  assert (tmp_path / 'results' / 'traj_trajectory.png').exists()
