@@ -33,6 +33,7 @@ from typing import ClassVar
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from core.errors import ConfigError, check_choice
 from models import layers
@@ -152,7 +153,6 @@ def learned_weights(params, rw_mode='sigmoid'):
   block's, flattened; alpha and beta through `rw_mode`'s map, 1 and 1 at
   initialisation for sigmoid, 0.5 and 0.5 for softmax; gamma as stored).
   Empty lists for what the model does not have."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   out = {'alpha': [], 'beta': [], 'gamma': []}
 
   def walk(tree):
