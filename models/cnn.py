@@ -30,7 +30,7 @@ class SmallCNN(nn.Module):
       x = layers.batch_norm(train, self.dtype, name=f'bn{i}',
                             impl=self.conv)(x, relu=True)
       if x.shape[1] >= 2:
-        x = layers.max_pool(x, (2,) * spatial)
+        x = layers.max_pool(x, (2,) * spatial, impl=self.conv)
     x = jnp.mean(x, axis=tuple(range(1, 1 + spatial)))
     if self.dense:
       x = nn.relu(layers.Dense(self.dense, names=('embed', 'mlp'),

@@ -99,9 +99,14 @@ def conv(features, kernel, strides=1, dtype=jnp.float32, name=None,
       name=name)
 
 
-def max_pool(x, window):
+def max_pool(x, window, impl='xla'):
   """Max pooling over non-overlapping `window`s (stride = window) of the
   spatial axes of `x` (N, *spatial, C), VALID padding.
+
+  With `impl` auto or onednn (a model.conv implementation), the kernel
+  library's max pool where it applies (`onednn.max_pool_applies`: CPU,
+  float32, 2-D, the batch on one device), one pass each way; its gradient
+  goes to each window's first maximum.
 
   Where the windows tile the input, as a reshape and a max: its gradient is
   an elementwise mask, where `nn.max_pool`'s (a reduce-window's) runs
@@ -110,6 +115,9 @@ def max_pool(x, window):
   only zeros tie, whose gradient the ReLU stops). Otherwise `nn.max_pool`.
   """
   spatial = x.shape[1:-1]
+  if (impl != 'xla' and jax.default_backend() == 'cpu'
+      and x.dtype == jnp.float32 and onednn.max_pool_applies(x, window)):
+    return onednn.max_pool(x, window)
   if any(s % w for s, w in zip(spatial, window)):
     return nn.max_pool(x, window, strides=window)
   shape = [x.shape[0]]

@@ -113,16 +113,32 @@ def test_unknown_or_unavailable_implementation_is_one_line(monkeypatch):
   assert 'ffi_call' not in _grad_jaxpr(layers.conv_function('auto'), x, w)
 
 
+@pytest.mark.parametrize('impl', ['xla', 'auto'])
 @pytest.mark.parametrize('shape,window', [
-    ((3, 8, 8, 5), (2, 2)), ((2, 12, 4), (2,)), ((2, 6, 9, 3), (3, 3))])
-def test_max_pool_equals_flax(shape, window):
+    ((3, 8, 8, 5), (2, 2)), ((2, 12, 4), (2,)), ((2, 6, 9, 3), (3, 3)),
+    ((4, 16, 16, 32), (2, 2)), ((2, 8, 12, 3), (2, 4))])
+def test_max_pool_equals_flax(shape, window, impl):
+  """The reshape max-pool and (impl=auto, 2-D, where built) the library's
+  equal nn.max_pool's output and gradient exactly (no ties here)."""
   x = jax.random.normal(jax.random.PRNGKey(0), shape)  # no ties
-  ours = lambda x: layers.max_pool(x, window)
+  ours = jax.jit(lambda x: layers.max_pool(x, window, impl=impl))
   flax_ = lambda x: nn.max_pool(x, window, strides=window)
   np.testing.assert_array_equal(ours(x), flax_(x))
   weights = jax.random.normal(jax.random.PRNGKey(1), ours(x).shape)
-  grad = lambda f: jax.grad(lambda x: jnp.sum(f(x) * weights))(x)
+  grad = lambda f: jax.jit(jax.grad(lambda x: jnp.sum(f(x) * weights)))(x)
   np.testing.assert_array_equal(grad(ours), grad(flax_))
+  library = impl == 'auto' and len(window) == 2 and onednn.available()
+  jaxpr = str(jax.make_jaxpr(jax.grad(lambda x: jnp.sum(ours(x))))(x))
+  assert (onednn._POOL_TARGETS['backward'] in jaxpr) == library
+
+
+@needs_onednn
+def test_library_max_pool_gives_a_tie_s_gradient_to_its_first_maximum():
+  x = jnp.zeros((1, 2, 2, 1)).at[0, 1, 0, 0].set(1.0).at[0, 1, 1, 0].set(1.0)
+  g = jax.grad(lambda x: jnp.sum(layers.max_pool(x, (2, 2), impl='auto')))(x)
+  np.testing.assert_array_equal(g[0, :, :, 0], [[0, 0], [1, 0]])
+  np.testing.assert_array_equal(
+      layers.max_pool(x, (2, 2), impl='auto'), [[[[1.0]]]])
 
 
 def test_max_pool_falls_back_when_windows_do_not_tile():

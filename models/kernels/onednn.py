@@ -53,6 +53,10 @@ _BN_TARGETS = {'forward': 'distill_cpu_batch_norm_forward',
                'backward': 'distill_cpu_batch_norm_backward'}
 _BN_SYMBOLS = {'forward': 'DistillCpuBatchNormForward',
                'backward': 'DistillCpuBatchNormBackward'}
+_POOL_TARGETS = {'forward': 'distill_cpu_max_pool_forward',
+                 'backward': 'distill_cpu_max_pool_backward'}
+_POOL_SYMBOLS = {'forward': 'DistillCpuMaxPoolForward',
+                 'backward': 'DistillCpuMaxPoolBackward'}
 _LOCK = threading.Lock()
 _STATE = {}          # 'ok': bool, 'reason': str, 'lib': ctypes.CDLL
 
@@ -121,7 +125,8 @@ def _load():
     lib = ctypes.cdll.LoadLibrary(path)
   except OSError as e:
     return False, f'loading {path} failed: {e}'
-  for targets, symbols in ((_TARGETS, _SYMBOLS), (_BN_TARGETS, _BN_SYMBOLS)):
+  for targets, symbols in ((_TARGETS, _SYMBOLS), (_BN_TARGETS, _BN_SYMBOLS),
+                           (_POOL_TARGETS, _POOL_SYMBOLS)):
     for kind, target in targets.items():
       jax.ffi.register_ffi_target(
           target, jax.ffi.pycapsule(getattr(lib, symbols[kind])),
@@ -411,3 +416,55 @@ def _bn_bwd(epsilon, relu, add, residuals, cotangents):
 
 
 _bn_train.defvjp(_bn_fwd, _bn_bwd)
+
+
+def max_pool_applies(x, window):
+  """Whether the library's max pool can take `x` (N, H, W, C) over
+  non-overlapping `window`s: CPU float32, 2-D windows that tile the input,
+  its batch on one device (as the fused batch norm)."""
+  return (len(window) == 2 and x.ndim == 4 and
+          x.shape[1] % window[0] == 0 and x.shape[2] % window[1] == 0 and
+          window[0] * window[1] <= 255 and batch_norm_applies(x))
+
+
+def max_pool(x, window):
+  """Max pooling of NHWC `x` over non-overlapping 2-D `window`s (stride =
+  window), by the library: one pass forward (keeping each window's first
+  maximum's position), one pass backward. See `max_pool_applies`."""
+  return _max_pool(x, tuple(int(w) for w in window))
+
+
+def _pool_out_shape(x, window):
+  return (x.shape[0], x.shape[1] // window[0], x.shape[2] // window[1],
+          x.shape[3])
+
+
+def _pool_forward(x, window):
+  shape = _pool_out_shape(x, window)
+  return jax.ffi.ffi_call(_POOL_TARGETS['forward'], (
+      jax.ShapeDtypeStruct(shape, jnp.float32),
+      jax.ShapeDtypeStruct(shape, jnp.float32)))(
+          x, wh=np.int64(window[0]), ww=np.int64(window[1]),
+          threads=np.int64(threads_per_call(_mesh_devices())))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _max_pool(x, window):
+  return _pool_forward(x, window)[0]
+
+
+def _max_pool_fwd(x, window):
+  y, arg = _pool_forward(x, window)
+  return y, arg
+
+
+def _max_pool_bwd(window, arg, dy):
+  shape = (dy.shape[0], dy.shape[1] * window[0], dy.shape[2] * window[1],
+           dy.shape[3])
+  return (jax.ffi.ffi_call(_POOL_TARGETS['backward'], jax.ShapeDtypeStruct(
+      shape, jnp.float32))(
+          dy, arg, wh=np.int64(window[0]), ww=np.int64(window[1]),
+          threads=np.int64(threads_per_call(_mesh_devices()))),)
+
+
+_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)

@@ -529,6 +529,98 @@ ffi::Error BnBackwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
   return ffi::Error::Success();
 }
 
+// --- max pooling over non-overlapping windows -----------------------------
+//
+//   DistillCpuMaxPoolForward(x) -> (y, arg)
+//   DistillCpuMaxPoolBackward(dy, arg) -> dx
+//
+// x, dx: f32[N, H, W, C]; y, dy: f32[N, H / wh, W / ww, C]; arg: f32 of y's
+// shape (float, so the loops over C vectorise at one width), the position (row-major within the wh x ww window) of the first
+// maximum; windows of attributes `wh`, `ww` tile the input exactly (stride =
+// window, VALID). The backward pass writes dy to that position and zero to
+// the window's others (XLA's reshape-max gradient shares ties instead; after
+// a ReLU only zeros tie, whose gradient the ReLU stops either way).
+
+ffi::Error PoolCheck(const std::vector<int64_t>& x,
+                     const std::vector<int64_t>& y, int64_t wh, int64_t ww) {
+  if (x.size() != 4 || y.size() != 4 || wh < 1 || ww < 1 || wh * ww > 255 ||
+      x[0] != y[0] || x[3] != y[3] || x[1] != y[1] * wh ||
+      x[2] != y[2] * ww) {
+    return ffi::Error::InvalidArgument(
+        "max pool: x must be NHWC tiled exactly by the windows of y");
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error PoolForwardImpl(ffi::Buffer<ffi::F32> x,
+                           ffi::ResultBuffer<ffi::F32> y,
+                           ffi::ResultBuffer<ffi::F32> arg, int64_t wh,
+                           int64_t ww, int64_t threads) {
+  const auto xd = Dims(x), yd = Dims(*y);
+  if (auto e = PoolCheck(xd, yd, wh, ww); e.failure()) return e;
+  if (threads > 0) omp_set_num_threads(static_cast<int>(threads));
+  const int64_t n = yd[0], ho = yd[1], wo = yd[2], c = yd[3], w = xd[2];
+  const float* xp = x.typed_data();
+  float* yp = y->typed_data();
+  float* ap = arg->typed_data();
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < n * ho; ++row) {
+    const int64_t b = row / ho, i = row % ho;
+    for (int64_t j = 0; j < wo; ++j) {
+      float* __restrict__ yr = yp + ((row * wo) + j) * c;
+      float* __restrict__ ar = ap + ((row * wo) + j) * c;
+      const float* __restrict__ x0 = xp + ((b * xd[1] + i * wh) * w +
+                                           j * ww) * c;
+      for (int64_t k = 0; k < c; ++k) {
+        yr[k] = x0[k];
+        ar[k] = 0.f;
+      }
+      for (int64_t p = 1; p < wh * ww; ++p) {
+        const int64_t xi = i * wh + p / ww, xj = j * ww + p % ww;
+        const float* __restrict__ xr = xp + ((b * xd[1] + xi) * w + xj) * c;
+        const float fp = static_cast<float>(p);
+        for (int64_t k = 0; k < c; ++k) {
+          const float v = xr[k], m = yr[k], a = ar[k];
+          const bool more = v > m;
+          yr[k] = more ? v : m;
+          ar[k] = more ? fp : a;
+        }
+      }
+    }
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error PoolBackwardImpl(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> arg,
+                            ffi::ResultBuffer<ffi::F32> dx, int64_t wh,
+                            int64_t ww, int64_t threads) {
+  const auto xd = Dims(*dx), yd = Dims(dy);
+  if (auto e = PoolCheck(xd, yd, wh, ww); e.failure()) return e;
+  if (threads > 0) omp_set_num_threads(static_cast<int>(threads));
+  const int64_t n = yd[0], ho = yd[1], wo = yd[2], c = yd[3], w = xd[2];
+  const float* gp = dy.typed_data();
+  const float* ap = arg.typed_data();
+  float* xp = dx->typed_data();
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < n * ho; ++row) {
+    const int64_t b = row / ho, i = row % ho;
+    for (int64_t j = 0; j < wo; ++j) {
+      const float* __restrict__ gr = gp + ((row * wo) + j) * c;
+      const float* __restrict__ ar = ap + ((row * wo) + j) * c;
+      for (int64_t p = 0; p < wh * ww; ++p) {
+        const int64_t xi = i * wh + p / ww, xj = j * ww + p % ww;
+        float* __restrict__ xr = xp + ((b * xd[1] + xi) * w + xj) * c;
+        const float fp = static_cast<float>(p);
+        for (int64_t k = 0; k < c; ++k) {
+          const float g = gr[k];
+          xr[k] = ar[k] == fp ? g : 0.f;
+        }
+      }
+    }
+  }
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 #define DISTILL_CONV_BINDING                 \
@@ -581,3 +673,20 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(DistillCpuBatchNormBackward, BnBackwardImpl,
                                   .Attr<int64_t>("threads")
                                   .Attr<int64_t>("relu")
                                   .Attr<int64_t>("add"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DistillCpuMaxPoolForward, PoolForwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("wh")
+                                  .Attr<int64_t>("ww")
+                                  .Attr<int64_t>("threads"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DistillCpuMaxPoolBackward, PoolBackwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("wh")
+                                  .Attr<int64_t>("ww")
+                                  .Attr<int64_t>("threads"));
