@@ -507,8 +507,8 @@ def _conv_in_use():
   """What model.conv=auto runs here."""
   from models.kernels import onednn  # pylint: disable=g-import-not-at-top
   if onednn.available():
-    return ('oneDNN convolutions, fused batch norm + add + ReLU kernels '
-            '(threads per call: the cores over the devices)')
+    return ('oneDNN convolutions, fused batch norm + add + ReLU and max '
+            'pool kernels (threads per call: the cores over the devices)')
   return f'XLA ({onednn.unavailable_reason()})'
 
 
