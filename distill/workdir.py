@@ -57,16 +57,32 @@ def _operational(key):
 
 
 def differences(old, new, prefix=''):
-  """Dotted keys (sorted) whose values differ between two JSON trees."""
+  """Dotted keys (sorted) whose values differ between two JSON trees. A
+  loss option that a later version added (`_added_option`) is not a
+  difference: the run was made with what its default computes."""
   out = []
   for k in sorted(set(old) | set(new), key=str):
     a, b = old.get(k, _MISSING), new.get(k, _MISSING)
     key = f'{prefix}{k}'
     if isinstance(a, dict) and isinstance(b, dict):
       out += differences(a, b, key + '.')
-    elif a != b and not _operational(key):
+    elif a != b and not _operational(key) and not _added_option(key, a, b):
       out.append((key, a, b))
   return out
+
+
+def _added_option(key, old, new):
+  """Whether `key` is a `method_kw` option absent from a stored config and
+  at its default here: a loss that gained an option whose default is what
+  the loss computed before (e.g. slam's `target='soft'`), so a run started
+  before it resumes."""
+  from core import defaults  # pylint: disable=g-import-not-at-top
+  parts = key.split('.')
+  if not isinstance(old, _Missing) or len(parts) < 2 or (
+      parts[-2] != 'method_kw'):
+    return False
+  options = defaults.method_options()
+  return parts[-1] in options and new == options[parts[-1]]
 
 
 class _Missing:

@@ -188,3 +188,25 @@ def test_run_writes_manifest_and_metrics(reference):
   assert all(r['examples_per_sec'] > 0 for r in train_logs)
   assert train_logs[-1]['train/loss'] < train_logs[0]['train/loss']
   assert 'test/accuracy' in records[-1] and records[-1]['step'] == STEPS
+
+
+def test_a_loss_option_added_later_at_its_default_is_no_difference():
+  """A run started before a loss gained an option resumes when the option
+  is at its default (what the loss computed before); any other value, or
+  a key outside method_kw, is still a difference."""
+  from core import defaults  # pylint: disable=g-import-not-at-top
+  from distill import workdir  # pylint: disable=g-import-not-at-top
+  stored = {'method_kw': {'eps': 1e-7}, 'teacher': {'method_kw': {}}}
+  option, default = 'target', defaults.method_options()['target']
+  same = {'method_kw': {'eps': 1e-7, option: default},
+          'teacher': {'method_kw': {option: default}}}
+  assert workdir.differences(stored, same) == []
+  other = {'method_kw': {'eps': 1e-7, option: 'topk'}, 'teacher': {
+      'method_kw': {}}}
+  assert [k for k, _, _ in workdir.differences(stored, other)] == [
+      'method_kw.target']
+  assert [k for k, _, _ in workdir.differences(
+      {}, {'model': {option: default}})] == ['model']
+  assert [k for k, _, _ in workdir.differences(
+      {'method_kw': {'target': default}}, {'method_kw': {}})] == [
+          'method_kw.target']       # removed, not added: a difference
