@@ -225,6 +225,18 @@ def path_name(path):
       k, 'idx', k)))) for k in path)
 
 
+def _local_target(manager, step):
+  """The saved state's tree as arrays on this process's first device, from
+  the checkpoint's metadata: a run saved on another device count (8 CPU
+  devices, a pod slice) restores here without its topology."""
+  tree = manager.item_metadata(step)['state']
+  tree = getattr(tree, 'tree', tree)
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  return jax.tree.map(
+      lambda leaf: jax.ShapeDtypeStruct(tuple(leaf.shape), leaf.dtype,
+                                        sharding=device), tree)
+
+
 def saved_shapes(workdir, step=None):
   """{path: shape} of the train state a run saved at `step` (default its
   newest), from the checkpoint's metadata alone."""
@@ -268,8 +280,8 @@ def load_trained(workdir, step=None):
   try:
     for s in reversed(steps):
       try:
-        restored = manager.restore(
-            s, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+        restored = manager.restore(s, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(_local_target(manager, s))))
       except Exception as e:  # pylint: disable=broad-except
         print(f'checkpoint at step {s} in {directory} is unreadable '
               f'({_reason(e)})' + ('; trying the previous one.'
