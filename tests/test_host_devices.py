@@ -106,6 +106,14 @@ def test_default_run_is_data_parallel_and_matches_one_device(tmp_path):
   assert metrics
   for k in metrics:       # reductions in another order: the last digits
     assert auto[k] == pytest.approx(one[k], abs=2e-4), k
+  # A run saved on several devices loads in a process of one (this one):
+  # a teacher trained data parallel, read by a one-device student.
+  import jax  # pylint: disable=g-import-not-at-top
+  from distill import checkpoint  # pylint: disable=g-import-not-at-top
+  _, variables, step = checkpoint.load_trained(tmp_path / 'auto')
+  assert step > 0 and len(jax.devices()) == 1
+  assert all(len(leaf.sharding.device_set) == 1
+             for leaf in jax.tree.leaves(variables))
 
 
 def test_collectives_wait_out_a_loaded_host(monkeypatch):
