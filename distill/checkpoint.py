@@ -225,16 +225,26 @@ def path_name(path):
       k, 'idx', k)))) for k in path)
 
 
-def _local_target(manager, step):
-  """The saved state's tree as arrays on this process's first device, from
-  the checkpoint's metadata: a run saved on another device count (8 CPU
-  devices, a pod slice) restores here without its topology."""
-  tree = manager.item_metadata(step)['state']
-  tree = getattr(tree, 'tree', tree)
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  return jax.tree.map(
-      lambda leaf: jax.ShapeDtypeStruct(tuple(leaf.shape), leaf.dtype,
-                                        sharding=device), tree)
+def _restore_anywhere(manager, step):
+  """The state saved at `step`, laid out as it was saved; where that
+  topology is not this one's (a teacher saved on 8 CPU devices, read by a
+  one-device process), on this process's first device instead, the target
+  taken from the checkpoint's metadata. The first error is raised if both
+  fail."""
+  try:
+    return manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore()))
+  except Exception as first:  # pylint: disable=broad-except
+    tree = manager.item_metadata(step)['state']
+    tree = getattr(tree, 'tree', tree)
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(
+        tuple(leaf.shape), leaf.dtype, sharding=device), tree)
+    try:
+      return manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(target)))
+    except Exception:  # pylint: disable=broad-except
+      raise first from None
 
 
 def saved_shapes(workdir, step=None):
@@ -280,8 +290,7 @@ def load_trained(workdir, step=None):
   try:
     for s in reversed(steps):
       try:
-        restored = manager.restore(s, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(_local_target(manager, s))))
+        restored = _restore_anywhere(manager, s)
       except Exception as e:  # pylint: disable=broad-except
         print(f'checkpoint at step {s} in {directory} is unreadable '
               f'({_reason(e)})' + ('; trying the previous one.'

@@ -37,6 +37,7 @@ from absl import app
 
 from configs import common
 from distill import checkpoint
+from distill import files
 from distill import train
 from distill.data import loading
 from experiments import costs as cost_lib
@@ -85,8 +86,7 @@ def trajectory(cell):
   (alpha, beta, gamma) the mean, min and max over the model's elements."""
   path = os.path.join(cell, 'trajectory.json')
   if os.path.exists(path):
-    with open(path) as f:
-      return {int(k): v for k, v in json.load(f).items()}
+    return {int(k): v for k, v in files.read_json(path).items()}
   config = checkpoint.read_config(cell)
   rw_mode = dict(config.model.get('residual_kw', {}) or {}).get(
       'rw_mode', 'sigmoid')
@@ -97,9 +97,7 @@ def trajectory(cell):
     out[step] = {k: dict(mean=float(np.mean(v)), min=float(np.min(v)),
                          max=float(np.max(v)))
                  for k, v in weights.items() if v}
-  with open(path + '.tmp', 'w') as f:
-    json.dump(out, f, indent=1, sort_keys=True)
-  os.replace(path + '.tmp', path)
+  files.write_json(path, out)
   return out
 
 

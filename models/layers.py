@@ -116,7 +116,7 @@ def max_pool(x, window, impl='xla'):
   """
   spatial = x.shape[1:-1]
   if (impl != 'xla' and jax.default_backend() == 'cpu'
-      and x.dtype == jnp.float32 and onednn.max_pool_applies(x, window)):
+      and onednn.max_pool_applies(x, window)):
     return onednn.max_pool(x, window)
   if any(s % w for s, w in zip(spatial, window)):
     return nn.max_pool(x, window, strides=window)
@@ -137,12 +137,14 @@ class BatchNorm(nn.BatchNorm):
 
   `residual` (added to the normalised output) and `relu` (applied last)
   fuse what conv blocks do next into the same call: in the library they run
-  inside the norm's own passes over memory, elsewhere as `relu(residual + nn.BatchNorm(x))`."""
+  inside the norm's own passes over memory, elsewhere as
+  `relu(residual + nn.BatchNorm(x))`."""
   impl: str = 'xla'
 
   def _onednn_applies(self, x, running, mask):
-    """Whether this call is a training step oneDNN can run: a batch norm
-    as layers.batch_norm builds it, on CPU (`onednn.batch_norm_applies`)."""
+    """Whether this call is a training step the library can run: a batch
+    norm as layers.batch_norm builds it, on CPU
+    (`onednn.batch_norm_applies`)."""
     axis = self.axis if isinstance(self.axis, tuple) else (self.axis,)
     return (not running and mask is None and not self.is_initializing()
             and self.impl != 'xla' and jax.default_backend() == 'cpu'

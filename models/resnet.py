@@ -31,8 +31,8 @@ def _shortcut(x, features, strides, dtype, train, impl):
 
 def _combine(block, shortcut, norm, y, prev):
   """relu(residual(shortcut, norm(y))) and the history after this block. The
-  standard residual's add and the ReLU are the batch norm's (one oneDNN call
-  in a CPU training step: layers.BatchNorm)."""
+  standard residual's add and the ReLU are the batch norm's (one library
+  call in a CPU training step: layers.BatchNorm)."""
   prev = residual_lib.fit_history(prev, shortcut)
   residual = residual_lib.residual_module(
       block.residual, block.residual_kw, dtype=block.dtype, name='residual')

@@ -97,8 +97,9 @@ def _compile(path):
   os.makedirs(os.path.dirname(path), exist_ok=True)
   fd, tmp = tempfile.mkstemp(suffix='.so', dir=os.path.dirname(path))
   os.close(fd)
-  cmd = [compiler, '-O3', '-march=native', '-shared', '-fPIC', '-std=c++17', '-fopenmp',
-         '-w', f'-I{jax.ffi.include_dir()}', _SOURCE, '-o', tmp, '-ldnnl']
+  cmd = [compiler, '-O3', '-march=native', '-shared', '-fPIC', '-std=c++17',
+         '-fopenmp', '-w', f'-I{jax.ffi.include_dir()}', _SOURCE, '-o', tmp,
+         '-ldnnl']
   try:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     if proc.returncode:
@@ -375,11 +376,12 @@ _PLACEHOLDER = (1,)   # the shape of an operand a handler does not read
 
 
 def batch_norm_train(x, scale, bias, epsilon, residual=None, relu=False):
-  """(y, mean, var) of a training batch norm of NHWC `x` by oneDNN: mean
+  """(y, mean, var) of a training batch norm of NHWC `x` by the library's
+  fused kernel: mean
   and biased variance over N, H, W, n = (x - mean) / sqrt(var + epsilon) *
   scale + bias, and y = n, n + residual, relu(n) or relu(n + residual) as
   `residual` (x's shape, or None) and `relu` say: the add and ReLU run in
-  oneDNN too, so XLA makes no elementwise pass over y. Differentiable in x,
+  the kernel too, so XLA makes no elementwise pass over y. Differentiable in x,
   scale, bias and residual through y (mean and var are for the running
   averages: their cotangents are ignored)."""
   add = residual is not None
@@ -424,7 +426,7 @@ def max_pool_applies(x, window):
   its batch on one device (as the fused batch norm)."""
   return (len(window) == 2 and x.ndim == 4 and
           x.shape[1] % window[0] == 0 and x.shape[2] % window[1] == 0 and
-          window[0] * window[1] <= 255 and batch_norm_applies(x))
+          batch_norm_applies(x))
 
 
 def max_pool(x, window):
@@ -434,13 +436,10 @@ def max_pool(x, window):
   return _max_pool(x, tuple(int(w) for w in window))
 
 
-def _pool_out_shape(x, window):
-  return (x.shape[0], x.shape[1] // window[0], x.shape[2] // window[1],
-          x.shape[3])
-
-
 def _pool_forward(x, window):
-  shape = _pool_out_shape(x, window)
+  """(y, the position in its window of each output's first maximum)."""
+  shape = (x.shape[0], x.shape[1] // window[0], x.shape[2] // window[1],
+           x.shape[3])
   return jax.ffi.ffi_call(_POOL_TARGETS['forward'], (
       jax.ShapeDtypeStruct(shape, jnp.float32),
       jax.ShapeDtypeStruct(shape, jnp.float32)))(
@@ -454,8 +453,7 @@ def _max_pool(x, window):
 
 
 def _max_pool_fwd(x, window):
-  y, arg = _pool_forward(x, window)
-  return y, arg
+  return _pool_forward(x, window)     # (output, residual: the positions)
 
 
 def _max_pool_bwd(window, arg, dy):

@@ -543,7 +543,7 @@ ffi::Error BnBackwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
 
 ffi::Error PoolCheck(const std::vector<int64_t>& x,
                      const std::vector<int64_t>& y, int64_t wh, int64_t ww) {
-  if (x.size() != 4 || y.size() != 4 || wh < 1 || ww < 1 || wh * ww > 255 ||
+  if (x.size() != 4 || y.size() != 4 || wh < 1 || ww < 1 ||
       x[0] != y[0] || x[3] != y[3] || x[1] != y[1] * wh ||
       x[2] != y[2] * ww) {
     return ffi::Error::InvalidArgument(
