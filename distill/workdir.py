@@ -265,10 +265,13 @@ def _manifest(workdir):
   import jax  # pylint: disable=g-import-not-at-top
   files.append_text(os.path.join(workdir, 'command.txt'), ' '.join(
       [os.path.basename(sys.executable)] + sys.argv) + '\n')
-  files.write_json(os.path.join(workdir, 'manifest.json'), {
-      'jax': jax.__version__, 'devices': jax.device_count(),
-      'processes': jax.process_count(),
-      'platform': jax.devices()[0].platform})
+  platform = jax.devices()[0].platform
+  manifest = {'jax': jax.__version__, 'devices': jax.device_count(),
+              'processes': jax.process_count(), 'platform': platform}
+  if platform == 'cpu':     # which CPU kernels ran (the last digits differ)
+    from models.kernels import onednn  # pylint: disable=g-import-not-at-top
+    manifest['cpu_kernels'] = onednn.describe()
+  files.write_json(os.path.join(workdir, 'manifest.json'), manifest)
 
 
 def resolved(config):

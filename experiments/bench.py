@@ -47,6 +47,7 @@ elsewhere hits both sides of a ratio alike. Writes
 experiments/results/bench.{md,json} (bench_<sections>.{md,json} for a
 subset, e.g. bench_input.md).
 """
+import contextlib
 import json
 import os
 import subprocess
@@ -502,12 +503,10 @@ def section_torch(steps, rounds):
 
 
 def _conv_in_use():
-  """What model.conv=auto runs here."""
+  """What model.conv=auto runs here (threads per call: the cores over the
+  devices)."""
   from models.kernels import onednn  # pylint: disable=g-import-not-at-top
-  if onednn.available():
-    return ('oneDNN convolutions, fused batch norm + add + ReLU and max '
-            'pool kernels (threads per call: the cores over the devices)')
-  return f'XLA ({onednn.unavailable_reason()})'
+  return onednn.describe()
 
 
 # ResNet-20 at batch 128: (spatial size in, channels in, out, kernel, stride,
@@ -586,6 +585,21 @@ def section_profile(steps, rounds):
   return rows
 
 
+@contextlib.contextmanager
+def _onednn_layout(layout):
+  """DISTILL_ONEDNN_LAYOUT=`layout` inside (None: as it is)."""
+  before = os.environ.get('DISTILL_ONEDNN_LAYOUT')
+  if layout:
+    os.environ['DISTILL_ONEDNN_LAYOUT'] = layout
+  try:
+    yield
+  finally:
+    if before is None:
+      os.environ.pop('DISTILL_ONEDNN_LAYOUT', None)
+    else:
+      os.environ['DISTILL_ONEDNN_LAYOUT'] = before
+
+
 def section_breakdown(steps, rounds, batch=128):
   """Seconds per step spent in each kind of kernel, timed in isolation."""
   import jax  # pylint: disable=g-import-not-at-top
@@ -593,12 +607,14 @@ def section_breakdown(steps, rounds, batch=128):
   from jax import lax  # pylint: disable=g-import-not-at-top
   key = jax.random.PRNGKey(0)
   from models.kernels import onednn  # pylint: disable=g-import-not-at-top
-  kernels = [('conv forward', 0), ('conv input gradient', 0),
-             ('conv weight gradient', 1)]
-  if onednn.available():      # what model.conv=auto runs on one device
-    kernels += [('conv forward (oneDNN)', 0),
-                ('conv input gradient (oneDNN)', 0),
-                ('conv weight gradient (oneDNN)', 1)]
+  kernels = [('conv forward', None), ('conv input gradient', None),
+             ('conv weight gradient', None)]
+  if onednn.available():      # model.conv=auto on one device: the last three
+    for layout, label in (('nhwc', 'oneDNN direct'),
+                          ('auto', 'oneDNN, Winograd where faster')):
+      kernels += [(f'conv forward ({label})', layout),
+                  (f'conv input gradient ({label})', layout),
+                  (f'conv weight gradient ({label})', layout)]
   totals = {k: 0.0 for k, _ in kernels}
   totals['batch norm + ReLU fwd + bwd'] = 0.0
   if onednn.available():
@@ -608,8 +624,8 @@ def section_breakdown(steps, rounds, batch=128):
     x = jax.random.normal(key, (batch, h, h, cin))
     w = jax.random.normal(key, (k, k, cin, cout))
     g = None
-    for name, output in kernels:
-      impl = (onednn.conv_general_dilated if 'oneDNN' in name
+    for name, layout in kernels:
+      impl = (onednn.conv_general_dilated if layout
               else lax.conv_general_dilated)
       conv = lambda x, w, s=s, impl=impl: impl(  # noqa: E731
           x, w, (s, s), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
@@ -624,8 +640,9 @@ def section_breakdown(steps, rounds, batch=128):
         fn = jax.jit(lambda x, w, g, c=conv: jax.vjp(
             lambda w_: c(x, w_), w)[1](g)[0])
         args = (x, w, g)
-      totals[name] += count * _best_time(lambda fn=fn, a=args: fn(*a),
-                                         steps, rounds)
+      with _onednn_layout(layout):     # read when fn is traced
+        totals[name] += count * _best_time(lambda fn=fn, a=args: fn(*a),
+                                           steps, rounds)
       flops[name] += count * 2 * g.size * cin * k * k
 
   def norm(x, scale):

@@ -182,6 +182,10 @@ def test_run_writes_manifest_and_metrics(reference):
   assert config['total_steps'] == STEPS and config['model_name'] == 'mlp'
   with open(os.path.join(reference, 'command.txt')) as f:
     assert '--config=configs/digits_teacher.py' in f.read()
+  with open(os.path.join(reference, 'manifest.json')) as f:
+    manifest = json.load(f)
+  assert manifest['platform'] == 'cpu' and manifest['devices'] >= 1
+  assert manifest['cpu_kernels'].startswith(('oneDNN', 'XLA'))
   records = read_metrics(reference)
   train_logs = [r for r in records if 'train/loss' in r]
   assert [r['step'] for r in train_logs] == list(range(100, STEPS + 1, 100))

@@ -36,6 +36,8 @@ def _grads(conv, x, w, strides, padding):
     (2, 33, 3, 8, 7, 2, 'SAME'),        # an ImageNet stem, odd size
     (3, 15, 5, 7, 3, 2, 'VALID'),
     (2, 9, 3, 4, 3, 1, ((1, 2), (0, 1))),
+    (8, 16, 32, 32, 3, 1, 'SAME'),      # Winograd: a second-stage block
+    (3, 9, 48, 40, 3, 1, 'VALID'),      # Winograd, channels not x16
 ])
 def test_gradients_equal_xla(batch, size, cin, cout, kernel, stride, padding):
   kx, kw = jax.random.split(jax.random.PRNGKey(batch + size + cout))
@@ -43,10 +45,64 @@ def test_gradients_equal_xla(batch, size, cin, cout, kernel, stride, padding):
   w = jax.random.normal(kw, (kernel, kernel, cin, cout))
   expected = _grads(lax.conv_general_dilated, x, w, (stride, stride), padding)
   got = _grads(onednn.conv_general_dilated, x, w, (stride, stride), padding)
+  # Winograd's transforms round about twice as much as a direct sum (its
+  # relative error here is 1-2e-5, the direct kernels' under 1e-5).
+  winograd = onednn._layout(w.shape, (stride, stride)) == 2
   for e, g in zip(expected, got):
     assert float(jnp.max(jnp.abs(e))) > 0
-    np.testing.assert_allclose(g, e, rtol=0, atol=2e-5 * float(
-        jnp.max(jnp.abs(e))))
+    np.testing.assert_allclose(g, e, rtol=0, atol=(5e-5 if winograd else 2e-5)
+                               * float(jnp.max(jnp.abs(e))))
+
+
+@needs_onednn
+@pytest.mark.parametrize('layout', ['nhwc', 'blocked', 'winograd'])
+@pytest.mark.parametrize('stride,cin', [(1, 32), (2, 32), (1, 16)])
+def test_every_layout_computes_the_same_convolution(monkeypatch, layout,
+                                                    stride, cin):
+  """DISTILL_ONEDNN_LAYOUT forces one kind of kernel; Winograd where the
+  shape has none (stride 2) is the direct kernel."""
+  monkeypatch.setenv('DISTILL_ONEDNN_LAYOUT', layout)
+  kx, kw = jax.random.split(jax.random.PRNGKey(stride + cin))
+  x = jax.random.normal(kx, (4, 12, 12, cin))
+  w = jax.random.normal(kw, (3, 3, cin, 32))
+  expected = _grads(lax.conv_general_dilated, x, w, (stride, stride), 'SAME')
+  got = _grads(onednn.conv_general_dilated, x, w, (stride, stride), 'SAME')
+  for e, g in zip(expected, got):
+    np.testing.assert_allclose(g, e, rtol=0,
+                               atol=5e-5 * float(jnp.max(jnp.abs(e))))
+
+
+@needs_onednn
+def test_winograd_asked_where_the_library_has_none_runs_direct(monkeypatch):
+  """The library falls back to its direct kernel where oneDNN has no
+  Winograd one (here a strided 5x5; on CPUs without AVX-512, every one)."""
+  monkeypatch.setenv('DISTILL_ONEDNN_LAYOUT', 'winograd')
+  monkeypatch.setattr(onednn, 'winograd_shape', lambda *_: True)
+  kx, kw = jax.random.split(jax.random.PRNGKey(5))
+  x = jax.random.normal(kx, (2, 11, 11, 8))
+  w = jax.random.normal(kw, (5, 5, 8, 8))
+  expected = _grads(lax.conv_general_dilated, x, w, (2, 2), 'SAME')
+  got = _grads(onednn.conv_general_dilated, x, w, (2, 2), 'SAME')
+  for e, g in zip(expected, got):
+    np.testing.assert_allclose(g, e, rtol=0,
+                               atol=2e-5 * float(jnp.max(jnp.abs(e))))
+
+
+def test_winograd_only_where_it_was_measured_faster(monkeypatch):
+  monkeypatch.delenv('DISTILL_ONEDNN_LAYOUT', raising=False)
+  layout = onednn._layout
+  assert layout((3, 3, 32, 32), (1, 1)) == onednn.LAYOUT['winograd']
+  assert layout((3, 3, 64, 128), (1, 1)) == onednn.LAYOUT['winograd']
+  assert layout((3, 3, 16, 16), (1, 1)) == onednn.LAYOUT['nhwc']   # few
+  assert layout((3, 3, 16, 32), (1, 1)) == onednn.LAYOUT['nhwc']   # channels
+  assert layout((3, 3, 32, 32), (2, 2)) == onednn.LAYOUT['nhwc']   # strided
+  assert layout((1, 1, 64, 64), (1, 1)) == onednn.LAYOUT['nhwc']   # 1x1
+  monkeypatch.setenv('DISTILL_ONEDNN_LAYOUT', 'winograd')
+  assert layout((3, 3, 16, 16), (1, 1)) == onednn.LAYOUT['winograd']
+  assert layout((1, 1, 16, 16), (1, 1)) == onednn.LAYOUT['nhwc']
+  monkeypatch.setenv('DISTILL_ONEDNN_LAYOUT', 'fast')
+  with pytest.raises(ValueError, match=r"'fast'.*valid choices: auto, nhwc"):
+    layout((3, 3, 32, 32), (1, 1))
 
 
 def _grad_jaxpr(conv, x, w):

@@ -5,10 +5,12 @@ its forward pass and its forward and input gradient at about half of
 oneDNN's (`python -m experiments.bench --sections=breakdown`): the kernels
 that kept our CPU step behind PyTorch's, which runs oneDNN.
 `conv_general_dilated` here has `lax.conv_general_dilated`'s signature and
-runs all three through oneDNN's kernels on the NHWC buffers as they are
-(`onednn_conv.cc`, XLA FFI handlers) where it applies: CPU, float32, 2-D,
-NHWC/HWIO, no dilation or groups, non-negative padding. Anything else is
-XLA's convolution. Under a mesh each device runs its own batch slice.
+runs all three through oneDNN's kernels (`onednn_conv.cc`, XLA FFI
+handlers): Winograd's for 3x3 stride-1 convolutions with at least 32
+channels in and out, where it was faster, and the direct kernels on the
+NHWC buffers as they are elsewhere (`_layout`). It applies on CPU,
+float32, 2-D, NHWC/HWIO, no dilation or groups, non-negative padding.
+Anything else is XLA's convolution. Under a mesh each device runs its own batch slice.
 
 The same library holds a training batch norm (`batch_norm_train`) with the
 residual add and ReLU that follow it in conv blocks fused into its passes:
@@ -167,6 +169,18 @@ def unavailable_reason():
   return '' if available() else _STATE['reason']
 
 
+def describe():
+  """One line: which kernels `model.conv=auto` runs here."""
+  if not available():
+    return f'XLA ({unavailable_reason()})'
+  layout = os.environ.get('DISTILL_ONEDNN_LAYOUT', 'auto')
+  if layout == 'auto':
+    layout = (f'Winograd for 3x3 stride-1 with >= {WINOGRAD_MIN_CHANNELS} '
+              'channels, direct NHWC elsewhere')
+  return (f'oneDNN convolutions ({layout}); fused batch norm + add + ReLU '
+          'and max pool kernels')
+
+
 def threads_per_call(devices=1):
   """oneDNN (OpenMP) threads per call when `devices` CPU devices run side
   by side: the usable cores shared among them (at least 1), unless
@@ -182,19 +196,43 @@ def threads_per_call(devices=1):
   return max(1, cores // max(1, devices))
 
 
-# Attribute `layout` of the handlers: 0 = oneDNN's kernels on the NHWC
+# Attribute `layout` of the handlers: 0 = oneDNN's direct kernels on the NHWC
 # buffers as they are, 1 = blocked layouts chosen by oneDNN with reorders in
-# and out of each call. NHWC was faster for every ResNet-20 convolution
-# (timed alone, one- and two-thread calls; a throwaway script, not the
-# bench): DISTILL_ONEDNN_LAYOUT=blocked keeps the other for measuring.
-LAYOUT = {'nhwc': 0, 'blocked': 1}
+# and out of each call, 2 = oneDNN's Winograd kernels (F(4x4, 3x3), blocked
+# layouts with reorders; the library falls back to 0 where the CPU has none).
+# NHWC was faster than blocked for every ResNet-20 convolution. Winograd,
+# reorders included, took 0.55-0.85x the direct kernels' time for 3x3
+# stride-1 convolutions with at least 32 channels in and out (all three
+# calls; batch 32 and 128, 8x8 to 32x32, 32 to 128 channels) and 1.05-1.6x
+# with 16 or 24 channels on either side (fewer multiplies, but transforms
+# and reorders over memory that the small products do not pay for): a
+# throwaway oneDNN timing script on this machine (AVX-512, two threads).
+# 'auto' (the default) takes Winograd where it was faster, direct NHWC
+# elsewhere; DISTILL_ONEDNN_LAYOUT=nhwc|blocked|winograd forces one for
+# measuring (winograd: wherever the shape allows it).
+LAYOUT = {'nhwc': 0, 'blocked': 1, 'winograd': 2}
+LAYOUTS = ('auto',) + tuple(LAYOUT)
+WINOGRAD_MIN_CHANNELS = 32
 
 
-def _layout():
-  name = os.environ.get('DISTILL_ONEDNN_LAYOUT', 'nhwc')
-  if name not in LAYOUT:
+def winograd_shape(w_shape, strides):
+  """Whether a convolution with HWIO kernel `w_shape` and `strides` is one
+  oneDNN's Winograd kernels compute: 3x3, stride 1."""
+  return tuple(w_shape[:2]) == (3, 3) and tuple(strides) == (1, 1)
+
+
+def _layout(w_shape, strides):
+  """The handlers' `layout` for this convolution (DISTILL_ONEDNN_LAYOUT)."""
+  name = os.environ.get('DISTILL_ONEDNN_LAYOUT', 'auto')
+  if name not in LAYOUTS:
     raise ValueError(f'DISTILL_ONEDNN_LAYOUT={name!r}; valid choices: '
-                     f'{", ".join(LAYOUT)}')
+                     f'{", ".join(LAYOUTS)}')
+  if name == 'winograd' or name == 'auto':
+    if not winograd_shape(w_shape, strides):
+      return LAYOUT['nhwc']
+    if name == 'auto' and min(w_shape[2:]) < WINOGRAD_MIN_CHANNELS:
+      return LAYOUT['nhwc']
+    return LAYOUT['winograd']
   return LAYOUT[name]
 
 
@@ -210,9 +248,9 @@ def _mesh_devices():
   return 1 if mesh is None or mesh.empty else int(mesh.size)
 
 
-def _call(kind, shape, a, b, strides, pads):
+def _call(kind, shape, a, b, strides, pads, w_shape):
   """oneDNN handler `kind` (forward, input_grad, weight_grad) on `a`, `b`,
-  returning f32[`shape`]."""
+  returning f32[`shape`]; `w_shape`: the kernel's (HWIO)."""
   (pt, pb), (pl, pr) = pads
   return jax.ffi.ffi_call(
       _TARGETS[kind], jax.ShapeDtypeStruct(shape, jnp.float32))(
@@ -220,7 +258,7 @@ def _call(kind, shape, a, b, strides, pads):
           pad_top=np.int64(pt), pad_bottom=np.int64(pb),
           pad_left=np.int64(pl), pad_right=np.int64(pr),
           threads=np.int64(threads_per_call(_mesh_devices())),
-          layout=np.int64(_layout()))
+          layout=np.int64(_layout(w_shape, strides)))
 
 
 def _xla_conv(x, w, strides, pads):
@@ -275,7 +313,8 @@ def _conv(x, w, strides, pads, spec):
     return _xla_conv(x, w, strides, pads)
   shape = _local_shape(_out_shape(x, w, strides, pads), axes)
   return _per_device(
-      lambda x_, w_: _call('forward', shape, x_, w_, strides, pads),
+      lambda x_, w_: _call('forward', shape, x_, w_, strides, pads,
+                           w.shape),
       axes)(x, w)
 
 
@@ -291,10 +330,12 @@ def _conv_bwd(strides, pads, spec, residuals, dy):
     return vjp(dy)
   x_shape = _local_shape(x.shape, axes)
   dx = _per_device(
-      lambda dy_, w_: _call('input_grad', x_shape, dy_, w_, strides, pads),
+      lambda dy_, w_: _call('input_grad', x_shape, dy_, w_, strides, pads,
+                            w.shape),
       axes)(dy, w)
   dw = _per_device(
-      lambda x_, dy_: _call('weight_grad', w.shape, x_, dy_, strides, pads),
+      lambda x_, dy_: _call('weight_grad', w.shape, x_, dy_, strides, pads,
+                            w.shape),
       axes, reduce=True)(x, dy)
   return dx, dw
 

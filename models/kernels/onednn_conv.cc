@@ -16,11 +16,13 @@
 //   DistillOnednnConvInputGrad(dy, w) -> dx     (dx has x's shape)
 //   DistillOnednnConvWeightGrad(x, dy) -> dw
 //
-// Attribute `layout`: 0 runs oneDNN's kernels on the NHWC buffers as they
-// are (weights reordered into the kernel's blocked layout); 1 lets oneDNN
-// choose every layout (blocked activations: reorders in and out of each
-// call). Primitives, their blocked buffers and reorders are created once
-// per shape, layout and thread, and reused.
+// Attribute `layout`: 0 runs oneDNN's direct kernels on the NHWC buffers as
+// they are (weights reordered into the kernel's blocked layout); 1 lets
+// oneDNN choose every layout (blocked activations: reorders in and out of
+// each call); 2 runs oneDNN's Winograd kernels (F(4x4, 3x3): 3x3, stride 1;
+// blocked layouts with reorders) and falls back to 0 where this CPU or
+// shape has none. Primitives, their blocked buffers and reorders are
+// created once per shape, layout and thread, and reused.
 #include <omp.h>
 
 #include <algorithm>
@@ -104,17 +106,16 @@ dnnl::memory::desc Desc(const dnnl::memory::dims& d, tag t) {
 // The forward primitive descriptor (also the hint of both gradients).
 dnnl::convolution_forward::primitive_desc ForwardPd(Context& ctx,
                                                     const Geometry& g,
-                                                    tag act) {
+                                                    tag act,
+                                                    dnnl::algorithm alg) {
 #if DNNL_VERSION_MAJOR >= 3
   return dnnl::convolution_forward::primitive_desc(
-      ctx.engine, dnnl::prop_kind::forward_training,
-      dnnl::algorithm::convolution_direct, Desc(g.src, act),
+      ctx.engine, dnnl::prop_kind::forward_training, alg, Desc(g.src, act),
       Desc(g.wei, tag::any), Desc(g.dst, act), g.strides, g.pad_l, g.pad_r);
 #else
   return dnnl::convolution_forward::primitive_desc(
       dnnl::convolution_forward::desc(
-          dnnl::prop_kind::forward_training,
-          dnnl::algorithm::convolution_direct, Desc(g.src, act),
+          dnnl::prop_kind::forward_training, alg, Desc(g.src, act),
           Desc(g.wei, tag::any), Desc(g.dst, act), g.strides, g.pad_l,
           g.pad_r),
       ctx.engine);
@@ -125,28 +126,29 @@ dnnl::convolution_forward::primitive_desc ForwardPd(Context& ctx,
 // weights'; their descriptors take the same arguments), hinted by `fwd`.
 template <typename P>
 typename P::primitive_desc GradPd(
-    Context& ctx, const Geometry& g, tag act,
+    Context& ctx, const Geometry& g, tag act, dnnl::algorithm alg,
     const dnnl::convolution_forward::primitive_desc& fwd) {
 #if DNNL_VERSION_MAJOR >= 3
   return typename P::primitive_desc(
-      ctx.engine, dnnl::algorithm::convolution_direct, Desc(g.src, act),
+      ctx.engine, alg, Desc(g.src, act),
       Desc(g.wei, tag::any), Desc(g.dst, act), g.strides, g.pad_l, g.pad_r,
       fwd);
 #else
   return typename P::primitive_desc(
-      typename P::desc(dnnl::algorithm::convolution_direct, Desc(g.src, act),
+      typename P::desc(alg, Desc(g.src, act),
                        Desc(g.wei, tag::any), Desc(g.dst, act), g.strides,
                        g.pad_l, g.pad_r),
       ctx.engine, fwd);
 #endif
 }
 
-std::unique_ptr<Plan> MakePlanFor(Context& ctx, Kind kind, const Geometry& g,
-                                  tag act) {
+std::unique_ptr<Plan> MakePlanFor(
+    Context& ctx, Kind kind, const Geometry& g, tag act,
+    dnnl::algorithm alg = dnnl::algorithm::convolution_direct) {
   const auto user_src = Desc(g.src, tag::nhwc);
   const auto user_dst = Desc(g.dst, tag::nhwc);
   const auto user_wei = Desc(g.wei, tag::hwio);
-  auto fwd = ForwardPd(ctx, g, act);
+  auto fwd = ForwardPd(ctx, g, act, alg);
   auto plan = std::make_unique<Plan>();
   if (kind == kForward) {
     plan->impl = fwd.impl_info_str();
@@ -157,7 +159,7 @@ std::unique_ptr<Plan> MakePlanFor(Context& ctx, Kind kind, const Geometry& g,
     plan->out_arg = DNNL_ARG_DST;
     plan->out = MakeOperand(ctx, user_dst, fwd.dst_desc(), false);
   } else if (kind == kInputGrad) {
-    auto pd = GradPd<dnnl::convolution_backward_data>(ctx, g, act, fwd);
+    auto pd = GradPd<dnnl::convolution_backward_data>(ctx, g, act, alg, fwd);
     plan->impl = pd.impl_info_str();
     plan->primitive = dnnl::convolution_backward_data(pd);
     plan->in_args = {DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS};
@@ -166,7 +168,7 @@ std::unique_ptr<Plan> MakePlanFor(Context& ctx, Kind kind, const Geometry& g,
     plan->out_arg = DNNL_ARG_DIFF_SRC;
     plan->out = MakeOperand(ctx, user_src, pd.diff_src_desc(), false);
   } else {
-    auto pd = GradPd<dnnl::convolution_backward_weights>(ctx, g, act, fwd);
+    auto pd = GradPd<dnnl::convolution_backward_weights>(ctx, g, act, alg, fwd);
     plan->impl = pd.impl_info_str();
     plan->primitive = dnnl::convolution_backward_weights(pd);
     plan->in_args = {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST};
@@ -180,8 +182,19 @@ std::unique_ptr<Plan> MakePlanFor(Context& ctx, Kind kind, const Geometry& g,
 
 // Layout 0 asks for NHWC kernels; where oneDNN has only its reference
 // implementation for them, the blocked layouts (1) are used instead.
+// Layout 2 asks for Winograd kernels, and is layout 0 where there are none
+// (oneDNN 2.x has them for AVX-512 only; creating the descriptor throws).
 std::unique_ptr<Plan> MakePlan(Context& ctx, Kind kind, const Geometry& g,
                                int64_t layout) {
+  if (layout == 2) {
+    try {
+      auto plan = MakePlanFor(ctx, kind, g, tag::any,
+                              dnnl::algorithm::convolution_winograd);
+      if (plan->impl.find("wino") != std::string::npos) return plan;
+    } catch (const dnnl::error&) {
+    }
+    layout = 0;
+  }
   if (layout == 0) {
     auto plan = MakePlanFor(ctx, kind, g, tag::nhwc);
     if (plan->impl.rfind("ref", 0) != 0) return plan;
