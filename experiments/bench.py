@@ -30,10 +30,11 @@ Sections (--sections, comma-separated; default all):
   devices   steady-state examples/s of the ResNet-20 step on 1, 2, 4, 8 and
             16 CPU devices (same global batch; distill/host_devices.py picks
             the default count from these);
-  malloc    the ResNet-20 step on one device with glibc's default malloc
-            and with huge pages (distill/host_memory.py), each in a
-            process of its own: step time, minor page faults and kernel
-            (system) CPU seconds per step;
+  malloc    the ResNet-20 step on one device with glibc's default malloc,
+            with huge pages, and with huge pages and one heap kept mapped
+            (the default; distill/host_memory.py), each in a process of
+            its own: step time, minor page faults and kernel (system) CPU
+            seconds per step, and PyTorch's step under each;
   compile   compile time of the train step per config;
   input     the input pipeline before grain and now, with 0, 1 and 2
             workers, on CIFAR in memory, CIFAR JPEGs from array_record,
@@ -415,8 +416,13 @@ def section_malloc(steps, rounds):
   from distill import host_memory  # pylint: disable=g-import-not-at-top
   rows = []
   plain = {k: v for k, v in os.environ.items() if k != 'GLIBC_TUNABLES'}
-  for label, env in (('glibc default', dict(plain, **{host_memory.ENV: '0'})),
-                     (host_memory.TUNABLE, host_memory.environment(plain))):
+  off = {host_memory.ENV: '0'}      # the children keep what they are given
+  for label, env in (
+      ('glibc default', dict(plain, **off)),
+      (host_memory.TUNABLE, dict(host_memory.environment(
+          plain, only=[host_memory.TUNABLE]), **off)),
+      (':'.join(host_memory.tunables()) + ' (the default)',
+       host_memory.environment(plain))):
     proc = subprocess.run(
         [sys.executable, '-m', 'experiments.bench', '--child=malloc:0',
          f'--steps={steps}', f'--rounds={rounds}'], cwd=REPO,
