@@ -76,6 +76,8 @@ def read_cell(root, labeled, seed, method):
   result = _json(done)
   out['student'] = result.get('test/accuracy',
                               result.get('student/test/accuracy'))
+  out['validation'] = result.get('validation/accuracy',
+                                 result.get('student/validation/accuracy'))
   out.update({k: v for k, v in result.items() if k.startswith('fit/')})
   return out
 
@@ -116,6 +118,7 @@ def run_cell(get_config, root, labeled, seed, method, extra=''):
       student.batch_size = min(student.batch_size, n_labeled)
       _finished(train.train(student, workdir, data=data))
     out['student'] = _json(done)['test/accuracy']
+    out['validation'] = _json(done).get('validation/accuracy')
     return out
   workdir = os.path.join(cell, _cell_dir(method))
   done = os.path.join(workdir, 'summary.json')
@@ -128,6 +131,7 @@ def run_cell(get_config, root, labeled, seed, method, extra=''):
     _finished(distillation.run(config, workdir))
   summary = _json(done)
   out['student'] = summary['student/test/accuracy']
+  out['validation'] = summary.get('student/validation/accuracy')
   out['agreement'] = summary['student/test_agreement']
   out.update({k: v for k, v in summary.items() if k.startswith('fit/')})
   return out
@@ -164,6 +168,38 @@ def slam_regime_lines(spec, cells):
         vals.append(f'{np.mean(xs):.3f}' if xs else '-')
       if any(v != '-' for v in vals):
         out.append(f'| {row}: {label} | ' + ' | '.join(vals) + ' |')
+    vals = []
+    for n in spec['labeled']:                 # the k histogram
+      found = [cells[f'{n}/{s}/{row}'] for s in spec['seeds']
+               if cells.get(f'{n}/{s}/{row}')]
+      ks = sorted({int(k.rsplit('_', 1)[1]) for c in found for k in c
+                   if k.startswith('fit/k_fraction_')})
+      vals.append(', '.join(
+          f'{k}: {np.mean([c.get(f"fit/k_fraction_{k}", 0.0) for c in found]):.2f}'
+          for k in ks) or '-')
+    if any(v != '-' for v in vals):
+      out.append(f'| {row}: share of examples per k | ' + ' | '.join(vals)
+                 + ' |')
+  return out
+
+
+def validation_lines(spec, cells):
+  """Each row's student accuracy on the validation split (what a default is
+  chosen on: the test split only reports), mean ± std over seeds."""
+  out = ['| **validation accuracy** (the split defaults are chosen on) |'
+         + ' |' * len(spec['labeled'])]
+  for row in ['labels_only'] + list(spec['methods']):
+    vals = []
+    for n in spec['labeled']:
+      xs = [100 * cells[f'{n}/{s}/{row}']['validation'] for s in spec['seeds']
+            if (cells.get(f'{n}/{s}/{row}') or {}).get('validation')
+            is not None]
+      vals.append(f'{np.mean(xs):.2f} ± {np.std(xs):.2f}'
+                  if len(xs) == len(spec['seeds']) else
+                  f'({len(xs)}/{len(spec["seeds"])} seeds)' + (
+                      f' {np.mean(xs):.2f}' if xs else ''))
+    label = {'labels_only': 'student on labels only'}.get(row, row)
+    out.append(f'| {label} (validation) | ' + ' | '.join(vals) + ' |')
   return out
 
 
@@ -198,6 +234,7 @@ def table_markdown(name, spec, cells, seconds):
             spec['seeds']) else f'({len(d)}/{len(spec["seeds"])} seeds)')
       label = {'labels_only': 'labels only'}.get(row, row)
       lines.append(f'| {label} − vanilla | ' + ' | '.join(vals) + ' |')
+  lines += validation_lines(spec, cells)
   lines += slam_regime_lines(spec, cells)
   return (f'### {name}: student test accuracy (%), mean ± std over seeds '
           f'{list(spec["seeds"])}\n\n' + '\n'.join(lines) +

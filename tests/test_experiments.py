@@ -30,8 +30,12 @@ def test_a_new_table_file_runs_resumes_and_reports(tmp_path, monkeypatch):
   for row in ('| teacher |', '| student on labels only |', '| vanilla |',
               '| slam |', 'python -m experiments.run --table=tiny'):
     assert row in md
-  # 4 rows x 1 size, the title, the paired header and its 2 rows
-  assert md.count(' ± ') == 4 * 1 + 1 + 1 + 2
+  # 4 rows x 1 size, the title, the paired header and its 2 rows, the
+  # validation rows (labels only and the 2 methods)
+  assert md.count(' ± ') == 4 * 1 + 1 + 1 + 2 + 3
+  v = [100 * cells[f'50/{s}/slam']['validation'] for s in (0, 1)]
+  assert f'| slam (validation) | {np.mean(v):.2f} ± {np.std(v):.2f} |' in md
+  assert '| slam: share of examples per k | ' in md
   d = [100 * (cells[f'50/{s}/slam']['student']
               - cells[f'50/{s}/vanilla']['student']) for s in (0, 1)]
   assert f'| slam − vanilla | {np.mean(d):+.2f} ± {np.std(d):.2f} |' in md
@@ -46,6 +50,7 @@ def test_a_new_table_file_runs_resumes_and_reports(tmp_path, monkeypatch):
   for key, value in cells.items():
     assert report[key]['student'] == value['student']
     assert report[key]['teacher'] == value['teacher']
+    assert report[key]['validation'] == value['validation'] is not None
   # A table sharing its cells trains only what it adds.
   more = _write_table(tmp_path / 'tiny_more.py', """dict(
     kind='distill', config='configs/digits_distill.py', cells='tiny',
