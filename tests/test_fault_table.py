@@ -207,8 +207,10 @@ def _fell_back(tmp, result):
 
 
 def _fast(tmp, result):
+  """No download attempt: a hang would run into the network's timeouts
+  (minutes); 60 s leaves room for a loaded machine (15 s seen)."""
   del tmp
-  assert result.seconds < 10, result.seconds
+  assert result.seconds < 60, result.seconds
 
 
 CASES = [
