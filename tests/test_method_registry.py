@@ -155,6 +155,19 @@ def test_slam_optimum_stays_in_the_teachers_topk_only_in_its_regime(
   assert (int(f.argmax()) in top2) == stays, f
 
 
+def test_slam_optimum_is_the_teachers_hard_label_below_alpha_one():
+  """What the CIFAR-10 regime study found (README, SLaM): with alpha
+  between 1/2 and about 0.9, the per-example optimum of the loss is close
+  to a one-hot on the teacher's top class (a hard label: the soft labels'
+  other classes are dropped), where vanilla's (alpha = 1) is the teacher's
+  distribution itself."""
+  ys = (0.7, 0.15, 0.1, 0.05)
+  for alpha in (0.6, 0.8):
+    f = _slam_optimum(ys, alpha, k=4)
+    assert f.argmax() == 0 and f[0] > 0.95, (alpha, f)
+  np.testing.assert_allclose(_slam_optimum(ys, 1.0, k=4), ys, atol=0.02)
+
+
 def test_slam_topk_target_moves_the_optimum_back_into_the_topk():
   """Where plain SLaM's optimum leaves the top-k because of the teacher's
   mass outside it (the regime test above), target='topk' keeps it inside.
