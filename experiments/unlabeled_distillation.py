@@ -174,9 +174,9 @@ def slam_regime_lines(spec, cells):
                if cells.get(f'{n}/{s}/{row}')]
       ks = sorted({int(k.rsplit('_', 1)[1]) for c in found for k in c
                    if k.startswith('fit/k_fraction_')})
-      vals.append(', '.join(
-          f'{k}: {np.mean([c.get(f"fit/k_fraction_{k}", 0.0) for c in found]):.2f}'
-          for k in ks) or '-')
+      share = lambda k: np.mean([c.get(f'fit/k_fraction_{k}', 0.0)
+                                 for c in found])
+      vals.append(', '.join(f'{k}: {share(k):.2f}' for k in ks) or '-')
     if any(v != '-' for v in vals):
       out.append(f'| {row}: share of examples per k | ' + ' | '.join(vals)
                  + ' |')

@@ -10,7 +10,8 @@ handlers): Winograd's for 3x3 stride-1 convolutions with at least 32
 channels in and out, where it was faster, and the direct kernels on the
 NHWC buffers as they are elsewhere (`_layout`). It applies on CPU,
 float32, 2-D, NHWC/HWIO, no dilation or groups, non-negative padding.
-Anything else is XLA's convolution. Under a mesh each device runs its own batch slice.
+Anything else is XLA's convolution. Under a mesh each device runs its own
+batch slice.
 
 The same library holds a training batch norm (`batch_norm_train`) with the
 residual add and ReLU that follow it in conv blocks fused into its passes:
