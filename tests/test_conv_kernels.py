@@ -318,3 +318,14 @@ def test_flops_count_the_library_calls_sharded_or_not():
   with jax.sharding.use_abstract_mesh(
       jax.sharding.AbstractMesh((2,), ('data',))):
     assert flops.of(grad(P('data')), x, w) == 3 * hand
+
+
+def test_describe_does_not_build_the_library(monkeypatch):
+  """Every CPU run's manifest calls it: a run without convolutions must not
+  pay the compile."""
+  monkeypatch.setattr(onednn, '_STATE', {})
+  monkeypatch.setattr(onednn, '_load', lambda: pytest.fail('built'))
+  monkeypatch.setattr(onednn, 'can_build', lambda: True)
+  assert onednn.describe().startswith('oneDNN convolutions (Winograd')
+  monkeypatch.setattr(onednn, 'can_build', lambda: False)
+  assert onednn.describe().startswith('XLA (')

@@ -171,9 +171,11 @@ def unavailable_reason():
 
 
 def describe():
-  """One line: which kernels `model.conv=auto` runs here."""
-  if not available():
-    return f'XLA ({unavailable_reason()})'
+  """One line: which kernels `model.conv=auto` runs here, without building
+  them (`can_build`: a run that needs none does not pay the compile)."""
+  if not can_build():
+    return ('XLA (' + (_STATE.get('reason') or
+                       'no C++ compiler or oneDNN header') + ')')
   layout = os.environ.get('DISTILL_ONEDNN_LAYOUT', 'auto')
   if layout == 'auto':
     layout = (f'Winograd for 3x3 stride-1 with >= {WINOGRAD_MIN_CHANNELS} '
@@ -419,13 +421,12 @@ _PLACEHOLDER = (1,)   # the shape of an operand a handler does not read
 
 def batch_norm_train(x, scale, bias, epsilon, residual=None, relu=False):
   """(y, mean, var) of a training batch norm of NHWC `x` by the library's
-  fused kernel: mean
-  and biased variance over N, H, W, n = (x - mean) / sqrt(var + epsilon) *
-  scale + bias, and y = n, n + residual, relu(n) or relu(n + residual) as
-  `residual` (x's shape, or None) and `relu` say: the add and ReLU run in
-  the kernel too, so XLA makes no elementwise pass over y. Differentiable in x,
-  scale, bias and residual through y (mean and var are for the running
-  averages: their cotangents are ignored)."""
+  fused kernel: mean and biased variance over N, H, W, n = (x - mean) /
+  sqrt(var + epsilon) * scale + bias, and y = n, n + residual, relu(n) or
+  relu(n + residual) as `residual` (x's shape, or None) and `relu` say: the
+  add and ReLU run in the kernel too, so XLA makes no elementwise pass over
+  y. Differentiable in x, scale, bias and residual through y (mean and var
+  are for the running averages: their cotangents are ignored)."""
   add = residual is not None
   if not add:
     residual = jnp.zeros(_PLACEHOLDER, jnp.float32)
