@@ -10,7 +10,11 @@ A table is data (experiments/tables/__init__.py): its `kind` picks the
 experiment module that trains its cells and writes its report (KINDS), the
 rest of it is that module's grid. Finished cells are skipped, so a table
 resumes where it stopped and tables sharing `cells` share their runs.
-Results go to `experiments/results/<name>.{md,json,png}` (`--results`).
+Results go to `experiments/results/<name>.{md,json,png}` (`--results`);
+the distill and laurel kinds also keep every finished cell in
+`<results>/cells/<cells>.json` (experiments/records.py): committed, it lets
+a checkout without the runs (the next session's machine) report them and
+train only what is missing.
 """
 import importlib
 import os

@@ -42,6 +42,7 @@ from distill import train
 from distill.data import loading
 from experiments import costs as cost_lib
 from experiments import plotting
+from experiments import records as records_lib
 from experiments import harness
 from models import laurel as laurel_lib
 
@@ -101,10 +102,13 @@ def trajectory(cell):
   return out
 
 
-def run_cells(name, table, workdir, manual_dir, report_only=False):
+def run_cells(name, table, workdir, manual_dir, report_only=False,
+              records=None):
   """{(row, seed): final metrics or None}, training what is missing; with
   the table's `trajectory`, each finished cell's metrics gain
-  'trajectory' (`trajectory(cell)`)."""
+  'trajectory' (`trajectory(cell)`). A cell in `records`
+  (experiments/records.py) made with the same config is not trained; a
+  finished one is recorded."""
   base = base_config(table, manual_dir)
   if table.get('trajectory'):
     base.checkpoint_every_steps = int(table['trajectory'])
@@ -115,21 +119,38 @@ def run_cells(name, table, workdir, manual_dir, report_only=False):
   for seed in table['seeds']:
     for row, overrides in table['rows'].items():
       cell = os.path.join(root, cell_name(overrides), f'seed={seed}')
+      config = row_config(base, table, overrides, seed)
+      key = f'{cell_name(overrides)}/seed={seed}'
       result = _final(cell)
+      if result is None and records is not None and not os.path.exists(cell):
+        recorded = records.get(key, config)
+        if recorded is not None:
+          cells[(row, seed)] = _with_int_steps(recorded)
+          continue
       if result is None and not report_only:
         print(f'-- {name}: {row} seed={seed}', flush=True)
         if data is None:
           data = loading.load_data(base.data)
-        out = train.train(row_config(base, table, overrides, seed), cell,
-                          data=data)
+        out = train.train(config, cell, data=data)
         if out.get('preempted'):
           print('SIGTERM: stopping; rerun the command to resume.')
           sys.exit(143)
         result = _final(cell)
       if result is not None and table.get('trajectory'):
         result = dict(result, trajectory=trajectory(cell))
+      if result is not None and records is not None:
+        records.put(key, config, result, cell)
       cells[(row, seed)] = result
   return cells, base, data
+
+
+def _with_int_steps(result):
+  """A recorded result with its trajectory's steps as ints again (JSON
+  keys are strings)."""
+  if 'trajectory' in result:
+    result = dict(result, trajectory={int(k): v for k, v in
+                                      result['trajectory'].items()})
+  return result
 
 
 def costs(table, base, data, rounds):
@@ -295,9 +316,16 @@ def plot(name, table, cells, cost, path):
 
 
 def run_table(name, table, workdir, results, manual_dir='../shared/datasets',
-              report_only=False):
+              report_only=False, records=True):
+  """Trains (or reads) the table's cells, times its rows, writes its
+  report; finished cells are kept in `<results>/cells/<cells>.json`
+  (experiments/records.py) unless `records` is False."""
   start = time.time()
-  cells, base, data = run_cells(name, table, workdir, manual_dir, report_only)
+  root = os.path.join(workdir, table.get('cells', name))
+  kept = records_lib.Records(table.get('cells', name), root, os.path.join(
+      results, 'cells')) if records else None
+  cells, base, data = run_cells(name, table, workdir, manual_dir, report_only,
+                                kept)
   cost_path = os.path.join(results, f'{name}.json')
   cost = None
   if not report_only:

@@ -18,6 +18,7 @@ run continues where it stopped. Writes `experiments/results/<table>.md`
 (accuracy against labeled size).
 """
 import ast
+import hashlib
 import json
 import os
 import sys
@@ -31,6 +32,7 @@ from distill import distillation
 from distill import train
 from distill.data import loading
 from experiments import plotting
+from experiments import records as records_lib
 from experiments import harness
 
 WORKDIR = 'workdirs/experiments'
@@ -63,23 +65,72 @@ def _finished(result):
   return result
 
 
-def read_cell(root, labeled, seed, method):
-  """A finished cell's numbers, or None (for --report_only)."""
-  cell = os.path.join(root, f'labeled={labeled}', f'seed={seed}')
-  teacher = os.path.join(cell, 'teacher', 'final_metrics.json')
-  name = 'labels_only' if method == 'labels_only' else _cell_dir(method)
-  done = os.path.join(cell, name, 'final_metrics.json' if
-                      method == 'labels_only' else 'summary.json')
-  if not (os.path.exists(teacher) and os.path.exists(done)):
+def _cell(root, labeled, seed):
+  return os.path.join(root, f'labeled={labeled}', f'seed={seed}')
+
+
+def _teacher_config(get_config, labeled, seed, extra):
+  return get_config(f'method=vanilla,labeled={labeled},seed={seed}'
+                    f'{extra}').teacher.config
+
+
+def _labels_only_config(get_config, labeled, seed, extra):
+  """The labels-only student's config and data: the student trained on the
+  labeled part alone, for the same number of steps as a distilled student
+  (more epochs of the smaller labeled part), so it is not under-trained."""
+  config = get_config(f'method=vanilla,labeled={labeled},seed={seed}{extra}')
+  student = distillation.student_config(config)
+  student.method = 'supervised'
+  student.data.train_on = 'labeled'
+  data = loading.load_data(student.data)
+  n_labeled = len(data.parts['labeled'])
+  if config.total_epochs > 0:
+    ratio = len(data.parts['unlabeled']) / n_labeled
+    student.total_epochs = config.total_epochs * max(1.0, ratio)
+  student.batch_size = min(student.batch_size, n_labeled)
+  return student, data
+
+
+def _method_config(get_config, root, labeled, seed, method, extra):
+  name, overrides = parse_method(method)
+  teacher_dir = os.path.join(_cell(root, labeled, seed), 'teacher')
+  config = get_config(f'method={name},labeled={labeled},seed={seed},'
+                      f'teacher={teacher_dir}{extra}')
+  common.override(config, overrides)
+  return config
+
+
+def _cell_config(get_config, root, labeled, seed, method, extra):
+  """(config, data or None) of a cell: what its workdir's run computes."""
+  if method == 'labels_only':
+    return _labels_only_config(get_config, labeled, seed, extra)
+  return _method_config(get_config, root, labeled, seed, method, extra), None
+
+
+def _read_done(cell, method, teacher_accuracy):
+  """A finished cell's numbers from its workdir, or None."""
+  if method == 'labels_only':
+    done = os.path.join(cell, 'labels_only', 'final_metrics.json')
+    if not os.path.exists(done):
+      return None
+    result = _json(done)
+    return {'teacher': teacher_accuracy, 'student': result['test/accuracy'],
+            'validation': result.get('validation/accuracy')}
+  done = os.path.join(cell, _cell_dir(method), 'summary.json')
+  if not os.path.exists(done):
     return None
-  out = {'teacher': _json(teacher)['test/accuracy']}
-  result = _json(done)
-  out['student'] = result.get('test/accuracy',
-                              result.get('student/test/accuracy'))
-  out['validation'] = result.get('validation/accuracy',
-                                 result.get('student/validation/accuracy'))
-  out.update({k: v for k, v in result.items() if k.startswith('fit/')})
+  summary = _json(done)
+  out = {'teacher': teacher_accuracy,
+         'student': summary['student/test/accuracy'],
+         'validation': summary.get('student/validation/accuracy'),
+         'agreement': summary['student/test_agreement']}
+  out.update({k: v for k, v in summary.items() if k.startswith('fit/')})
   return out
+
+
+def _workdir_of(cell, method):
+  return os.path.join(cell, 'labels_only' if method == 'labels_only'
+                      else _cell_dir(method))
 
 
 def _cell_dir(method):
@@ -87,54 +138,113 @@ def _cell_dir(method):
           .replace('=', '-'))
 
 
-def run_cell(get_config, root, labeled, seed, method, extra=''):
-  """One student (or the labels-only row); returns its test accuracy.
+def _teacher_done(cell):
+  """The teacher run's final metrics in `cell`, or None."""
+  done = os.path.join(cell, 'teacher', 'final_metrics.json')
+  return _json(done) if os.path.exists(done) else None
 
-  `method` is a registered name, optionally with config overrides:
-  'slam[method_kw.normalize=True]'.
+
+def teacher_run(metrics):
+  """What tells one teacher run from another: a hash of its final metrics
+  (test and validation losses to the last digit), so students distilled
+  from different runs of the same teacher config are never paired."""
+  kept = {k: v for k, v in metrics.items() if 'seconds' not in k}
+  return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()
+                        ).hexdigest()[:12]
+
+
+def _most_common(values):
+  values = [v for v in values if v is not None]
+  return max(sorted(set(values)), key=values.count) if values else None
+
+
+def run_group(get_config, root, labeled, seed, methods, extra='',
+              records=None, report_only=False):
+  """The cells of one labeled size and seed: {method: numbers or None}.
+
+  Every student of the group is distilled from one teacher run. A cell
+  comes from its workdir if it finished there, else from `records`
+  (experiments/records.py) when its record was made with the same config
+  and, for a student, from the same teacher run (`teacher_run`) as the
+  rest of the group; the others are trained (nothing, `report_only`).
+  A group that trains a student needs the teacher: trained here from its
+  seed when its run is not in `root`, and then every recorded student of
+  another teacher run is trained again. Every cell read is recorded.
   """
-  cell = os.path.join(root, f'labeled={labeled}', f'seed={seed}')
-  teacher_dir = os.path.join(cell, 'teacher')
-  config = get_config(f'method=vanilla,labeled={labeled},seed={seed}{extra}')
-  if not os.path.exists(os.path.join(teacher_dir, 'final_metrics.json')):
-    print(f'-- teacher labeled={labeled} seed={seed}', flush=True)
-    _finished(train.train(config.teacher.config, teacher_dir))
-  teacher = _json(os.path.join(teacher_dir, 'final_metrics.json'))
-  out = {'teacher': teacher['test/accuracy']}
-  if method == 'labels_only':
-    workdir = os.path.join(cell, 'labels_only')
-    done = os.path.join(workdir, 'final_metrics.json')
-    if not os.path.exists(done):
-      student = distillation.student_config(config)
-      student.method = 'supervised'
-      student.data.train_on = 'labeled'
-      # The same number of steps as the distilled students (more epochs of
-      # the smaller labeled part), so the baseline is not under-trained.
-      data = loading.load_data(student.data)
-      n_labeled = len(data.parts['labeled'])
-      if config.total_epochs > 0:
-        ratio = len(data.parts['unlabeled']) / n_labeled
-        student.total_epochs = config.total_epochs * max(1.0, ratio)
-      student.batch_size = min(student.batch_size, n_labeled)
-      _finished(train.train(student, workdir, data=data))
-    out['student'] = _json(done)['test/accuracy']
-    out['validation'] = _json(done).get('validation/accuracy')
-    return out
-  workdir = os.path.join(cell, _cell_dir(method))
-  done = os.path.join(workdir, 'summary.json')
-  if not os.path.exists(done):
-    print(f'-- {method} labeled={labeled} seed={seed}', flush=True)
-    name, overrides = parse_method(method)
-    config = get_config(f'method={name},labeled={labeled},seed={seed},'
-                        f'teacher={teacher_dir}{extra}')
-    common.override(config, overrides)
-    _finished(distillation.run(config, workdir))
-  summary = _json(done)
-  out['student'] = summary['student/test/accuracy']
-  out['validation'] = summary.get('student/validation/accuracy')
-  out['agreement'] = summary['student/test_agreement']
-  out.update({k: v for k, v in summary.items() if k.startswith('fit/')})
-  return out
+  cell = _cell(root, labeled, seed)
+  configs = {m: _cell_config(get_config, root, labeled, seed, m, extra)
+             for m in methods}
+  t_config = _teacher_config(get_config, labeled, seed, extra)
+  t_key = f'{labeled}/{seed}/teacher'
+
+  def from_workdir(method, teacher):
+    got = _read_done(cell, method, teacher['test/accuracy'])
+    if got is not None and method != 'labels_only':
+      got['teacher_run'] = teacher_run(teacher)
+    return got
+
+  def fresh(method):
+    return os.path.exists(_workdir_of(cell, method))
+
+  teacher = _teacher_done(cell)
+  out, recorded = {}, {}
+  for m in methods:
+    got = from_workdir(m, teacher) if teacher else None
+    if got is not None:
+      out[m] = got
+    elif records is not None and not fresh(m):
+      rec = records.get(f'{labeled}/{seed}/{m}', configs[m][0])
+      if rec is not None:
+        recorded[m] = rec
+  runs = {m: r.get('teacher_run') for m, r in recorded.items()
+          if m != 'labels_only'}
+  current = teacher_run(teacher) if teacher else _most_common(runs.values())
+  usable = {m: r for m, r in recorded.items()
+            if m == 'labels_only' or runs[m] == current}
+  needed = [m for m in methods if m not in out and m not in usable]
+  if needed and not report_only:
+    if teacher is None and needed != ['labels_only']:
+      print(f'-- teacher labeled={labeled} seed={seed}', flush=True)
+      _finished(train.train(t_config, os.path.join(cell, 'teacher')))
+      teacher = _teacher_done(cell)
+      current = teacher_run(teacher)
+      usable = {m: r for m, r in recorded.items()
+                if m == 'labels_only' or runs[m] == current}
+    for m in methods:
+      if m in recorded and m not in usable:
+        print(f'-- {labeled}/{seed}/{m}: recorded from another run of the '
+              'teacher; training it again', flush=True)
+    for m in methods:
+      if m in out or m in usable:
+        continue
+      print(f'-- {m} labeled={labeled} seed={seed}', flush=True)
+      config, data = configs[m]
+      workdir = _workdir_of(cell, m)
+      if m == 'labels_only':
+        _finished(train.train(config, workdir, data=data))
+      else:
+        _finished(distillation.run(config, workdir))
+      out[m] = from_workdir(m, teacher)
+  out.update(usable)
+  if teacher is not None:
+    t_accuracy = teacher['test/accuracy']
+  else:       # the recorded students' teacher
+    t_accuracy = next((r['teacher'] for m, r in usable.items()
+                       if m != 'labels_only'), None)
+    if t_accuracy is None and records is not None:
+      t_accuracy = (records.get(t_key, t_config) or {}).get('teacher')
+  if 'labels_only' in out and t_accuracy is not None:
+    out['labels_only'] = dict(out['labels_only'], teacher=t_accuracy)
+  if records is not None:
+    if teacher is not None:
+      records.put(t_key, t_config, {'teacher': t_accuracy,
+                                    'teacher_run': teacher_run(teacher)},
+                  os.path.join(cell, 'teacher'))
+    for m, got in out.items():
+      if fresh(m):
+        records.put(f'{labeled}/{seed}/{m}', configs[m][0], got,
+                    _workdir_of(cell, m))
+  return {m: out.get(m) for m in methods}
 
 
 def paired_differences(cells, labeled, seeds, row, baseline):
@@ -270,19 +380,22 @@ def plot(name, spec, cells, path):
 
 
 def run_table(name, spec, workdir, results, manual_dir=None,
-              report_only=False):
+              report_only=False, records=True):
   """Trains the table's missing cells (or only reads them) and writes its
-  report. The distillation configs name their own data folder."""
+  report. Finished cells are kept in `<results>/cells/<cells>.json`
+  (experiments/records.py) unless `records` is False. The distillation
+  configs name their own data folder."""
   del manual_dir
   get_config = harness.config_getter(spec['config'])
   root = os.path.join(workdir, spec.get('cells', name))
+  kept = records_lib.Records(spec.get('cells', name), root, os.path.join(
+      results, 'cells')) if records else None
   cells, start = {}, time.time()
   for n in spec['labeled']:
     for s in spec['seeds']:
-      for method in ('labels_only',) + tuple(spec['methods']):
-        cells[f'{n}/{s}/{method}'] = (
-            read_cell(root, n, s, method) if report_only else
-            run_cell(get_config, root, n, s, method, spec.get('extra', '')))
+      group = run_group(get_config, root, n, s, ('labels_only',) + tuple(
+          spec['methods']), spec.get('extra', ''), kept, report_only)
+      cells.update({f'{n}/{s}/{m}': v for m, v in group.items()})
   seconds = time.time() - start
   md = table_markdown(name, spec, cells, None if report_only else seconds)
   os.makedirs(results, exist_ok=True)

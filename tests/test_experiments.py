@@ -138,3 +138,54 @@ def test_laurel_tables_report_paired_differences_to_the_baseline():
            ('rw', 0): {'acc': 0.52}, ('rw', 1): {'acc': 0.66}}
   md = laurel.markdown('t', table, cells, None, None)
   assert '| rw | 59.00 ± 7.00 | +4.00 ± 2.00 |' in md
+
+
+def test_recorded_cells_are_not_trained_again_on_a_fresh_machine(
+    tmp_path, monkeypatch):
+  """experiments/records.py: a table's finished cells are kept beside its
+  results, so a checkout without the runs (the next session's machine)
+  reports them and trains nothing; a record of another config retrains."""
+  monkeypatch.chdir(REPO)
+  spec = _write_table(tmp_path / 'kept.py', """dict(
+    kind='distill', config='configs/digits_distill.py', labeled=(50,),
+    seeds=(0,), methods=('vanilla', 'hard'), extra=',runlocal')""")
+  res = tmp_path / 'res'
+  cells = harness.run(spec, str(tmp_path / 'a'), str(res))
+  path = res / 'cells' / 'kept.json'
+  kept = json.loads(path.read_text())
+  assert set(kept) == {'50/0/teacher', '50/0/labels_only', '50/0/vanilla',
+                       '50/0/hard'}
+  assert kept['50/0/vanilla']['result'] == cells['50/0/vanilla']
+  assert len(kept['50/0/vanilla']['identity']) == 16
+  assert kept['50/0/vanilla']['commit']
+  # Another root, no runs: everything comes from the records.
+  assert harness.run(spec, str(tmp_path / 'b'), str(res)) == cells
+  assert not (tmp_path / 'b').exists()
+  assert harness.run(spec, str(tmp_path / 'c'), str(res),
+                     report_only=True) == cells
+  # A record made with another config is not used: the cell (and the
+  # teacher it needs) train again, and the record is replaced.
+  ident = kept['50/0/vanilla']['identity']
+  kept['50/0/vanilla']['identity'] = '0' * 16
+  path.write_text(json.dumps(kept))
+  again = harness.run(spec, str(tmp_path / 'b'), str(res))
+  cell = tmp_path / 'b' / 'kept' / 'labeled=50' / 'seed=0'
+  assert (cell / 'vanilla' / 'summary.json').exists()
+  assert (cell / 'teacher' / 'final_metrics.json').exists()
+  assert not (cell / 'labels_only').exists()
+  assert not (cell / 'hard').exists()
+  # Retrained from its seed, the teacher is the same one.
+  assert again['50/0/vanilla']['teacher'] == cells['50/0/vanilla']['teacher']
+  assert json.loads(path.read_text())['50/0/vanilla']['identity'] == ident
+  # A student recorded from another run of its teacher is never paired
+  # with the others: it trains again from the group's teacher.
+  kept = json.loads(path.read_text())
+  kept['50/0/hard']['result']['teacher_run'] = 'another run'
+  path.write_text(json.dumps(kept))
+  again = harness.run(spec, str(tmp_path / 'd'), str(res))
+  cell = tmp_path / 'd' / 'kept' / 'labeled=50' / 'seed=0'
+  assert (cell / 'hard' / 'summary.json').exists()
+  assert not (cell / 'vanilla').exists()
+  assert again == cells
+  assert json.loads(path.read_text())['50/0/hard']['result'] == (
+      cells['50/0/hard'])

@@ -265,3 +265,10 @@ def test_a_trajectory_table_reports_the_learned_weights_over_training(
   md = (tmp_path / 'results' / 'traj.md').read_text()
   assert '| RW+PA: alpha |' in md and '(step 20) |' in md
   assert (tmp_path / 'results' / 'traj_trajectory.png').exists()
+  # The records beside the results (experiments/records.py) hold each
+  # cell with its trajectory: another root without the runs trains
+  # nothing and reports the same cells.
+  again, _ = harness.run(str(table), workdir=str(tmp_path / 'fresh'),
+                         results=str(tmp_path / 'results'),
+                         manual_dir=manual_dir, report_only=True)
+  assert again == cells and not (tmp_path / 'fresh').exists()

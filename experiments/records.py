@@ -1,0 +1,123 @@
+"""Finished cells kept in the repository, so a table that takes days of CPU
+spans sessions whose machines keep nothing but the checkout.
+
+    python -m experiments.run --table=cifar10_regime              # trains, records
+    python -m experiments.run --table=cifar10_regime --report_only  # records what a workdir finished
+    git add experiments/results/cells/cifar10_regime.json           # then commit it
+
+`experiments/results/cells/<cells>.json` maps a cell's key (the table's
+own, e.g. '10000/0/vanilla') to its record:
+
+  result    the numbers the table reports (what the kind's cell returns);
+  identity  a hash of the run's resolved config (what the workdir's
+            `config.json` holds, distill/workdir.py), the runs' root written
+            as '<root>' and the operational keys (progress, workers, ...)
+            left out, so it does not depend on where the runs lived;
+  commit    the code's commit (`-dirty` when tracked files differed), the
+            date, and the CPU kernels the run's manifest names.
+
+A kind looks a cell up before training it: a record whose identity is the
+config it would train is the cell's result, and nothing runs for it. A
+record made with another config is not used (the cell trains again and
+its record is replaced; the harness says so). A cell finished in a workdir
+is recorded when the harness reads it, trained now or before. Students
+that need a teacher whose run is not in this session's workdir retrain it
+from its seed; each student's record keeps the accuracy of the teacher it
+was distilled from.
+"""
+import datetime
+import hashlib
+import json
+import os
+import subprocess
+
+from distill import files
+from distill import workdir as workdir_lib
+
+FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results',
+                      'cells')
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _strip(tree, prefix=''):
+  """The tree without its operational keys (workdir.OPERATIONAL)."""
+  out = {}
+  for k, v in tree.items():
+    key = f'{prefix}{k}'
+    if workdir_lib._operational(key):  # pylint: disable=protected-access
+      continue
+    out[k] = _strip(v, key + '.') if isinstance(v, dict) else v
+  return out
+
+
+def identity(config, root):
+  """The hash that names what `config` computes, wherever its runs live."""
+  text = json.dumps(_strip(workdir_lib.resolved(config)), sort_keys=True)
+  for form in sorted({os.path.abspath(root), os.path.normpath(root)},
+                     key=len, reverse=True):
+    text = text.replace(form, '<root>')
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def commit():
+  """The checkout's commit, `-dirty` if tracked code differs from it;
+  'unknown' outside a git checkout."""
+  try:
+    head = subprocess.run(['git', 'rev-parse', '--short=12', 'HEAD'],
+                          cwd=_REPO, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    dirty = subprocess.run(
+        ['git', 'status', '--porcelain', '--untracked-files=no', '--',
+         '*.py', '*.cfg', '*.cc', '*.sh'], cwd=_REPO, capture_output=True,
+        text=True, check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return 'unknown'
+  return head + ('-dirty' if dirty else '')
+
+
+def _kernels(workdir):
+  path = os.path.join(workdir, 'manifest.json') if workdir else ''
+  if path and os.path.exists(path):
+    with open(path) as f:
+      return json.load(f).get('cpu_kernels')
+  return None
+
+
+class Records:
+  """The records of one folder of cells (a table's `cells`)."""
+
+  def __init__(self, name, root, folder=FOLDER):
+    self.path = os.path.join(folder, f'{name}.json')
+    self.root = root
+    self.cells = {}
+    if os.path.exists(self.path):
+      with open(self.path) as f:
+        self.cells = json.load(f)
+
+  def get(self, key, config):
+    """The recorded result of `key` if it was made with `config`, else
+    None (saying so when a record of another config is set aside)."""
+    record = self.cells.get(key)
+    if record is None:
+      return None
+    if record['identity'] != identity(config, self.root):
+      print(f'-- {key}: its record ({record["commit"]}) was made with '
+            'another config; training it again', flush=True)
+      return None
+    return record['result']
+
+  def put(self, key, config, result, workdir=None, **extra):
+    """Records `result` for `key` (kept when identical); writes the file
+    atomically."""
+    ident = identity(config, self.root)
+    old = self.cells.get(key)
+    if old and old['identity'] == ident and old['result'] == result:
+      return
+    record = dict(result=result, identity=ident, commit=commit(),
+                  finished=datetime.date.today().isoformat(),
+                  kernels=_kernels(workdir))
+    record.update(extra)     # e.g. a migrated record's commit and source
+    self.cells[key] = record
+    os.makedirs(os.path.dirname(self.path), exist_ok=True)
+    files.write_text(self.path, json.dumps(self.cells, indent=1,
+                                           sort_keys=True) + '\n')
