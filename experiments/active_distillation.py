@@ -34,6 +34,7 @@ from distill import active_distillation
 from distill import files
 from distill import train
 from experiments import plotting
+from experiments import records as records_lib
 from experiments import harness
 
 # (row name, strategy, extra config arguments); the row name is the cell's
@@ -89,48 +90,124 @@ def _done(state_path):
     return 'final' in json.load(f)
 
 
-def run_cells(name, table, workdir, manual_dir, report_only=False):
+def compact(state):
+  """A rounds state without its selections (lists of pool indices): what a
+  report reads, small enough to record."""
+  def small(d):
+    return {k: v for k, v in d.items()
+            if not (isinstance(v, list) and len(v) > 16)}
+  out = small({k: v for k, v in state.items() if k not in ('rounds',
+                                                           'final')})
+  out['rounds'] = [small(r) for r in state['rounds']]
+  if 'final' in state:
+    out['final'] = small(state['final'])
+  return out
+
+
+def _read_state(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def run_cells(name, table, workdir, manual_dir, report_only=False,
+              records=None):
   """{(row, seed): rounds state} of the finished runs (training the rest
-  unless `report_only`), and the seconds they took."""
+  unless `report_only`), and the seconds they took.
+
+  With `records` (experiments/records.py) a seed's rows come from their
+  records when made with the same config and the same teacher run as the
+  rest of the seed (`teacher_run`); a seed that trains anything needs the
+  teacher (trained again from its seed when its run is not here) and the
+  first row's run (its round 0 is every row's), and retrains the rows
+  recorded from another teacher run. Every finished row is recorded,
+  without its selections (`compact`)."""
   root = os.path.join(workdir, table.get('cells', name))
   rows = table_rows(table)
-  out = {}
+  out, recorded_seconds = {}, 0.0
   clock = _Clock(root)
   for seed in table['seeds']:
     teacher = os.path.join(root, f'seed={seed}', 'teacher')
-    if report_only:
-      for row, _, _ in rows:
-        state_path = os.path.join(root, f'seed={seed}', row, 'rounds.json')
-        if _done(state_path):
-          with open(state_path) as f:
-            out[(row, seed)] = json.load(f)
-      continue
-    if not os.path.exists(os.path.join(teacher, 'final_metrics.json')):
-      print(f'-- teacher seed={seed}', flush=True)
-      start = time.time()
-      t_cfg = _config(table, 'random', seed, manual_dir).teacher.config
-      result = train.train(t_cfg, teacher)
-      clock.add(f'seed={seed}/teacher', time.time() - start)
-      if result.get('preempted'):
-        sys.exit(143)
+    t_done = os.path.join(teacher, 'final_metrics.json')
     first = os.path.join(root, f'seed={seed}', rows[0][0])
+    configs, paths = {}, {}
     for row, strategy, extra in rows:
       cell = os.path.join(root, f'seed={seed}', row)
       if cell != first:           # round 0 is the same for every strategy
         extra += f',round0_from={first}'
-      state_path = os.path.join(cell, 'rounds.json')
-      if not _done(state_path):
+      configs[row] = _config(table, strategy, seed, manual_dir, teacher,
+                             extra)
+      paths[row] = (cell, os.path.join(cell, 'rounds.json'))
+    finished = {row: _read_state(paths[row][1]) for row in configs
+                if _done(paths[row][1])}
+    usable = {}
+    if records is not None:
+      recorded = {row: records.get(f'seed={seed}/{row}', configs[row])
+                  for row in configs if not os.path.exists(paths[row][0])}
+      recorded = {k: v for k, v in recorded.items() if v is not None}
+      current = records_lib.teacher_run_of(teacher) or (
+          records_lib.most_common(r.get('teacher_run')
+                                  for r in recorded.values()))
+      usable = {k: v for k, v in recorded.items()
+                if v.get('teacher_run') == current}
+    missing = [row for row in configs
+               if row not in finished and row not in usable]
+    if report_only or not missing:
+      out.update({(row, seed): v for row, v in {**usable,
+                                                **finished}.items()})
+      recorded_seconds += _seconds(records, seed, usable)
+      if report_only:
+        _record(records, seed, configs, paths, finished, teacher, clock)
+        continue
+    if missing:
+      if not os.path.exists(t_done):
+        print(f'-- teacher seed={seed}', flush=True)
+        start = time.time()
+        t_cfg = _config(table, 'random', seed, manual_dir).teacher.config
+        result = train.train(t_cfg, teacher)
+        clock.add(f'seed={seed}/teacher', time.time() - start)
+        if result.get('preempted'):
+          sys.exit(143)
+      current = records_lib.teacher_run_of(teacher)
+      usable = {k: v for k, v in usable.items()
+                if v.get('teacher_run') == current and k != rows[0][0]}
+      for row in configs:
+        if row in finished or row in usable:
+          continue
         print(f'-- {row} seed={seed}', flush=True)
         start = time.time()
-        result = active_distillation.run(
-            _config(table, strategy, seed, manual_dir, teacher, extra), cell)
+        result = active_distillation.run(configs[row], paths[row][0])
         clock.add(f'seed={seed}/{row}', time.time() - start)
         if result.get('preempted'):
           sys.exit(143)
-      with open(state_path) as f:
-        state = json.load(f)
-      out[(row, seed)] = state
-  return out, clock.total()
+        finished[row] = _read_state(paths[row][1])
+      out.update({(row, seed): v for row, v in {**usable,
+                                                **finished}.items()})
+      recorded_seconds += _seconds(records, seed, usable)
+    _record(records, seed, configs, paths, finished, teacher, clock)
+  return out, clock.total() + recorded_seconds
+
+
+def _record(records, seed, configs, paths, finished, teacher, clock):
+  """Records the rows finished in this root, with their teacher run and
+  the seconds they took (the teacher's with the first row's)."""
+  run = records_lib.teacher_run_of(teacher)
+  if records is None or run is None:
+    return
+  first = next(iter(configs))
+  for row, state in finished.items():
+    seconds = clock.seconds.get(f'seed={seed}/{row}', 0.0) + (
+        clock.seconds.get(f'seed={seed}/teacher', 0.0) if row == first
+        else 0.0)
+    records.put(f'seed={seed}/{row}', configs[row],
+                dict(compact(state), teacher_run=run), paths[row][0],
+                seconds=seconds)
+
+
+def _seconds(records, seed, usable):
+  """Seconds the rows taken from records took when they ran (the
+  teacher's counted with the first row)."""
+  return sum(records.cells[f'seed={seed}/{row}'].get('seconds', 0.0)
+             for row in usable)
 
 
 def table_rows(table):
@@ -245,10 +322,16 @@ def plot(name, states, seeds, path):
 
 
 def run_table(name, table, workdir, results, manual_dir='../shared/datasets',
-              report_only=False):
+              report_only=False, records=True):
   """Runs (or, `report_only`, reads) the table's cells and writes its
-  report; rows with a seed unfinished are left out of a report."""
-  states, seconds = run_cells(name, table, workdir, manual_dir, report_only)
+  report; rows with a seed unfinished are left out of a report. Finished
+  rows are kept in `<results>/cells/<cells>.json` (experiments/records.py)
+  unless `records` is False."""
+  root = os.path.join(workdir, table.get('cells', name))
+  kept = records_lib.Records(table.get('cells', name), root, os.path.join(
+      results, 'cells')) if records else None
+  states, seconds = run_cells(name, table, workdir, manual_dir, report_only,
+                              kept)
   seeds = table['seeds']
   rows = {row for row, _ in states
           if all((row, s) in states for s in seeds)}

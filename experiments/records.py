@@ -83,6 +83,30 @@ def _kernels(workdir):
   return None
 
 
+def teacher_run(metrics):
+  """What tells one teacher run from another: a hash of its final metrics
+  (test and validation losses to the last digit), so students distilled
+  from different runs of the same teacher config are never paired."""
+  kept = {k: v for k, v in metrics.items() if 'seconds' not in k}
+  return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()
+                        ).hexdigest()[:12]
+
+
+def teacher_run_of(workdir):
+  """`teacher_run` of the teacher run in `workdir`, or None unfinished."""
+  path = os.path.join(workdir, 'final_metrics.json')
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return teacher_run(json.load(f))
+
+
+def most_common(values):
+  """The most frequent of the values that are not None (None if none)."""
+  values = [v for v in values if v is not None]
+  return max(sorted(set(values)), key=values.count) if values else None
+
+
 class Records:
   """The records of one folder of cells (a table's `cells`)."""
 

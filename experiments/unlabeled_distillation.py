@@ -18,7 +18,6 @@ run continues where it stopped. Writes `experiments/results/<table>.md`
 (accuracy against labeled size).
 """
 import ast
-import hashlib
 import json
 import os
 import sys
@@ -144,20 +143,6 @@ def _teacher_done(cell):
   return _json(done) if os.path.exists(done) else None
 
 
-def teacher_run(metrics):
-  """What tells one teacher run from another: a hash of its final metrics
-  (test and validation losses to the last digit), so students distilled
-  from different runs of the same teacher config are never paired."""
-  kept = {k: v for k, v in metrics.items() if 'seconds' not in k}
-  return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()
-                        ).hexdigest()[:12]
-
-
-def _most_common(values):
-  values = [v for v in values if v is not None]
-  return max(sorted(set(values)), key=values.count) if values else None
-
-
 def run_group(get_config, root, labeled, seed, methods, extra='',
               records=None, report_only=False):
   """The cells of one labeled size and seed: {method: numbers or None}.
@@ -180,7 +165,7 @@ def run_group(get_config, root, labeled, seed, methods, extra='',
   def from_workdir(method, teacher):
     got = _read_done(cell, method, teacher['test/accuracy'])
     if got is not None and method != 'labels_only':
-      got['teacher_run'] = teacher_run(teacher)
+      got['teacher_run'] = records_lib.teacher_run(teacher)
     return got
 
   def fresh(method):
@@ -198,7 +183,8 @@ def run_group(get_config, root, labeled, seed, methods, extra='',
         recorded[m] = rec
   runs = {m: r.get('teacher_run') for m, r in recorded.items()
           if m != 'labels_only'}
-  current = teacher_run(teacher) if teacher else _most_common(runs.values())
+  current = (records_lib.teacher_run(teacher) if teacher else
+             records_lib.most_common(runs.values()))
   usable = {m: r for m, r in recorded.items()
             if m == 'labels_only' or runs[m] == current}
   needed = [m for m in methods if m not in out and m not in usable]
@@ -207,7 +193,7 @@ def run_group(get_config, root, labeled, seed, methods, extra='',
       print(f'-- teacher labeled={labeled} seed={seed}', flush=True)
       _finished(train.train(t_config, os.path.join(cell, 'teacher')))
       teacher = _teacher_done(cell)
-      current = teacher_run(teacher)
+      current = records_lib.teacher_run(teacher)
       usable = {m: r for m, r in recorded.items()
                 if m == 'labels_only' or runs[m] == current}
     for m in methods:
@@ -237,8 +223,9 @@ def run_group(get_config, root, labeled, seed, methods, extra='',
     out['labels_only'] = dict(out['labels_only'], teacher=t_accuracy)
   if records is not None:
     if teacher is not None:
-      records.put(t_key, t_config, {'teacher': t_accuracy,
-                                    'teacher_run': teacher_run(teacher)},
+      records.put(t_key, t_config, {
+          'teacher': t_accuracy,
+          'teacher_run': records_lib.teacher_run(teacher)},
                   os.path.join(cell, 'teacher'))
     for m, got in out.items():
       if fresh(m):

@@ -11,6 +11,7 @@ from core.errors import ConfigError
 from experiments import harness
 from experiments import tables
 from experiments import unlabeled_distillation as exp
+from distill import active_distillation as active_exp
 
 
 def _write_table(path, text):
@@ -86,6 +87,15 @@ def test_active_table_of_chosen_rows_reports_m_and_gains(tmp_path,
   picks, pool = (float(x) for x in line.split('|')[-2].split('/'))
   assert 0 <= picks <= 1 and 0 <= pool <= 1
   assert line.split('|')[-3].strip() == '0'
+  # Recorded without their selections, the rows report the same on a
+  # checkout without the runs, and nothing trains.
+  again, _ = harness.run(spec, str(tmp_path / 'fresh'), str(tmp_path))
+  assert not (tmp_path / 'fresh').exists()
+  assert {k: active_exp.summary(v) for k, v in again.items()} == {
+      k: active_exp.summary(v) for k, v in states.items()}
+  assert (tmp_path / 'tiny_active.md').read_text() == md
+  kept = json.loads((tmp_path / 'cells' / 'tiny_active.json').read_text())
+  assert 'chosen' not in kept['seed=0/rad_m0']['result']['rounds'][0]
 
 
 @pytest.mark.parametrize('name', tables.names())
