@@ -180,6 +180,8 @@ def run_cells(name, table, workdir, manual_dir, report_only=False,
         if result.get('preempted'):
           sys.exit(143)
         finished[row] = _read_state(paths[row][1])
+        _record(records, seed, configs, paths, {row: finished[row]},
+                teacher, clock)   # at once: a session may end mid-seed
       out.update({(row, seed): v for row, v in {**usable,
                                                 **finished}.items()})
       recorded_seconds += _seconds(records, seed, usable)

@@ -163,7 +163,7 @@ def run_group(get_config, root, labeled, seed, methods, extra='',
   t_key = f'{labeled}/{seed}/teacher'
 
   def from_workdir(method, teacher):
-    got = _read_done(cell, method, teacher['test/accuracy'])
+    got = _read_done(cell, method, teacher and teacher['test/accuracy'])
     if got is not None and method != 'labels_only':
       got['teacher_run'] = records_lib.teacher_run(teacher)
     return got
@@ -171,7 +171,15 @@ def run_group(get_config, root, labeled, seed, methods, extra='',
   def fresh(method):
     return os.path.exists(_workdir_of(cell, method))
 
+  def record_teacher():
+    if records is not None and teacher is not None:
+      records.put(t_key, t_config, {
+          'teacher': teacher['test/accuracy'],
+          'teacher_run': records_lib.teacher_run(teacher)},
+                  os.path.join(cell, 'teacher'))
+
   teacher = _teacher_done(cell)
+  record_teacher()
   out, recorded = {}, {}
   for m in methods:
     got = from_workdir(m, teacher) if teacher else None
@@ -194,6 +202,7 @@ def run_group(get_config, root, labeled, seed, methods, extra='',
       _finished(train.train(t_config, os.path.join(cell, 'teacher')))
       teacher = _teacher_done(cell)
       current = records_lib.teacher_run(teacher)
+      record_teacher()
       usable = {m: r for m, r in recorded.items()
                 if m == 'labels_only' or runs[m] == current}
     for m in methods:
@@ -211,6 +220,8 @@ def run_group(get_config, root, labeled, seed, methods, extra='',
       else:
         _finished(distillation.run(config, workdir))
       out[m] = from_workdir(m, teacher)
+      if records is not None:   # at once: a session may end mid-group
+        records.put(f'{labeled}/{seed}/{m}', config, out[m], workdir)
   out.update(usable)
   if teacher is not None:
     t_accuracy = teacher['test/accuracy']
@@ -222,11 +233,6 @@ def run_group(get_config, root, labeled, seed, methods, extra='',
   if 'labels_only' in out and t_accuracy is not None:
     out['labels_only'] = dict(out['labels_only'], teacher=t_accuracy)
   if records is not None:
-    if teacher is not None:
-      records.put(t_key, t_config, {
-          'teacher': t_accuracy,
-          'teacher_run': records_lib.teacher_run(teacher)},
-                  os.path.join(cell, 'teacher'))
     for m, got in out.items():
       if fresh(m):
         records.put(f'{labeled}/{seed}/{m}', configs[m][0], got,

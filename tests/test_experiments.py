@@ -199,3 +199,12 @@ def test_recorded_cells_are_not_trained_again_on_a_fresh_machine(
   assert again == cells
   assert json.loads(path.read_text())['50/0/hard']['result'] == (
       cells['50/0/hard'])
+  # The labels-only row reads no teacher: retraining it alone trains none.
+  kept = json.loads(path.read_text())
+  kept['50/0/labels_only']['identity'] = '0' * 16
+  path.write_text(json.dumps(kept))
+  again = harness.run(spec, str(tmp_path / 'e'), str(res))
+  cell = tmp_path / 'e' / 'kept' / 'labeled=50' / 'seed=0'
+  assert (cell / 'labels_only' / 'final_metrics.json').exists()
+  assert not (cell / 'teacher').exists()
+  assert again == cells
