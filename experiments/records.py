@@ -26,6 +26,7 @@ from its seed; each student's record keeps the accuracy of the teacher it
 was distilled from.
 """
 import datetime
+import fcntl
 import hashlib
 import json
 import os
@@ -141,7 +142,15 @@ class Records:
                   finished=datetime.date.today().isoformat(),
                   kernels=_kernels(workdir))
     record.update(extra)     # e.g. a migrated record's commit and source
-    self.cells[key] = record
     os.makedirs(os.path.dirname(self.path), exist_ok=True)
-    files.write_text(self.path, json.dumps(self.cells, indent=1,
-                                           sort_keys=True) + '\n')
+    # Two tables sharing cells may run at once: merge with what the other
+    # wrote since, under a lock, so neither drops the other's records.
+    with open(self.path + '.lock', 'w') as lock:
+      fcntl.flock(lock, fcntl.LOCK_EX)
+      if os.path.exists(self.path):
+        with open(self.path) as f:
+          self.cells.update({k: v for k, v in json.load(f).items()
+                             if k != key})
+      self.cells[key] = record
+      files.write_text(self.path, json.dumps(self.cells, indent=1,
+                                             sort_keys=True) + '\n')

@@ -208,3 +208,24 @@ def test_recorded_cells_are_not_trained_again_on_a_fresh_machine(
   assert (cell / 'labels_only' / 'final_metrics.json').exists()
   assert not (cell / 'teacher').exists()
   assert again == cells
+
+
+def test_two_tables_sharing_records_keep_each_others_cells(tmp_path):
+  """Records of one folder written by two processes at once (two tables
+  sharing cells) merge instead of overwriting each other."""
+  from experiments import records  # pylint: disable=g-import-not-at-top
+  from configs import common  # pylint: disable=g-import-not-at-top
+  config = common.base_config()
+  a = records.Records('shared', str(tmp_path / 'runs'), str(tmp_path))
+  b = records.Records('shared', str(tmp_path / 'runs'), str(tmp_path))
+  a.put('x', config, {'student': 0.5})
+  b.put('y', config, {'student': 0.6})
+  a.put('z', config, {'student': 0.7})
+  kept = json.loads((tmp_path / 'shared.json').read_text())
+  assert {k: v['result']['student'] for k, v in kept.items()} == {
+      'x': 0.5, 'y': 0.6, 'z': 0.7}
+  assert records.Records('shared', 'elsewhere', str(tmp_path)).get(
+      'y', config) == {'student': 0.6}
+  config.seed += 1
+  assert records.Records('shared', 'elsewhere', str(tmp_path)).get(
+      'y', config) is None
