@@ -132,16 +132,19 @@ class Records:
     return record['result']
 
   def put(self, key, config, result, workdir=None, **extra):
-    """Records `result` for `key` (kept when identical); writes the file
-    atomically."""
+    """Records `result` for `key` (an identical record is kept, with
+    `extra` fields added); writes the file atomically."""
     ident = identity(config, self.root)
     old = self.cells.get(key)
     if old and old['identity'] == ident and old['result'] == result:
-      return
-    record = dict(result=result, identity=ident, commit=commit(),
-                  finished=datetime.date.today().isoformat(),
-                  kernels=_kernels(workdir))
-    record.update(extra)     # e.g. a migrated record's commit and source
+      record = dict(old, **extra)     # the same run read again
+      if record == old:
+        return
+    else:
+      record = dict(result=result, identity=ident, commit=commit(),
+                    finished=datetime.date.today().isoformat(),
+                    kernels=_kernels(workdir))
+      record.update(extra)   # e.g. seconds, a migrated record's commit
     os.makedirs(os.path.dirname(self.path), exist_ok=True)
     # Two tables sharing cells may run at once: merge with what the other
     # wrote since, under a lock, so neither drops the other's records.

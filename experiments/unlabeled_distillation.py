@@ -127,6 +127,16 @@ def _read_done(cell, method, teacher_accuracy):
   return out
 
 
+def _train_seconds(workdir):
+  """Seconds a finished run in `workdir` trained (0 if it does not say)."""
+  for name, key in (('summary.json', 'student/train_seconds'),
+                    ('final_metrics.json', 'train_seconds')):
+    path = os.path.join(workdir, name)
+    if os.path.exists(path):
+      return float(_json(path).get(key, 0.0))
+  return 0.0
+
+
 def _workdir_of(cell, method):
   return os.path.join(cell, 'labels_only' if method == 'labels_only'
                       else _cell_dir(method))
@@ -173,10 +183,11 @@ def run_group(get_config, root, labeled, seed, methods, extra='',
 
   def record_teacher():
     if records is not None and teacher is not None:
+      t_dir = os.path.join(cell, 'teacher')
       records.put(t_key, t_config, {
           'teacher': teacher['test/accuracy'],
-          'teacher_run': records_lib.teacher_run(teacher)},
-                  os.path.join(cell, 'teacher'))
+          'teacher_run': records_lib.teacher_run(teacher)}, t_dir,
+                  seconds=_train_seconds(t_dir))
 
   teacher = _teacher_done(cell)
   record_teacher()
@@ -221,7 +232,8 @@ def run_group(get_config, root, labeled, seed, methods, extra='',
         _finished(distillation.run(config, workdir))
       out[m] = from_workdir(m, teacher)
       if records is not None:   # at once: a session may end mid-group
-        records.put(f'{labeled}/{seed}/{m}', config, out[m], workdir)
+        records.put(f'{labeled}/{seed}/{m}', config, out[m], workdir,
+                    seconds=_train_seconds(workdir))
   out.update(usable)
   if teacher is not None:
     t_accuracy = teacher['test/accuracy']
@@ -236,7 +248,8 @@ def run_group(get_config, root, labeled, seed, methods, extra='',
     for m, got in out.items():
       if fresh(m):
         records.put(f'{labeled}/{seed}/{m}', configs[m][0], got,
-                    _workdir_of(cell, m))
+                    _workdir_of(cell, m),
+                    seconds=_train_seconds(_workdir_of(cell, m)))
   return {m: out.get(m) for m in methods}
 
 
@@ -306,7 +319,7 @@ def validation_lines(spec, cells):
   return out
 
 
-def table_markdown(name, spec, cells, seconds):
+def table_markdown(name, spec, cells, seconds, trained=None):
   rows = ['teacher', 'labels_only'] + list(spec['methods'])
   head = '| method | ' + ' | '.join(f'{n} labeled' for n in spec['labeled'])
   lines = [head + ' |', '|---' * (len(spec['labeled']) + 1) + '|']
@@ -343,9 +356,12 @@ def table_markdown(name, spec, cells, seconds):
           f'{list(spec["seeds"])}\n\n' + '\n'.join(lines) +
           f'\n\nCommand: `python -m experiments.run --table={name}`; config '
           f'`{spec["config"]}`; ' + (
-              'a report of the cells finished so far.\n' if seconds is None
+              'a report of the cells finished so far' if seconds is None
               else f'this run took {seconds / 60:.1f} min of compute for '
-              'the cells it ran.\n'))
+              'the cells it ran') + (
+                  f'; the cells trained {trained / 60:.1f} min in all '
+                  '(teachers included, as recorded per cell)' if trained
+                  else '') + '.\n')
 
 
 def plot(name, spec, cells, path):
@@ -390,7 +406,14 @@ def run_table(name, spec, workdir, results, manual_dir=None,
           spec['methods']), spec.get('extra', ''), kept, report_only)
       cells.update({f'{n}/{s}/{m}': v for m, v in group.items()})
   seconds = time.time() - start
-  md = table_markdown(name, spec, cells, None if report_only else seconds)
+  trained = None
+  if kept is not None:
+    keys = set(cells) | {f'{n}/{s}/teacher' for n in spec['labeled']
+                         for s in spec['seeds']}
+    trained = sum(kept.cells[k].get('seconds') or 0.0 for k in keys
+                  if k in kept.cells)
+  md = table_markdown(name, spec, cells, None if report_only else seconds,
+                      trained)
   os.makedirs(results, exist_ok=True)
   with open(os.path.join(results, f'{name}.md'), 'w') as f:
     f.write(md)

@@ -168,6 +168,8 @@ def test_recorded_cells_are_not_trained_again_on_a_fresh_machine(
   assert kept['50/0/vanilla']['result'] == cells['50/0/vanilla']
   assert len(kept['50/0/vanilla']['identity']) == 16
   assert kept['50/0/vanilla']['commit']
+  assert kept['50/0/vanilla']['seconds'] > 0 < kept['50/0/teacher']['seconds']
+  assert 'min in all (teachers included' in (res / 'kept.md').read_text()
   # Another root, no runs: everything comes from the records.
   assert harness.run(spec, str(tmp_path / 'b'), str(res)) == cells
   assert not (tmp_path / 'b').exists()
