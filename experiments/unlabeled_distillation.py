@@ -181,6 +181,16 @@ def run_group(get_config, root, labeled, seed, methods, extra='',
   def fresh(method):
     return os.path.exists(_workdir_of(cell, method))
 
+  def record(method, got):
+    """A cell's record; the labels-only row's without the teacher it does
+    not read (the group's teacher is added when reported)."""
+    if records is not None:
+      workdir = _workdir_of(cell, method)
+      if method == 'labels_only':
+        got = {k: v for k, v in got.items() if k != 'teacher'}
+      records.put(f'{labeled}/{seed}/{method}', configs[method][0], got,
+                  workdir, seconds=_train_seconds(workdir))
+
   def record_teacher():
     if records is not None and teacher is not None:
       t_dir = os.path.join(cell, 'teacher')
@@ -231,9 +241,7 @@ def run_group(get_config, root, labeled, seed, methods, extra='',
       else:
         _finished(distillation.run(config, workdir))
       out[m] = from_workdir(m, teacher)
-      if records is not None:   # at once: a session may end mid-group
-        records.put(f'{labeled}/{seed}/{m}', config, out[m], workdir,
-                    seconds=_train_seconds(workdir))
+      record(m, out[m])         # at once: a session may end mid-group
   out.update(usable)
   if teacher is not None:
     t_accuracy = teacher['test/accuracy']
@@ -242,14 +250,11 @@ def run_group(get_config, root, labeled, seed, methods, extra='',
                        if m != 'labels_only'), None)
     if t_accuracy is None and records is not None:
       t_accuracy = (records.get(t_key, t_config) or {}).get('teacher')
-  if 'labels_only' in out and t_accuracy is not None:
+  for m, got in out.items():
+    if fresh(m):
+      record(m, got)
+  if 'labels_only' in out:
     out['labels_only'] = dict(out['labels_only'], teacher=t_accuracy)
-  if records is not None:
-    for m, got in out.items():
-      if fresh(m):
-        records.put(f'{labeled}/{seed}/{m}', configs[m][0], got,
-                    _workdir_of(cell, m),
-                    seconds=_train_seconds(_workdir_of(cell, m)))
   return {m: out.get(m) for m in methods}
 
 
@@ -329,7 +334,7 @@ def table_markdown(name, spec, cells, seconds, trained=None):
       key = 'labels_only' if row == 'teacher' else row
       field = 'teacher' if row == 'teacher' else 'student'
       xs = [100 * cells[f'{n}/{s}/{key}'][field] for s in spec['seeds']
-            if cells.get(f'{n}/{s}/{key}')]
+            if (cells.get(f'{n}/{s}/{key}') or {}).get(field) is not None]
       if len(xs) == len(spec['seeds']):
         vals.append(f'{np.mean(xs):.2f} ± {np.std(xs):.2f}')
       else:
@@ -373,7 +378,8 @@ def plot(name, spec, cells, path):
     key = 'labels_only' if row == 'teacher' else row
     field = 'teacher' if row == 'teacher' else 'student'
     ys = [[100 * cells[f'{n}/{s}/{key}'][field] for s in spec['seeds']
-           if cells.get(f'{n}/{s}/{key}')] or [np.nan]
+           if (cells.get(f'{n}/{s}/{key}') or {}).get(field) is not None]
+          or [np.nan]
           for n in spec['labeled']]
     ax.errorbar(spec['labeled'], [np.mean(y) for y in ys],
                 yerr=[np.std(y) for y in ys], marker='o', capsize=3,

@@ -166,6 +166,7 @@ def test_recorded_cells_are_not_trained_again_on_a_fresh_machine(
   assert set(kept) == {'50/0/teacher', '50/0/labels_only', '50/0/vanilla',
                        '50/0/hard'}
   assert kept['50/0/vanilla']['result'] == cells['50/0/vanilla']
+  assert 'teacher' not in kept['50/0/labels_only']['result']  # reads none
   assert len(kept['50/0/vanilla']['identity']) == 16
   assert kept['50/0/vanilla']['commit']
   assert kept['50/0/vanilla']['seconds'] > 0 < kept['50/0/teacher']['seconds']
