@@ -100,11 +100,16 @@ def auto_count(cores=None, config=None):
 # whatever else runs there. XLA:CPU aborts the process when a collective's
 # participants have not all arrived within 40 s, which a loaded 2-core
 # machine exceeded once (a table run, another test suite beside it, died
-# in a gradient all-reduce). A stuck step now warns after 5 minutes and
-# ends the process after an hour.
+# in a gradient all-reduce). But a collective can also never complete: on
+# 2026-12-02 an 8-device CIFAR active run sat at 0% CPU for 9 minutes with
+# 7 of 8 participants at an all-reduce's rendezvous (XLA's CPU runtime; the
+# image models now take one device there too). A stuck step warns after 2
+# minutes and ends the process after 15, so a deadlocked run fails (and
+# resumes from its checkpoint when rerun) instead of holding the machine
+# for an hour; a slow participant on a loaded host takes far less.
 COLLECTIVE_TIMEOUT_FLAGS = (
-    '--xla_cpu_collective_call_terminate_timeout_seconds=3600',
-    '--xla_cpu_collective_call_warn_stuck_timeout_seconds=300')
+    '--xla_cpu_collective_call_terminate_timeout_seconds=900',
+    '--xla_cpu_collective_call_warn_stuck_timeout_seconds=120')
 
 
 def tolerate_loaded_hosts():

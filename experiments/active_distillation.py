@@ -62,6 +62,13 @@ def _config(table, strategy, seed, manual_dir, teacher='', extra=''):
       + extra)
 
 
+def device_config(table):
+  """A config of the table's runs (its first seed's random row), from which
+  the harness picks the CPU device count before JAX starts: the image
+  models' runs take one device (distill/host_devices.py)."""
+  return _config(table, 'random', table['seeds'][0], '../shared/datasets')
+
+
 class _Clock:
   """Seconds spent per cell, summed over resumptions, kept in
   `<root>/seconds.json` so a table finished in several sittings reports

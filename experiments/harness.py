@@ -78,14 +78,19 @@ def run(table, workdir='', results='', manual_dir='../shared/datasets',
 
 def setup(table=None):
   """Huge-page malloc (re-executes once), CPU devices for `table`'s config
-  (host_devices.auto_count), quiet logs (before JAX starts)."""
+  (host_devices.auto_count; a kind whose tables name no config file gives
+  one from its module's `device_config(spec)`), quiet logs (before JAX
+  starts)."""
   from distill import host_devices  # pylint: disable=g-import-not-at-top
   from distill import host_memory  # pylint: disable=g-import-not-at-top
   host_memory.use_huge_pages()
   config = None
   if table:
     try:
-      config = config_getter(tables.load(table)[1]['config'])()
+      spec = tables.load(table)[1]
+      config = (config_getter(spec['config'])() if 'config' in spec else
+                getattr(kind_module(spec), 'device_config',
+                        lambda spec: None)(spec))
     except Exception:  # pylint: disable=broad-except
       config = None        # a bad config says so when its cell loads it
   host_devices.configure(config=config)

@@ -232,3 +232,18 @@ def test_two_tables_sharing_records_keep_each_others_cells(tmp_path):
   config.seed += 1
   assert records.Records('shared', 'elsewhere', str(tmp_path)).get(
       'y', config) is None
+
+
+def test_tables_without_a_config_file_still_pick_their_devices():
+  """The active kind names a dataset, not a config file: the harness asks
+  its module for a config, so CIFAR-10's image models get one CPU device
+  (an 8-device active run deadlocked in an all-reduce once)."""
+  from distill import host_devices  # pylint: disable=g-import-not-at-top
+  from models.kernels import onednn  # pylint: disable=g-import-not-at-top
+  _, spec = tables.load('rad_m_cifar10')
+  config = harness.kind_module(spec).device_config(spec)
+  assert config.data.name.startswith('cifar10')
+  if onednn.can_build():
+    assert host_devices.auto_count(config=config) == 1
+  _, guide = tables.load('guide_cpu')
+  assert not hasattr(harness.kind_module(guide), 'device_config')
