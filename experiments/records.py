@@ -35,8 +35,6 @@ import subprocess
 from distill import files
 from distill import workdir as workdir_lib
 
-FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results',
-                      'cells')
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -109,9 +107,10 @@ def most_common(values):
 
 
 class Records:
-  """The records of one folder of cells (a table's `cells`)."""
+  """The records of one folder of cells (a table's `cells`), kept in
+  `<folder>/<name>.json` (the harness: `<results>/cells`)."""
 
-  def __init__(self, name, root, folder=FOLDER):
+  def __init__(self, name, root, folder):
     self.path = os.path.join(folder, f'{name}.json')
     self.root = root
     self.cells = {}

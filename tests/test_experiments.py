@@ -150,6 +150,16 @@ def test_laurel_tables_report_paired_differences_to_the_baseline():
   assert '| rw | 59.00 ± 7.00 | +4.00 ± 2.00 |' in md
 
 
+def _edit_and_rerun(path, edit, spec, root, res):
+  """Edits the records at `path` in place, reruns the table in a fresh
+  `root`; returns its cells and the seed-0 cell folder there."""
+  kept = json.loads(path.read_text())
+  edit(kept)
+  path.write_text(json.dumps(kept))
+  again = harness.run(spec, str(root), str(res))
+  return again, root / 'kept' / 'labeled=50' / 'seed=0'
+
+
 def test_recorded_cells_are_not_trained_again_on_a_fresh_machine(
     tmp_path, monkeypatch):
   """experiments/records.py: a table's finished cells are kept beside its
@@ -192,22 +202,18 @@ def test_recorded_cells_are_not_trained_again_on_a_fresh_machine(
   assert json.loads(path.read_text())['50/0/vanilla']['identity'] == ident
   # A student recorded from another run of its teacher is never paired
   # with the others: it trains again from the group's teacher.
-  kept = json.loads(path.read_text())
-  kept['50/0/hard']['result']['teacher_run'] = 'another run'
-  path.write_text(json.dumps(kept))
-  again = harness.run(spec, str(tmp_path / 'd'), str(res))
-  cell = tmp_path / 'd' / 'kept' / 'labeled=50' / 'seed=0'
+  again, cell = _edit_and_rerun(
+      path, lambda kept: kept['50/0/hard']['result'].update(
+          teacher_run='another run'), spec, tmp_path / 'd', res)
   assert (cell / 'hard' / 'summary.json').exists()
   assert not (cell / 'vanilla').exists()
   assert again == cells
   assert json.loads(path.read_text())['50/0/hard']['result'] == (
       cells['50/0/hard'])
   # The labels-only row reads no teacher: retraining it alone trains none.
-  kept = json.loads(path.read_text())
-  kept['50/0/labels_only']['identity'] = '0' * 16
-  path.write_text(json.dumps(kept))
-  again = harness.run(spec, str(tmp_path / 'e'), str(res))
-  cell = tmp_path / 'e' / 'kept' / 'labeled=50' / 'seed=0'
+  again, cell = _edit_and_rerun(
+      path, lambda kept: kept['50/0/labels_only'].update(identity='0' * 16),
+      spec, tmp_path / 'e', res)
   assert (cell / 'labels_only' / 'final_metrics.json').exists()
   assert not (cell / 'teacher').exists()
   assert again == cells
