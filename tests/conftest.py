@@ -5,10 +5,18 @@ removed at exit) with every process it starts: the fault table, the kill -9
 tests and the two-process runs compile the same programs many times over.
 Set DISTILL_TEST_CACHE=0 to compile everything afresh. Processes the tests
 start use one CPU device unless a test says otherwise.
+
+A test module whose fixture waits on a long subprocess names it in
+`EARLY_PROCESSES` (name -> function that starts it and returns an
+`EarlyProcess`); when its tests are collected the process starts at once and
+runs beside the tests before them, and the fixture takes it with
+`early_process(name, start)` (which starts it then if it was not).
 """
 import atexit
+import dataclasses
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -47,3 +55,55 @@ def _quiet():
   from absl import logging  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)
   tfds.disable_progress_bar()
+
+
+@dataclasses.dataclass
+class EarlyProcess:
+  """A subprocess started ahead of the fixture that needs it: its output
+  goes to files (a pipe nobody reads yet would fill and block it)."""
+  proc: subprocess.Popen
+  folder: str            # its own temporary folder, removed at exit
+
+  def wait(self, timeout):
+    """Its exit status and the tail of its stderr, once it has finished."""
+    try:
+      code = self.proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+      self.proc.kill()
+      raise
+    with open(os.path.join(self.folder, 'stderr')) as f:
+      return code, f.read()[-3000:]
+
+
+def start_process(argv, env=None):
+  """Start `argv` in the repository with stdout and stderr to files of a
+  new temporary folder, where it may write its results too: '{folder}' in
+  an argument is that folder."""
+  folder = tempfile.mkdtemp(prefix='distill-tests-early-')
+  atexit.register(shutil.rmtree, folder, ignore_errors=True)
+  argv = [a.replace('{folder}', folder) for a in argv]
+  with open(os.path.join(folder, 'stdout'), 'w') as out, open(
+      os.path.join(folder, 'stderr'), 'w') as err:
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=err)
+  atexit.register(lambda: proc.poll() is None and proc.kill())
+  return EarlyProcess(proc, folder)
+
+
+_EARLY = {}
+
+
+def pytest_collection_finish(session):
+  if session.config.option.collectonly:
+    return
+  modules = {item.module for item in session.items
+             if getattr(item, 'module', None) is not None}
+  for module in sorted(modules, key=lambda m: m.__name__):
+    for name, start in getattr(module, 'EARLY_PROCESSES', {}).items():
+      _EARLY[name] = start()
+
+
+def early_process(name, start):
+  """The process started for `name` when the tests were collected, or, when
+  none was (the module imported another way), one started now."""
+  got = _EARLY.pop(name, None)
+  return got if got is not None else start()

@@ -1,30 +1,38 @@
 """The 8-device CPU mesh gives the 1-device losses, for data and FSDP sharding."""
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
+import conftest
 from conftest import REPO
 from core.errors import ConfigError
 from distill import sharding
 
 
-@pytest.fixture(scope='module')
-def results(tmp_path_factory):
-  out = tmp_path_factory.mktemp('mesh') / 'results.json'
+def _start_mesh_equivalence():
   env = dict(os.environ,
              XLA_FLAGS='--xla_force_host_platform_device_count=8',
              JAX_PLATFORMS='cpu')
-  proc = subprocess.run(
+  return conftest.start_process(
       [sys.executable, os.path.join(REPO, 'tests', 'mesh_equivalence.py'),
-       str(out)], env=env, cwd=REPO, capture_output=True, text=True,
-      timeout=600, check=False)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return json.loads(out.read_text())
+       '{folder}/results.json'], env=env)
+
+
+# About two minutes of 8-device runs: started when the tests are collected.
+EARLY_PROCESSES = {'mesh_equivalence': _start_mesh_equivalence}
+
+
+@pytest.fixture(scope='module')
+def results():
+  run = conftest.early_process('mesh_equivalence', _start_mesh_equivalence)
+  code, stderr = run.wait(timeout=900)
+  assert code == 0, stderr
+  with open(os.path.join(run.folder, 'results.json')) as f:
+    return json.load(f)
 
 
 @pytest.mark.parametrize('mesh', ['data', 'fsdp'])
