@@ -60,7 +60,13 @@ def identity(config, root):
 
 def commit():
   """The checkout's commit, `-dirty` if tracked code differs from it;
-  'unknown' outside a git checkout."""
+  'unknown' outside a git checkout. Read once per process, when this module
+  is imported: the code a long table runs is the code it started with,
+  whatever is committed while it runs."""
+  return _COMMIT
+
+
+def _read_commit():
   try:
     head = subprocess.run(['git', 'rev-parse', '--short=12', 'HEAD'],
                           cwd=_REPO, capture_output=True, text=True,
@@ -72,6 +78,9 @@ def commit():
   except (OSError, subprocess.CalledProcessError):
     return 'unknown'
   return head + ('-dirty' if dirty else '')
+
+
+_COMMIT = _read_commit()
 
 
 def _kernels(workdir):
