@@ -148,6 +148,10 @@ def test_laurel_tables_report_paired_differences_to_the_baseline():
            ('rw', 0): {'acc': 0.52}, ('rw', 1): {'acc': 0.66}}
   md = laurel.markdown('t', table, cells, None, None)
   assert '| rw | 59.00 ± 7.00 | +4.00 ± 2.00 |' in md
+  # A table still running shows its finished seeds' mean, marked partial.
+  del cells[('rw', 1)]
+  md = laurel.markdown('t', table, cells, None, None)
+  assert '| rw | (1/2 seeds) 52.00 | (1/2 seeds) +2.00 |' in md
 
 
 def _edit_and_rerun(path, edit, spec, root, res):
