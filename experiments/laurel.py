@@ -257,18 +257,21 @@ def plot_trajectory(name, table, cells, path):
   if plt is None or not table.get('trajectory'):
     return
   fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-  for row in table['rows']:
+  colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
+  for i, row in enumerate(table['rows']):   # one color per row, all panels
     got = _trajectories(table, cells, row)
     if not got:
       continue
     steps, kinds = got
     for ax, kind in zip(axes, ('alpha', 'beta', 'gamma')):
       if kind in kinds:
-        ax.plot(steps, kinds[kind], marker='.', label=row)
+        ax.plot(steps, kinds[kind], marker='.', label=row,
+                color=colors[i % len(colors)])
   for ax, kind in zip(axes, ('alpha', 'beta', 'gamma')):
     ax.set_xlabel('step')
     ax.set_title(kind)
-  axes[0].legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=7)
   fig.suptitle(f'LAuReL {name}: learned weights during training')
   fig.tight_layout()
   fig.savefig(path, dpi=120)
@@ -315,7 +318,8 @@ def plot(name, table, cells, cost, path):
     ax.set_xlabel('parameters added over the baseline (%)')
   ax.set_ylabel(ylabel)
   ax.set_title(f'LAuReL, {name}')
-  ax.legend(fontsize=7)
+  if ax.get_legend_handles_labels()[0]:
+    ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
 
