@@ -352,7 +352,8 @@ def table_markdown(name, spec, cells, seconds, trained=None):
       for n in spec['labeled']:
         d = paired_differences(cells, n, spec['seeds'], row, 'vanilla')
         vals.append(f'{np.mean(d):+.2f} ± {np.std(d):.2f}' if len(d) == len(
-            spec['seeds']) else f'({len(d)}/{len(spec["seeds"])} seeds)')
+            spec['seeds']) else f'({len(d)}/{len(spec["seeds"])} seeds)' + (
+                f' {np.mean(d):+.2f}' if len(d) else ''))
       label = {'labels_only': 'labels only'}.get(row, row)
       lines.append(f'| {label} − vanilla | ' + ' | '.join(vals) + ' |')
   lines += validation_lines(spec, cells)

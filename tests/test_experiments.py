@@ -154,6 +154,21 @@ def test_laurel_tables_report_paired_differences_to_the_baseline():
   assert '| rw | (1/2 seeds) 52.00 | (1/2 seeds) +2.00 |' in md
 
 
+def test_distill_tables_still_running_show_the_finished_seeds():
+  from experiments import unlabeled_distillation as ud  # pylint: disable=g-import-not-at-top
+  spec = dict(labeled=(100,), seeds=(0, 1), methods=('vanilla', 'hard'),
+              config='c.py')
+  cells = {'100/0/labels_only': dict(student=0.50, teacher=0.70),
+           '100/0/vanilla': dict(student=0.60, validation=0.61),
+           '100/0/hard': dict(student=0.57, validation=0.55),
+           '100/1/vanilla': dict(student=0.62, validation=0.63)}
+  md = ud.table_markdown('t', spec, cells, None)
+  assert '| vanilla | 61.00 ± 1.00 |' in md
+  assert '| hard | (1/2 seeds done) 57.00 |' in md
+  assert '| hard − vanilla | (1/2 seeds) -3.00 |' in md
+  assert '| labels only − vanilla | (1/2 seeds) -10.00 |' in md
+
+
 def _edit_and_rerun(path, edit, spec, root, res):
   """Edits the records at `path` in place, reruns the table in a fresh
   `root`; returns its cells and the seed-0 cell folder there."""
