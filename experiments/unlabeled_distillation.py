@@ -362,7 +362,11 @@ def table_markdown(name, spec, cells, seconds, trained=None):
           f'{list(spec["seeds"])}\n\n' + '\n'.join(lines) +
           f'\n\nCommand: `python -m experiments.run --table={name}`; config '
           f'`{spec["config"]}`; ' + (
-              'a report of the cells finished so far' if seconds is None
+              ('a report of the cells finished so far' if any(
+                  f'{n}/{sd}/{r}' not in cells for n in spec['labeled']
+                  for sd in spec['seeds'] for r in rows[1:])
+               else 'a report of the recorded cells, all finished')
+              if seconds is None
               else f'this run took {seconds / 60:.1f} min of compute for '
               'the cells it ran') + (
                   f'; the cells trained {trained / 60:.1f} min in all '

@@ -167,6 +167,10 @@ def test_distill_tables_still_running_show_the_finished_seeds():
   assert '| hard | (1/2 seeds done) 57.00 |' in md
   assert '| hard − vanilla | (1/2 seeds) -3.00 |' in md
   assert '| labels only − vanilla | (1/2 seeds) -10.00 |' in md
+  assert 'a report of the cells finished so far' in md
+  for key in ('100/1/labels_only', '100/1/hard'):
+    cells[key] = dict(student=0.55, validation=0.5, teacher=0.7)
+  assert 'all finished' in ud.table_markdown('t', spec, cells, None)
 
 
 def _edit_and_rerun(path, edit, spec, root, res):
