@@ -191,17 +191,18 @@ def markdown(name, table, cells, cost, seconds):
   diff_fmt = '{:+.2f} ± {:.2f}' if table['higher'] else '{:+.4f} ± {:.4f}'
   n_seeds = len(table['seeds'])
 
-  def partial(xs, one):   # a partial row: the finished seeds' mean
+  def partial(xs, mean_fmt):   # a partial row: the finished seeds' mean
     return f'({len(xs)}/{n_seeds} seeds)' + (
-        ' ' + one.format(np.mean(xs)) if xs else '')
+        ' ' + mean_fmt.format(np.mean(xs)) if xs else '')
 
   for row in table['rows']:
     xs = _stats(cells, table, row, scale)
     q = (fmt.format(np.mean(xs), np.std(xs)) if len(xs) == n_seeds
-         else partial(xs, fmt.split(' ')[0]))
+         else partial(xs, '{:.2f}' if table['higher'] else '{:.4f}'))
     d = paired_difference(cells, table, row, scale)
     dq = ('' if row == base else diff_fmt.format(np.mean(d), np.std(d))
-          if len(d) == n_seeds else partial(d, diff_fmt.split(' ')[0]))
+          if len(d) == n_seeds
+          else partial(d, '{:+.2f}' if table['higher'] else '{:+.4f}'))
     c = cost.get(row) if cost else None
     cols = ([f'{c["params"]:,}', f'{c["params_added_pct"]:.2f}',
              f'{c["step_rel"]:.3f}',

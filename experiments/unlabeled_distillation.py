@@ -358,14 +358,14 @@ def table_markdown(name, spec, cells, seconds, trained=None):
       lines.append(f'| {label} − vanilla | ' + ' | '.join(vals) + ' |')
   lines += validation_lines(spec, cells)
   lines += slam_regime_lines(spec, cells)
+  finished = all(f'{n}/{sd}/{r}' in cells for n in spec['labeled']
+                 for sd in spec['seeds'] for r in rows[1:])
   return (f'### {name}: student test accuracy (%), mean ± std over seeds '
           f'{list(spec["seeds"])}\n\n' + '\n'.join(lines) +
           f'\n\nCommand: `python -m experiments.run --table={name}`; config '
           f'`{spec["config"]}`; ' + (
-              ('a report of the cells finished so far' if any(
-                  f'{n}/{sd}/{r}' not in cells for n in spec['labeled']
-                  for sd in spec['seeds'] for r in rows[1:])
-               else 'a report of the recorded cells, all finished')
+              ('a report of the recorded cells, all finished' if finished
+               else 'a report of the cells finished so far')
               if seconds is None
               else f'this run took {seconds / 60:.1f} min of compute for '
               'the cells it ran') + (

@@ -6,11 +6,11 @@ tests and the two-process runs compile the same programs many times over.
 Set DISTILL_TEST_CACHE=0 to compile everything afresh. Processes the tests
 start use one CPU device unless a test says otherwise.
 
-A test module whose fixture waits on a long subprocess names it in
-`EARLY_PROCESSES` (name -> function that starts it and returns an
-`EarlyProcess`); when its tests are collected the process starts at once and
-runs beside the tests before them, and the fixture takes it with
-`early_process(name, start)` (which starts it then if it was not).
+A test module whose fixture waits on a long subprocess lists the function
+that starts it (returning an `EarlyProcess`) in `EARLY_PROCESSES`; when its
+tests are collected the process starts at once and runs beside the tests
+before them, and the fixture takes it with `early_process(start)` (which
+starts it then if it was not).
 """
 import atexit
 import dataclasses
@@ -98,12 +98,12 @@ def pytest_collection_finish(session):
   modules = {item.module for item in session.items
              if getattr(item, 'module', None) is not None}
   for module in sorted(modules, key=lambda m: m.__name__):
-    for name, start in getattr(module, 'EARLY_PROCESSES', {}).items():
-      _EARLY[name] = start()
+    for start in getattr(module, 'EARLY_PROCESSES', ()):
+      _EARLY[start.__qualname__, module.__name__] = start()
 
 
-def early_process(name, start):
-  """The process started for `name` when the tests were collected, or, when
+def early_process(start):
+  """The process `start` started when the tests were collected, or, when
   none was (the module imported another way), one started now."""
-  got = _EARLY.pop(name, None)
+  got = _EARLY.pop((start.__qualname__, start.__module__), None)
   return got if got is not None else start()

@@ -23,12 +23,12 @@ def _start_mesh_equivalence():
 
 
 # About two minutes of 8-device runs: started when the tests are collected.
-EARLY_PROCESSES = {'mesh_equivalence': _start_mesh_equivalence}
+EARLY_PROCESSES = (_start_mesh_equivalence,)
 
 
 @pytest.fixture(scope='module')
 def results():
-  run = conftest.early_process('mesh_equivalence', _start_mesh_equivalence)
+  run = conftest.early_process(_start_mesh_equivalence)
   code, stderr = run.wait(timeout=900)
   assert code == 0, stderr
   with open(os.path.join(run.folder, 'results.json')) as f:
