@@ -213,7 +213,11 @@ def markdown(name, table, cells, cost, seconds):
   return (f'### LAuReL {name}: {unit} over seeds {list(table["seeds"])}\n\n'
           + '\n'.join(lines) +
           f'\n\nCommand: `python -m experiments.run --table={name}`; '
-          + ('a report of the cells finished so far.\n' if seconds is None
+          + (('a report of the recorded cells, all finished.\n'
+               if all(cells.get((r, sd)) for r in table['rows']
+                      for sd in table['seeds'])
+               else 'a report of the cells finished so far.\n')
+             if seconds is None
              else f'this run took {seconds / 60:.1f} min (training the '
              'cells it had to, and the timing pass).\n'))
 

@@ -143,6 +143,9 @@ class Records:
     """Records `result` for `key` (an identical record is kept, with
     `extra` fields added); writes the file atomically."""
     ident = identity(config, self.root)
+    # Compared as it is stored: a result read back from a run holds tuples
+    # where its record holds lists, and is the same run all the same.
+    result = json.loads(json.dumps(result))
     old = self.cells.get(key)
     if old and old['identity'] == ident and old['result'] == result:
       record = dict(old, **extra)     # the same run read again

@@ -148,10 +148,12 @@ def test_laurel_tables_report_paired_differences_to_the_baseline():
            ('rw', 0): {'acc': 0.52}, ('rw', 1): {'acc': 0.66}}
   md = laurel.markdown('t', table, cells, None, None)
   assert '| rw | 59.00 ± 7.00 | +4.00 ± 2.00 |' in md
+  assert 'a report of the recorded cells, all finished' in md
   # A table still running shows its finished seeds' mean, marked partial.
   del cells[('rw', 1)]
   md = laurel.markdown('t', table, cells, None, None)
   assert '| rw | (1/2 seeds) 52.00 | (1/2 seeds) +2.00 |' in md
+  assert 'a report of the cells finished so far' in md
 
 
 def test_distill_tables_still_running_show_the_finished_seeds():
@@ -261,6 +263,27 @@ def test_two_tables_sharing_records_keep_each_others_cells(tmp_path):
   config.seed += 1
   assert records.Records('shared', 'elsewhere', str(tmp_path)).get(
       'y', config) is None
+
+
+def test_a_result_read_again_keeps_its_record(tmp_path, monkeypatch):
+  """A report reading a finished run again (its trajectories as tuples,
+  its record's as lists) keeps the record, the commit that made it
+  included; a changed result is recorded anew under the current commit."""
+  from experiments import records  # pylint: disable=g-import-not-at-top
+  from configs import common  # pylint: disable=g-import-not-at-top
+  config = common.base_config()
+  result = {'loss': 1.5, 'trajectory': ((500, 0.97), (1000, 0.95))}
+  monkeypatch.setattr(records, '_COMMIT', 'aaaa')
+  records.Records('t', 'runs', str(tmp_path)).put('x', config, result)
+  monkeypatch.setattr(records, '_COMMIT', 'bbbb')
+  again = records.Records('t', 'runs', str(tmp_path))
+  again.put('x', config, result)
+  kept = json.loads((tmp_path / 't.json').read_text())
+  assert kept['x']['commit'].startswith('aaaa')
+  again.put('x', config, dict(result, loss=1.4))
+  kept = json.loads((tmp_path / 't.json').read_text())
+  assert kept['x']['commit'].startswith('bbbb')
+  assert kept['x']['result']['loss'] == 1.4
 
 
 def test_tables_without_a_config_file_still_pick_their_devices():
