@@ -260,7 +260,7 @@ def topk_mask(probs, k):
   return (ranks < jnp.reshape(k, (-1, 1))).astype(probs.dtype)
 
 
-SLAM_TARGETS = ('soft', 'topk')
+SLAM_TARGETS = ('soft', 'topk', 'hard')
 
 
 @register('slam', needs_teacher=True, fit=fit_slam)
@@ -274,7 +274,11 @@ def slam(student_out, teacher_targets, batch, eps=1e-7, normalize=False,
   A variant for the regime study (README), not in the paper:
   `target='topk'` renormalises the teacher's distribution over its own
   top-k(x) before the cross-entropy, so no teacher mass pulls the student
-  outside the top-k ('soft', the default, is the paper's y_s). The study's
+  outside the top-k ('soft', the default, is the paper's y_s);
+  `target='hard'` takes the teacher's argmax as a one-hot label, the form
+  of the paper's theory (a noisy label drawn from the mixing model;
+  experiments/theory.py). alpha and k are fitted on the soft outputs
+  either way. The study's
   other variant, an alpha floor, is the fit's `distill.alpha_floor` (alpha
   clipped to [floor, 1]; at 1/2 and above, the loss's optimum stays in a
   peaked teacher's top-k: tests/test_method_registry.py)."""
@@ -286,6 +290,8 @@ def slam(student_out, teacher_targets, batch, eps=1e-7, normalize=False,
   top = topk_mask(ys, k)
   if target == 'topk':
     ys = ys * top / jnp.sum(ys * top, -1, keepdims=True)
+  elif target == 'hard':
+    ys = jax.nn.one_hot(jnp.argmax(ys, -1), ys.shape[-1], dtype=ys.dtype)
   mask = top
   if normalize:
     mask = mask / jnp.maximum(jnp.reshape(k, (-1, 1)) - 1, 1)

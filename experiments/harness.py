@@ -32,6 +32,7 @@ KINDS = {
     'active': 'experiments.active_distillation',      # strategies x rounds
     'laurel': 'experiments.laurel',                   # residual variants
     'guide': 'experiments.guide',                     # init / KD regimes
+    'theory': 'experiments.theory',                   # synthetic regimes
 }
 FLAGS = flags.FLAGS
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')

@@ -195,8 +195,18 @@ def test_slam_variants_golden_values():
   assert float(methods.slam(logits, everything, batch, target='topk')[0]) \
       == pytest.approx(float(methods.slam(logits, everything, batch)[0]),
                        rel=1e-6)
-  with pytest.raises(ConfigError, match="valid choices: soft, topk"):
-    methods.slam(logits, targets, batch, target='hard')
+  # target='hard': the teacher's argmax as a one-hot label (the theory's
+  # form), by hand: -log(mix) of that class.
+  f = np.asarray(jax.nn.softmax(logits))
+  alpha, top1 = np.array([0.7, 0.3]), np.array([0, 1])
+  ranks = np.argsort(np.argsort(-np.asarray(t_logits), -1), -1)
+  mask = ranks < np.array([2, 3])[:, None]
+  mix = alpha[:, None] * f + (1 - alpha[:, None]) * (1 - f) * mask
+  hard = -np.log(mix[np.arange(2), top1]).mean()
+  assert float(methods.slam(logits, targets, batch, target='hard')[0]) == \
+      pytest.approx(hard, rel=1e-5)
+  with pytest.raises(ConfigError, match="valid choices: hard, soft, topk"):
+    methods.slam(logits, targets, batch, target='onehot')
 
 
 def test_slam_regime_stats():

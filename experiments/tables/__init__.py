@@ -20,7 +20,7 @@ from core.errors import ConfigError
 
 FOLDER = os.path.dirname(os.path.abspath(__file__))
 # The kinds of table, each run by an experiment module (harness.KINDS).
-KINDS = ('distill', 'active', 'laurel', 'guide')
+KINDS = ('distill', 'active', 'laurel', 'guide', 'theory')
 
 
 def names():
