@@ -10,7 +10,7 @@ images), validation (held out of train, default 500), depth (CIFAR ResNet
 depth, 8/20/32/56/110), width (multiplier), epochs, residual (standard or a
 LAuReL variant, e.g. laurel_rw_lr), rank (LAuReL's r), runlocal (2 steps).
 The archive is prepared once into the TFDS data dir (about a minute).
-Figures (2-core CPU) are in the README.
+Figures (2-core CPU) are in docs/experiments.md (Reference runs).
 """
 from configs import common
 

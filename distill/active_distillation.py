@@ -192,7 +192,7 @@ def _run(config, workdir):
     """RAD's m: active.m when set (0: no adversary), else the teacher's
     validation error rate times the pool, this round's queries b, or the
     points not yet queried (active.m_over; the spec's m is a
-    reconstruction, README)."""
+    reconstruction, docs/methods/rad.md)."""
     if a.m >= 0:
       return a.m
     over = {'pool': len(pool), 'round': b, 'remaining': remaining}

@@ -3,7 +3,7 @@
 XLA:CPU runs one program on a few threads and leaves cores idle between its
 small kernels; the same step split over several CPU devices (each a slice of
 the batch, gradients all-reduced) runs the slices side by side. Measured with
-`python -m experiments.bench --sections=devices` (README, Benchmarks). CPU
+`python -m experiments.bench --sections=devices` (docs/benchmarks.md). CPU
 runs therefore start JAX with `cpu_devices` devices (config key; 0 = auto:
 AUTO_PER_CORE per usable core, at most AUTO_MAX), and the mesh's data axis
 (-1) takes the largest count of them that divides every batch size of the
@@ -24,8 +24,8 @@ import jax
 
 from core.errors import ConfigError
 
-# Measured on 2 cores (README, Benchmarks): 1, 2, 4, 8, 16 devices ran the
-# CIFAR ResNet-20 step in 875, 661, 606, 546, 520 ms.
+# Measured on 2 cores with XLA's convolution (docs/benchmarks.md): 1, 2, 4,
+# 8, 16 devices ran the CIFAR ResNet-20 step in 875, 661, 606, 546, 520 ms.
 AUTO_PER_CORE = 4
 AUTO_MAX = 8
 ENV = 'DISTILL_CPU_DEVICES'
@@ -44,9 +44,9 @@ def usable_cores():
 # batch norms need the whole batch on one device; across devices they are
 # XLA's, with all-reduces). Other models split the batch over devices so
 # that XLA's kernels, one thread each, run side by side (the LM, the MLP).
-# Measured: `python -m experiments.bench --sections=torch` (README,
-# Benchmarks). The small CNN counts only on images: on 1-D signals its
-# convolutions and batch norms are XLA's.
+# Measured: `python -m experiments.bench --sections=torch`
+# (docs/benchmarks.md). The small CNN counts only on images: on 1-D signals
+# its convolutions and batch norms are XLA's.
 ONE_DEVICE_MODELS = ('resnet', 'resnet_imagenet', 'cnn')
 IMAGE_ONLY_MODELS = ('cnn',)
 

@@ -12,8 +12,8 @@ kernel still zeroing each step's fresh huge pages. Taking every block from
 one heap that is never trimmed (`glibc.malloc.mmap_max=0`,
 `glibc.malloc.trim_threshold` above any heap, `glibc.malloc.arena_max=1`:
 XLA allocates from its own threads, whose arenas would shrink their heaps)
-reuses the same memory each step: 0 faults and 0.013 s (the README,
-Benchmarks, has the runs). A process then keeps its peak memory until it
+reuses the same memory each step: 0 faults and 0.013 s (docs/benchmarks.md
+has the runs). A process then keeps its peak memory until it
 exits, which a training run reaches anyway.
 
 GLIBC_TUNABLES is read when a process starts, so the entry points

@@ -271,7 +271,7 @@ def slam(student_out, teacher_targets, batch, eps=1e-7, normalize=False,
   loss CE(y_s, mix). `normalize=True` divides the second term by k - 1 (the
   paper's theoretical form).
 
-  A variant for the regime study (README), not in the paper:
+  A variant for the regime study (docs/methods/slam.md), not in the paper:
   `target='topk'` renormalises the teacher's distribution over its own
   top-k(x) before the cross-entropy, so no teacher mass pulls the student
   outside the top-k ('soft', the default, is the paper's y_s);

@@ -1,4 +1,4 @@
-"""The methods compose through config alone (README: Layout):
+"""The methods compose through config alone (README: Layout; docs/methods/):
 - a LAuReL ResNet student trained with the SLaM loss on RAD-selected queries;
 - a LAuReL LM student initialised by GUIDE from a standard teacher and
   distilled from it online."""

@@ -106,7 +106,7 @@ def test_another_methods_option_set_is_one_line():
 
 
 def test_the_command_line_sets_a_method_option(tmp_path):
-  """`--config.method_kw.normalize=True` (the README's SLaM example) is a
+  """`--config.method_kw.normalize=True` (docs/methods/slam.md's example) is a
   known key now."""
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
@@ -147,7 +147,7 @@ def _slam_optimum(ys, alpha, k, steps=1500, **kw):
 ])
 def test_slam_optimum_stays_in_the_teachers_topk_only_in_its_regime(
     ys, alpha, stays):
-  """The regime the README's SLaM study describes: the optimum of the loss
+  """The regime docs/methods/slam.md describes: the optimum of the loss
   keeps the student's top class inside the teacher's top-k when alpha > 1/2
   and the teacher is peaked, and leaves it otherwise."""
   f = _slam_optimum(ys, alpha, k=2)
@@ -156,7 +156,7 @@ def test_slam_optimum_stays_in_the_teachers_topk_only_in_its_regime(
 
 
 def test_slam_optimum_is_the_teachers_hard_label_below_alpha_one():
-  """What the CIFAR-10 regime study found (README, SLaM): with alpha
+  """What the CIFAR-10 regime study found (docs/methods/slam.md): with alpha
   between 1/2 and about 0.9, the per-example optimum of the loss is close
   to a one-hot on the teacher's top class (a hard label: the soft labels'
   other classes are dropped), where vanilla's (alpha = 1) is the teacher's

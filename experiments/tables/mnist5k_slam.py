@@ -1,6 +1,6 @@
-"""Looking for SLaM's low-label failure on mnist5k (README): its normalised
-form, per-example k and a smaller k, beside vanilla. Shares the mnist5k
-table's teachers and cells."""
+"""Looking for SLaM's low-label failure on mnist5k (docs/methods/slam.md):
+its normalised form, per-example k and a smaller k, beside vanilla. Shares
+the mnist5k table's teachers and cells."""
 TABLE = dict(
     kind='distill', config='configs/mnist5k_distill.py', cells='mnist5k',
     labeled=(100, 200), seeds=(0, 1, 2),
