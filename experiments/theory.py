@@ -410,7 +410,7 @@ def table_markdown(name, spec, cells):
       diffs = [paired(cells, v, seeds, row, base) for v in values]
       lines.append(f'| {row} − {base} | ' +
                    ' | '.join(_mean_std(d, '{:+.2f}') for d in diffs) + ' |')
-  extra = []
+  extra, shown = [], set()
   for row in _rows(spec):
     for key, what in (('weight_in_region', 'mean w(x) in R'),
                       ('weight_outside_region', 'mean w(x) outside R'),
@@ -421,9 +421,10 @@ def table_markdown(name, spec, cells):
                                         "labels wrong")):
       vals = [[cells[_key(v, s, row)][key] for s in seeds
                if key in cells.get(_key(v, s, row), {})] for v in values]
-      if any(vals):
-        extra.append(f'| {row}: {what} | ' + ' | '.join(
-            f'{np.mean(x):.3f}' if x else '-' for x in vals) + ' |')
+      text = ' | '.join(f'{np.mean(x):.3f}' if x else '-' for x in vals)
+      if any(vals) and (what, text) not in shown:   # one row per fitted state
+        shown.add((what, text))
+        extra.append(f'| {row}: {what} | {text} |')
   if extra:
     lines += ['', '| fitted state / queries | ' + ' | '.join(
         str(v) for v in values) + ' |', '| --- |' + ' --- |' * len(values)]
@@ -433,10 +434,24 @@ def table_markdown(name, spec, cells):
   total = len(values) * len(seeds) * len(_rows(spec))
   lines += ['', f'{done} of {total} cells finished. Command: '
             f'`python -m experiments.run --table={name}`.', '']
-  if spec.get('prediction'):
-    lines += ['Prediction, stated before the run (the table file):', '',
-              spec['prediction'], '']
+  prediction = spec.get('prediction') or _prediction(name)
+  if prediction:
+    lines += [prediction, '']
   return '\n'.join(lines)
+
+
+def _prediction(name):
+  """The 'Prediction' paragraphs of table `name`'s docstring (its file in
+  experiments/tables/), or ''."""
+  import ast  # pylint: disable=g-import-not-at-top
+  from experiments import tables  # pylint: disable=g-import-not-at-top
+  path = os.path.join(tables.FOLDER, f'{name}.py')
+  if not os.path.exists(path):
+    return ''
+  with open(path) as f:
+    doc = ast.get_docstring(ast.parse(f.read())) or ''
+  start = doc.find('Prediction')
+  return doc[start:].strip() if start >= 0 else ''
 
 
 def plot(name, spec, cells, path):
