@@ -16,8 +16,8 @@ where and how often it errs is a parameter of the table.
         `fraction` of the inputs; 'boundary', the `fraction` of inputs
         nearest the true decision boundary), where its top-1 is right with
         probability `accuracy` (the swept value) and otherwise is the true
-        runner-up class (argmax of the rest of x W*), with the true class
-        second. Inside R it is unsure (top-1 probability 0.45-0.6),
+        runner-up class (argmax of the rest of x W*; `confusion='random'`:
+        a random other class), with the true class second. Inside R it is unsure (top-1 probability 0.45-0.6),
         outside confident (0.75-0.95) and right with `accuracy_out`. Its
         mistakes are not the student's own: a linear student cannot
         represent "the runner-up inside R, the argmax elsewhere".
@@ -40,7 +40,8 @@ An 'active' table (`rows` of strategies, distill/active.py) runs RAD's
 query loop on the same construction: `initial` random pool points, then
 `rounds` rounds of `per_round` queries chosen from the current student's
 outputs on the pool; each round's student trains from scratch, by vanilla
-distillation, on the teacher's soft labels of the queried points. It
+distillation (`active.method`), on the teacher's labels of the queried
+points. It
 reports accuracy per round and the share of queried points whose teacher
 label is wrong. 'rad' rows take m from the teacher's validation error times
 the pool ('rad'), the round's budget ('rad_m_round'), the points not yet
@@ -62,7 +63,8 @@ WORKDIR = 'workdirs/theory'
 
 PROBLEM = dict(dim=16, classes=10, gamma=0.5, unlabeled=10000,
                validation=500, test=5000, errors='concentrated',
-               region='halfspace', fraction=0.3, accuracy_out=0.98, k=3)
+               region='halfspace', fraction=0.3, accuracy_out=0.98, k=3,
+               confusion='runner_up')
 STUDENT = dict(steps=1500, batch=256, lr=0.01)
 
 
@@ -99,7 +101,14 @@ def make_problem(seed, accuracy, **kw):
     else:
       raise ValueError(f"unknown region {p['region']!r}; valid choices: "
                        'halfspace, boundary')
-    probs, correct = _concentrated_teacher(rng, y, runner, region, accuracy,
+    if p['confusion'] == 'random':    # a random class other than the truth
+      wrong = (y + rng.integers(1, c, need)) % c
+    elif p['confusion'] == 'runner_up':
+      wrong = runner
+    else:
+      raise ValueError(f"unknown confusion {p['confusion']!r}; valid "
+                       'choices: runner_up, random')
+    probs, correct = _concentrated_teacher(rng, y, wrong, region, accuracy,
                                            p['accuracy_out'], c)
   elif p['errors'] == 'spread':
     region = np.ones(need, bool)
@@ -128,13 +137,13 @@ def _fill(rng, probs, rows, cols_taken, mass):
   probs += g / g.sum(-1, keepdims=True) * mass[:, None]
 
 
-def _concentrated_teacher(rng, y, runner, region, accuracy, accuracy_out, c):
+def _concentrated_teacher(rng, y, wrong, region, accuracy, accuracy_out, c):
   n = len(y)
   rows = np.arange(n)
   acc = np.where(region, accuracy, accuracy_out)
   correct = rng.random(n) < acc
-  top1 = np.where(correct, y, runner)
-  second = np.where(correct, runner, y)
+  top1 = np.where(correct, y, wrong)
+  second = np.where(correct, wrong, y)
   p1 = np.where(region, rng.uniform(0.45, 0.6, n), rng.uniform(0.75, 0.95, n))
   p2 = (1.0 - p1) * np.where(region, rng.uniform(0.5, 0.75, n),
                              rng.uniform(0.4, 0.6, n))
@@ -288,8 +297,10 @@ M_READINGS = {'rad': 'pool', 'rad_m_round': 'round',
 
 
 def active_cell(problem, seed, row, initial, per_round, rounds,
-                student=None):
-  """Accuracy after each round and the share of teacher-wrong queries."""
+                student=None, method='vanilla'):
+  """Accuracy after each round and the share of teacher-wrong queries; each
+  round's student learns the queried points by `method` (a registered
+  distillation loss without a fit: vanilla, hard, ...)."""
   student = dict(student or {})
   from distill import active  # pylint: disable=g-import-not-at-top
   u, v, t = problem['unlabeled'], problem['validation'], problem['test']
@@ -300,7 +311,7 @@ def active_cell(problem, seed, row, initial, per_round, rounds,
   logits = np.log(u['probs'])
   curve, wrong = [], []
   for r in range(rounds + 1):
-    f = train_student(u['x'][queried], seed, 'vanilla', logits[queried],
+    f = train_student(u['x'][queried], seed, method, logits[queried],
                       **student)
     curve.append(_accuracy(f(t['x']), t['y']))
     wrong.append(float(1.0 - u['correct'][queried].mean()))

@@ -42,6 +42,20 @@ def test_bad_setting_is_one_line():
     theory.make_problem(0, 0.5, errors='everywhere', **SMALL)
   with pytest.raises(ValueError, match='valid choices: halfspace, boundary'):
     theory.make_problem(0, 0.5, region='disk', **SMALL)
+  with pytest.raises(ValueError, match='valid choices: runner_up, random'):
+    theory.make_problem(0, 0.5, confusion='nearest', **SMALL)
+
+
+def test_random_confusion_keeps_the_truth_second_and_the_default_unchanged():
+  p = theory.make_problem(2, 0.2, confusion='random', **SMALL)['unlabeled']
+  wrong = ~p['correct'] & p['region']
+  order = np.argsort(-p['probs'], -1)
+  assert np.all(order[wrong, 1] == p['y'][wrong])
+  # the default construction draws nothing more than before the option
+  a = theory.make_problem(2, 0.2, **SMALL)['unlabeled']['probs']
+  b = theory.make_problem(2, 0.2, confusion='runner_up',
+                          **SMALL)['unlabeled']['probs']
+  np.testing.assert_array_equal(a, b)
 
 
 def _accuracies(problem, rows, seed=0):
