@@ -7,10 +7,10 @@ the model and the method; create the train state already sharded (from the
 parameters' logical axis names); resume from the newest checkpoint in the
 workdir if there is one; train with `jax.jit` over `NamedSharding`s,
 logging (sum, count) metrics as JSONL (+ TensorBoard), evaluating and
-checkpointing periodically and on SIGTERM; finally evaluate and write
+checkpointing periodically and on SIGTERM or Ctrl-C; finally evaluate and write
 `final_metrics.json`. Watching the run (finite loss, step time, MFU,
-progress, profiler window) is distill/monitoring.py; SIGTERM is
-distill/preemption.py; data loading is distill/data/loading.py.
+progress, profiler window) is distill/monitoring.py; SIGTERM and Ctrl-C
+are distill/preemption.py; data loading is distill/data/loading.py.
 
 Batches and dropout keys are pure functions of (seed, step), so a run that is
 killed and restarted with the same command ends with the same metrics as one
@@ -386,7 +386,8 @@ class Trainer:
   # --- the loop ---------------------------------------------------------------
   def run(self):
     """Trains to `total_steps` holding the workdir (distill/workdir.py);
-    returns the final metrics, or {'preempted': True, ...} after SIGTERM."""
+    returns the final metrics, or {'preempted': True, ...} after SIGTERM or
+    Ctrl-C."""
     self.check_init_from()
     with workdir_lib.claim(self.workdir, self.config, self.input_runs()):
       return self._run()
@@ -448,7 +449,7 @@ class Trainer:
     pending = []
     step = start
     eval_names = config_lib.eval_names(config)
-    finished = False
+    finished = aborted = False
     try:
       while step < self.total_steps:
         profile.before(step)
@@ -485,8 +486,8 @@ class Trainer:
           checkpointer.save(step, self.state, extra, force=True)
         if stop:
           checkpointer.wait()
-          print(f'SIGTERM: saved a checkpoint at step {step}; exiting.',
-                flush=True)
+          print(f'{preempted.signal_name}: saved a checkpoint at step '
+                f'{step}; exiting.', flush=True)
           finished = True
           return {'preempted': True, 'step': step}
       final = self.evaluate(eval_names)
@@ -495,13 +496,17 @@ class Trainer:
       files.write_json(os.path.join(workdir, 'final_metrics.json'), final)
       finished = True
       return final
+    except KeyboardInterrupt:
+      aborted = True        # a second Ctrl-C: no waiting for a save
+      raise
     finally:
       profile.close()
       pipeline.close(host_batches)
       preempted.restore()
       writer.close()
       try:
-        checkpointer.close()
+        if not aborted:
+          checkpointer.close()
       except EnvironmentFault:
         if finished:        # else the fault in flight is the one to report
           raise
