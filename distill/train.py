@@ -192,8 +192,10 @@ class Trainer:
       logits, _ = self._apply(params, model_state,
                               self.inputs.device(batch['inputs']), False)
     labels = methods.labels_of(batch)
-    weights = methods.example_weights(batch, logits)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    # Examples without a label (-1: out-of-distribution) count in no metric.
+    weights = methods.example_weights(batch, logits) * (labels >= 0)
+    ce = optax.softmax_cross_entropy_with_integer_labels(
+        logits, jnp.maximum(labels, 0))
     metrics = {'loss': (jnp.sum(ce * weights), jnp.sum(weights))}
     metrics.update(methods.classification_metrics(logits, labels, weights))
     return metrics
@@ -267,7 +269,8 @@ class Trainer:
           m = self.eval_step(self.state.params, self.state.model_state, batch)
         totals = m if totals is None else jax.tree.map(jnp.add, totals, m)
       for k, (s, c) in jax.device_get(totals).items():
-        out[f'{name}/{k}'] = float(s) / max(float(c), 1e-12)
+        if float(c) > 0:          # else: no example with a label
+          out[f'{name}/{k}'] = float(s) / float(c)
     return out
 
   def input_runs(self):
@@ -286,8 +289,12 @@ class Trainer:
   def check_init_from(self):
     """`init_from`'s checkpoint exists and its saved shapes fit this run's
     state (parameters and model state; everything for init_from_state=all),
-    checked from its metadata before this run's workdir is touched."""
+    checked from its metadata before this run's workdir is touched; so is
+    GUIDE's teacher (`init`)."""
     ref = self.config.get('init_from')
+    init = self.config.get('init')
+    if not ref and init and init.method:
+      self.check_init_teacher(init)
     if not ref:
       return
     what = self.config.get('init_from_state', 'params')
@@ -348,10 +355,9 @@ class Trainer:
           flush=True)
     return int(step)
 
-  def init_from_teacher(self, init_cfg):
-    """GUIDE: the student's parameters projected from a trained teacher's
-    (distill/guide.py); jitted, output sharded like the student's state."""
-    from distill import guide  # pylint: disable=g-import-not-at-top
+  def check_init_teacher(self, init_cfg):
+    """GUIDE's teacher fits this student (its config read, before this
+    run's workdir is touched)."""
     if init_cfg.method != 'guide':
       raise ConfigError(f'init.method={init_cfg.method!r}; valid choices: '
                         "'' (the model's own init), guide")
@@ -361,7 +367,7 @@ class Trainer:
     if not init_cfg.teacher:
       raise ConfigError('init.method=guide needs init.teacher (a trained '
                         'teacher workdir)')
-    t_config, variables, step = ckpt_lib.load_trained(init_cfg.teacher)
+    t_config = ckpt_lib.read_config(init_cfg.teacher)
     if t_config.model_name != 'transformer_lm':
       raise ConfigError(f'init.teacher={init_cfg.teacher} is a '
                         f'{t_config.model_name!r}, not a transformer_lm')
@@ -369,6 +375,14 @@ class Trainer:
     if t_config.model.get('positions', 'learned') != positions:
       raise ConfigError('init.method=guide: teacher and student must use the '
                         'same model.positions')
+
+  def init_from_teacher(self, init_cfg):
+    """GUIDE: the student's parameters projected from a trained teacher's
+    (distill/guide.py); jitted, output sharded like the student's state."""
+    from distill import guide  # pylint: disable=g-import-not-at-top
+    self.check_init_teacher(init_cfg)
+    _, variables, step = ckpt_lib.load_trained(init_cfg.teacher)
+    positions = self.config.model.get('positions', 'learned')
     t_params = variables['params']
     guide.check_compatible(t_params, self.state.params, positions)
     project = jax.jit(functools.partial(
