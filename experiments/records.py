@@ -137,9 +137,11 @@ class Records:
     """The records file, checked: a JSON object of records, each an object
     with a result and an identity; anything else is one line naming the
     file (nothing is trained or written over it)."""
-    fix = (f'it holds the finished cells of a table: restore it (git '
-           f'checkout -- {os.path.relpath(self.path, _REPO)}, or the '
-           'version of a merge), or move it aside to train every cell again')
+    inside = not os.path.relpath(self.path, _REPO).startswith('..')
+    fix = ('it holds the finished cells of a table: restore it '
+           + (f'(git checkout -- {os.path.relpath(self.path, _REPO)}, or the '
+              'version of a merge)' if inside else 'from a copy')
+           + ', or move it aside to train every cell again')
     cells = files.read_json(self.path, kind=dict, fix=fix)
     for key, record in cells.items():
       missing = [k for k in _RECORD_KEYS
