@@ -29,6 +29,21 @@ class EnvironmentFault(RuntimeError):
   exit_code = 1
 
 
+class UnreadableFile(EnvironmentFault):
+  """A file a run reads (its identity, a table's records) exists but does
+  not read back: garbled, truncated, not the JSON it should hold. One line
+  naming the file and what to do; nothing on disk is changed. Exit status
+  1."""
+
+
+def unreadable(path, reason, fix):
+  """The UnreadableFile of `path`: `reason` an exception or a short text,
+  `fix` what to do."""
+  if isinstance(reason, BaseException):
+    reason = f'{type(reason).__name__}: {one_line(reason, 120)}'
+  return UnreadableFile(f'{path} is unreadable ({reason}); {fix}')
+
+
 class Diverged(FloatingPointError):
   """The training loss became NaN or infinite; names the step. The run
   stops without saving, so the last good checkpoint stays the newest.

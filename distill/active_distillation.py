@@ -123,7 +123,7 @@ def _check(config, pool_size):
                       f'{pool_size} unlabeled examples')
 
 
-def check(config):
+def check(config, workdir=None):
   """Validates the teacher, the active block and the round students before
   any training, labeling or directory creation."""
   if config.method not in methods.DISTILLATION:
@@ -138,6 +138,13 @@ def check(config):
                               t.data.train_on, 'teacher.config: ')
   config_lib.validate_stage(student_config(config), config.active.initial,
                             'the initial queried points')
+  distillation.check_teacher(config)
+  other = config.active.round0_from
+  if other and workdir is not None and not files.exists(
+      os.path.join(workdir, 'round0')) and not files.exists(
+          os.path.join(other, 'round0', 'final_metrics.json')):
+    raise ConfigError(f'active.round0_from={other}: no finished round-0 '
+                      f'student in {os.path.join(other, "round0")}')
 
 
 def student_config(config):
@@ -150,7 +157,7 @@ def student_config(config):
 
 def run(config, workdir):
   """The active loop; returns (and writes) `rounds.json`'s content."""
-  check(config)
+  check(config, workdir)
   with workdir_lib.claim(workdir, config, distillation.input_runs(config)):
     return _run(config, workdir)
 
@@ -237,8 +244,7 @@ def _run(config, workdir):
     final = trainer.run()
     if final.get('preempted'):
       return final
-    wrong = float(np.mean(targets['logits'].argmax(-1) !=
-                          pool_labels[queried]))
+    wrong = _wrong_share(targets['logits'], pool_labels[queried])
     record = {'round': r, 'queries': int(len(queried)),
               'test_accuracy': final.get('test/accuracy'),
               'teacher_wrong_share': wrong,
@@ -267,8 +273,8 @@ def _run(config, workdir):
     chosen_logits = ledger.query(chosen)
     gain = 1.0 - active.margins(probs)     # RAD's informativeness g(x)
     record.update(chosen=[int(i) for i in chosen],
-                  chosen_teacher_wrong_share=float(np.mean(
-                      chosen_logits.argmax(-1) != pool_labels[chosen])),
+                  chosen_teacher_wrong_share=_wrong_share(
+                      chosen_logits, pool_labels[chosen]),
                   chosen_mean_gain=float(np.mean(gain[np.searchsorted(
                       rest, chosen)])),
                   pool_mean_gain=float(np.mean(gain)))
@@ -279,6 +285,16 @@ def _run(config, workdir):
   state['forward_passes'] = ledger.forward_passes
   files.write_json(rounds_path, state)
   return summary(state)
+
+
+def _wrong_share(logits, labels):
+  """The share of labeled points the teacher gets wrong; None where no
+  point has a label (-1: out-of-distribution), rather than a made-up 0 or
+  1."""
+  known = labels >= 0
+  if not known.any():
+    return None
+  return float(np.mean(logits[known].argmax(-1) != labels[known]))
 
 
 def summary(state):

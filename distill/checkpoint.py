@@ -160,10 +160,9 @@ def read_config(workdir):
   path = os.path.join(workdir, 'config.json')
   if not files.isfile(path):
     raise ConfigError(f'no trained run at {workdir}: {path} is missing')
-  try:
-    return ml_collections.ConfigDict(files.read_json(path))
-  except ValueError as e:
-    raise EnvironmentFault(f'{path} is unreadable ({_reason(e)})') from e
+  return ml_collections.ConfigDict(files.read_json(
+      path, kind=dict, fix=f'it holds the config of the run in {workdir}: '
+      'restore it from a copy of that workdir, or retrain that run'))
 
 
 def parse_run_ref(ref):

@@ -44,7 +44,7 @@ def validate(config):
   methods.options_for(config.method, config.method_kw.to_dict())
   check_choice('optimizer.name', config.optimizer.name, optim.OPTIMIZERS)
   check_choice('schedule.name', config.schedule.name, optim.SCHEDULES)
-  datasets.spec(config.data)
+  validate_data(config.data)
   check_choice('data.carve', config.data.carve, splits.MODES)
   check_choice('data.train_on', config.data.train_on, PARTS)
   if config.data.augment:
@@ -69,6 +69,50 @@ def validate(config):
   check_choice('init_from_state', config.get('init_from_state', 'params'),
                train.INIT_FROM_STATES)
   duration(config, 'total', 1)  # one of total_steps / total_epochs is set
+  init = config.get('init')
+  if init is not None and init.get('method'):
+    check_choice('init.method', init.method, INIT_METHODS)
+    if config.model_name != 'transformer_lm':
+      raise ConfigError('init.method=guide projects Transformer LMs; '
+                        f'model is {config.model_name!r}')
+
+
+# config.init.method: how a student's parameters start ('' its own init).
+INIT_METHODS = ('guide',)
+
+
+def validate_data(data):
+  """The data block's values, checked before anything is prepared or
+  written: the dataset's name, a language model's tokenizer and window, an
+  out-of-distribution set's name, the carving sizes' types."""
+  from distill.data import datasets, tokenizers  # pylint: disable=g-import-not-at-top
+  spec = datasets.spec(data)
+  if spec.task == 'lm':
+    check_choice('data.tokenizer', data.get('tokenizer') or 'char',
+                 tokenizers.TOKENIZERS)
+    if not isinstance(data.get('seq_len'), int) or data.seq_len < 1:
+      raise ConfigError(f'data.seq_len must be an integer >= 1, got '
+                        f'{data.get("seq_len")!r}')
+    vocab = data.get('vocab_size') or 0
+    if not isinstance(vocab, int) or vocab < 0:
+      raise ConfigError(f'data.vocab_size must be an integer >= 0, got '
+                        f'{vocab!r}')
+    if data.get('tokenizer') == 'spm' and vocab <= 0:
+      raise ConfigError('data.tokenizer=spm needs data.vocab_size > 0 (e.g. '
+                        '8000)')
+  if data.name == 'mnist1d' and (data.get('num_samples') or 5000) < 1:
+    raise ConfigError(f'data.num_samples must be >= 1, got '
+                      f'{data.num_samples}')
+  for key in ('labeled', 'validation', 'unlabeled'):
+    if not isinstance(data.get(key), int):
+      raise ConfigError(f'data.{key} must be an integer (-1: the rest), got '
+                        f'{data.get(key)!r}')
+  ood = datasets.ood_config(data)
+  if ood is not None:
+    try:
+      datasets.spec(ood)
+    except ConfigError as e:
+      raise ConfigError(f'data.unlabeled_from: {e}') from e
 
 
 def validate_stage(config, part_size=None, part='', prefix=''):

@@ -163,9 +163,7 @@ def _is_ood(config):
 def teacher_stage(config, workdir, data):
   """(teacher config, variables, step, workdir), training it if needed."""
   t_dir = config.teacher.workdir or os.path.join(workdir, 'teacher')
-  t_config = (ckpt_lib.read_config(t_dir) if config.teacher.workdir
-              else config.teacher.config)
-  _check_teacher_data(t_config, config, data)
+  _check_teacher_data(teacher_config(config), config, data)
   if not config.teacher.workdir:
     print(f'== teacher: training in {t_dir}', flush=True)
     if train.train(config.teacher.config, t_dir).get('preempted'):
@@ -216,6 +214,21 @@ def check(config):
   any training, labeling or directory creation."""
   _check(config)
   validate_stages(config)
+  check_teacher(config)
+
+
+def teacher_config(config):
+  """The teacher's config: its block's, or an external teacher's own."""
+  return (ckpt_lib.read_config(config.teacher.workdir)
+          if config.teacher.workdir else config.teacher.config)
+
+
+def check_teacher(config):
+  """The teacher's data is the student's and it never trained on the
+  student's validation or unlabeled examples (before any directory of this
+  run is made)."""
+  _check_teacher_data(teacher_config(config), config,
+                      loading.load_data(config.data))
 
 
 def validate_stages(config):
@@ -318,6 +331,12 @@ def run_online(config, workdir):
                       'distillation supports '
                       + ', '.join(methods.online_methods() + ['supervised']))
   validate_stages(config)
+  check_choice('distill.teacher_dtype',
+               config.distill.get('teacher_dtype') or 'float32', models.DTYPES)
+  t_data = teacher_config(config).data
+  if t_data.name != config.data.name:
+    raise ConfigError(f'teacher data {t_data.name!r} differs from '
+                      f'student data {config.data.name!r}')
   with workdir_lib.claim(workdir, config, input_runs(config)):
     return _run_online(config, workdir)
 

@@ -25,7 +25,7 @@ import uuid
 import numpy as np
 from etils import epath
 
-from core.errors import from_os_error
+from core.errors import from_os_error, unreadable
 
 
 def is_main():
@@ -184,8 +184,28 @@ def write_json(path, obj, everywhere=False):
              everywhere)
 
 
-def read_json(path):
-  return json.loads(read_text(path))
+# What to do about an unreadable file, unless the caller says better.
+RESTORE = 'restore it from a copy, or move it aside'
+
+
+def read_json(path, kind=None, fix=RESTORE):
+  """The JSON value in `path` (of type `kind` when given). A file that
+  exists but does not read back as such (garbled, truncated, unreadable) is
+  one UnreadableFile line naming it and `fix`, what to do; a missing file
+  is FileNotFoundError as before."""
+  try:
+    value = json.loads(read_text(path))
+  except FileNotFoundError:
+    raise
+  except (OSError, ValueError) as e:     # UnicodeDecodeError is a ValueError
+    raise unreadable(path, e, fix) from e
+  if kind is not None and not isinstance(value, kind):
+    raise unreadable(path, f'a JSON {type(value).__name__}, not a '
+                     f'{_JSON_NAMES.get(kind, kind.__name__)}', fix)
+  return value
+
+
+_JSON_NAMES = {dict: 'JSON object', list: 'JSON array'}
 
 
 def write_npz(path, everywhere=False, **arrays):

@@ -29,12 +29,15 @@ def check_finite(pending, step, checkpointer):
 
 
 def reduce_window(pending):
+  """The window's mean of each metric; one counted over no example (accuracy
+  on examples without labels) is left out, not reported as 0."""
   sums = jax.device_get(pending)
   out = {}
   for k in sums[0]:
     s = sum(float(m[k][0]) for m in sums)
     c = sum(float(m[k][1]) for m in sums)
-    out[f'train/{k}'] = s / max(c, 1e-12)
+    if c > 0:
+      out[f'train/{k}'] = s / c
   return out
 
 
@@ -42,8 +45,11 @@ def progress_line(step, total, logs):
   """The progress line of a logging window (rates once a step after the
   compiled first one has run)."""
   line = (f'step {step}/{total} ({100 * step / total:.1f}%) '
-          f'loss {logs["train/loss"]:.4f} '
-          f'acc {logs.get("train/accuracy", float("nan")):.4f}')
+          f'loss {logs.get("train/loss", float("nan")):.4f}')
+  if 'train/accuracy' in logs:     # absent where the data has no labels
+    line += f' acc {logs["train/accuracy"]:.4f}'
+  elif 'train/teacher_agreement' in logs:
+    line += f' agree {logs["train/teacher_agreement"]:.4f} (no labels)'
   if 'step_seconds' not in logs:
     return line + f' | compiled in {logs.get("compile_seconds", 0.0):.1f} s'
   eta = logs['step_seconds'] * (total - step)

@@ -7,10 +7,10 @@ the model and the method; create the train state already sharded (from the
 parameters' logical axis names); resume from the newest checkpoint in the
 workdir if there is one; train with `jax.jit` over `NamedSharding`s,
 logging (sum, count) metrics as JSONL (+ TensorBoard), evaluating and
-checkpointing periodically and on SIGTERM; finally evaluate and write
+checkpointing periodically and on SIGTERM or Ctrl-C; finally evaluate and write
 `final_metrics.json`. Watching the run (finite loss, step time, MFU,
-progress, profiler window) is distill/monitoring.py; SIGTERM is
-distill/preemption.py; data loading is distill/data/loading.py.
+progress, profiler window) is distill/monitoring.py; SIGTERM and Ctrl-C
+are distill/preemption.py; data loading is distill/data/loading.py.
 
 Batches and dropout keys are pure functions of (seed, step), so a run that is
 killed and restarted with the same command ends with the same metrics as one
@@ -192,8 +192,10 @@ class Trainer:
       logits, _ = self._apply(params, model_state,
                               self.inputs.device(batch['inputs']), False)
     labels = methods.labels_of(batch)
-    weights = methods.example_weights(batch, logits)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    # Examples without a label (-1: out-of-distribution) count in no metric.
+    weights = methods.example_weights(batch, logits) * (labels >= 0)
+    ce = optax.softmax_cross_entropy_with_integer_labels(
+        logits, jnp.maximum(labels, 0))
     metrics = {'loss': (jnp.sum(ce * weights), jnp.sum(weights))}
     metrics.update(methods.classification_metrics(logits, labels, weights))
     return metrics
@@ -267,7 +269,8 @@ class Trainer:
           m = self.eval_step(self.state.params, self.state.model_state, batch)
         totals = m if totals is None else jax.tree.map(jnp.add, totals, m)
       for k, (s, c) in jax.device_get(totals).items():
-        out[f'{name}/{k}'] = float(s) / max(float(c), 1e-12)
+        if float(c) > 0:          # else: no example with a label
+          out[f'{name}/{k}'] = float(s) / float(c)
     return out
 
   def input_runs(self):
@@ -286,8 +289,12 @@ class Trainer:
   def check_init_from(self):
     """`init_from`'s checkpoint exists and its saved shapes fit this run's
     state (parameters and model state; everything for init_from_state=all),
-    checked from its metadata before this run's workdir is touched."""
+    checked from its metadata before this run's workdir is touched; so is
+    GUIDE's teacher (`init`)."""
     ref = self.config.get('init_from')
+    init = self.config.get('init')
+    if not ref and init and init.method:
+      self.check_init_teacher(init)
     if not ref:
       return
     what = self.config.get('init_from_state', 'params')
@@ -348,10 +355,9 @@ class Trainer:
           flush=True)
     return int(step)
 
-  def init_from_teacher(self, init_cfg):
-    """GUIDE: the student's parameters projected from a trained teacher's
-    (distill/guide.py); jitted, output sharded like the student's state."""
-    from distill import guide  # pylint: disable=g-import-not-at-top
+  def check_init_teacher(self, init_cfg):
+    """GUIDE's teacher fits this student (its config read, before this
+    run's workdir is touched)."""
     if init_cfg.method != 'guide':
       raise ConfigError(f'init.method={init_cfg.method!r}; valid choices: '
                         "'' (the model's own init), guide")
@@ -361,7 +367,7 @@ class Trainer:
     if not init_cfg.teacher:
       raise ConfigError('init.method=guide needs init.teacher (a trained '
                         'teacher workdir)')
-    t_config, variables, step = ckpt_lib.load_trained(init_cfg.teacher)
+    t_config = ckpt_lib.read_config(init_cfg.teacher)
     if t_config.model_name != 'transformer_lm':
       raise ConfigError(f'init.teacher={init_cfg.teacher} is a '
                         f'{t_config.model_name!r}, not a transformer_lm')
@@ -369,6 +375,14 @@ class Trainer:
     if t_config.model.get('positions', 'learned') != positions:
       raise ConfigError('init.method=guide: teacher and student must use the '
                         'same model.positions')
+
+  def init_from_teacher(self, init_cfg):
+    """GUIDE: the student's parameters projected from a trained teacher's
+    (distill/guide.py); jitted, output sharded like the student's state."""
+    from distill import guide  # pylint: disable=g-import-not-at-top
+    self.check_init_teacher(init_cfg)
+    _, variables, step = ckpt_lib.load_trained(init_cfg.teacher)
+    positions = self.config.model.get('positions', 'learned')
     t_params = variables['params']
     guide.check_compatible(t_params, self.state.params, positions)
     project = jax.jit(functools.partial(
@@ -386,7 +400,8 @@ class Trainer:
   # --- the loop ---------------------------------------------------------------
   def run(self):
     """Trains to `total_steps` holding the workdir (distill/workdir.py);
-    returns the final metrics, or {'preempted': True, ...} after SIGTERM."""
+    returns the final metrics, or {'preempted': True, ...} after SIGTERM or
+    Ctrl-C."""
     self.check_init_from()
     with workdir_lib.claim(self.workdir, self.config, self.input_runs()):
       return self._run()
@@ -448,7 +463,7 @@ class Trainer:
     pending = []
     step = start
     eval_names = config_lib.eval_names(config)
-    finished = False
+    finished = aborted = False
     try:
       while step < self.total_steps:
         profile.before(step)
@@ -485,8 +500,8 @@ class Trainer:
           checkpointer.save(step, self.state, extra, force=True)
         if stop:
           checkpointer.wait()
-          print(f'SIGTERM: saved a checkpoint at step {step}; exiting.',
-                flush=True)
+          print(f'{preempted.signal_name}: saved a checkpoint at step '
+                f'{step}; exiting.', flush=True)
           finished = True
           return {'preempted': True, 'step': step}
       final = self.evaluate(eval_names)
@@ -495,13 +510,17 @@ class Trainer:
       files.write_json(os.path.join(workdir, 'final_metrics.json'), final)
       finished = True
       return final
+    except KeyboardInterrupt:
+      aborted = True        # a second Ctrl-C: no waiting for a save
+      raise
     finally:
       profile.close()
       pipeline.close(host_batches)
       preempted.restore()
       writer.close()
       try:
-        checkpointer.close()
+        if not aborted:
+          checkpointer.close()
       except EnvironmentFault:
         if finished:        # else the fault in flight is the one to report
           raise

@@ -234,12 +234,25 @@ def identity_files(workdir):
           os.path.join(workdir, 'inputs.json'))
 
 
+def identity_fix(workdir):
+  """What to do about an unreadable identity file of `workdir`."""
+  return (f'it holds the identity of the run in {workdir}: restore it from '
+          'a copy of that workdir, or move the workdir aside and give a new '
+          '--workdir')
+
+
+def read_identity(path, workdir):
+  """An identity file of `workdir` (a JSON object); an unreadable one is
+  one line naming it and what to do (distill/files.py read_json)."""
+  return files.read_json(path, kind=dict, fix=identity_fix(workdir))
+
+
 def _check_identity(workdir, resolved, inputs):
   """Refuses a workdir holding another run; writes the identity if new."""
   config_path, inputs_path = identity_files(workdir)
   if files.exists(config_path):
-    stored = {'config': files.read_json(config_path),
-              'inputs': (files.read_json(inputs_path)
+    stored = {'config': read_identity(config_path, workdir),
+              'inputs': (read_identity(inputs_path, workdir)
                          if files.exists(inputs_path) else inputs)}
     diff = differences(stored, {'config': resolved, 'inputs': inputs})
     if diff:

@@ -23,7 +23,7 @@ import sys
 from absl import flags
 from absl import logging
 
-from core.errors import ConfigError
+from core.errors import ConfigError, Diverged, EnvironmentFault, one_line
 from distill import config_lib
 from experiments import tables
 
@@ -115,8 +115,21 @@ def from_flags(default, prefix='', workdir='', results=''):
   except ConfigError as e:
     sys.exit(f'error: {e}')
   setup(table)
-  return run(table, _WORKDIR.value or workdir, _RESULTS.value or results,
-             _MANUAL_DIR.value, _REPORT_ONLY.value)
+  return _reported(run, table, _WORKDIR.value or workdir,
+                   _RESULTS.value or results, _MANUAL_DIR.value,
+                   _REPORT_ONLY.value)
+
+
+def _reported(fn, *args):
+  """`fn(*args)`; a known fault (bad input, an unreadable file) ends the
+  process with its one line and exit status, as launch.main does."""
+  try:
+    return fn(*args)
+  except (ConfigError, EnvironmentFault, Diverged) as e:
+    prefix = 'diverged' if isinstance(e, Diverged) else 'error'
+    print(f'{prefix}: {one_line(e, 1000)}', file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(e.exit_code)   # pylint: disable=protected-access
 
 
 def main(argv):
@@ -130,6 +143,6 @@ def main(argv):
   except ConfigError as e:
     sys.exit(f'error: {e}')
   setup(_TABLE.value)
-  run(_TABLE.value, _WORKDIR.value, _RESULTS.value, _MANUAL_DIR.value,
-      _REPORT_ONLY.value)
+  _reported(run, _TABLE.value, _WORKDIR.value, _RESULTS.value,
+            _MANUAL_DIR.value, _REPORT_ONLY.value)
 

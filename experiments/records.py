@@ -32,6 +32,7 @@ import json
 import os
 import subprocess
 
+from core import errors
 from distill import files
 from distill import workdir as workdir_lib
 
@@ -86,8 +87,10 @@ _COMMIT = _read_commit()
 def _kernels(workdir):
   path = os.path.join(workdir, 'manifest.json') if workdir else ''
   if path and os.path.exists(path):
-    with open(path) as f:
-      return json.load(f).get('cpu_kernels')
+    return files.read_json(path, kind=dict, fix=(
+        f'it describes the machine of the run in {workdir}: restore it from '
+        'a copy of that workdir, or rerun that run in a new --workdir'
+    )).get('cpu_kernels')
   return None
 
 
@@ -105,14 +108,20 @@ def teacher_run_of(workdir):
   path = os.path.join(workdir, 'final_metrics.json')
   if not os.path.exists(path):
     return None
-  with open(path) as f:
-    return teacher_run(json.load(f))
+  return teacher_run(files.read_json(path, kind=dict, fix=(
+      f'it holds the final metrics of the run in {workdir}: restore it from '
+      'a copy of that workdir, or delete it and rerun that run to write it '
+      'again')))
 
 
 def most_common(values):
   """The most frequent of the values that are not None (None if none)."""
   values = [v for v in values if v is not None]
   return max(sorted(set(values)), key=values.count) if values else None
+
+
+# What every record holds (what `get` and `put` read).
+_RECORD_KEYS = ('result', 'identity', 'commit')
 
 
 class Records:
@@ -122,10 +131,25 @@ class Records:
   def __init__(self, name, root, folder):
     self.path = os.path.join(folder, f'{name}.json')
     self.root = root
-    self.cells = {}
-    if os.path.exists(self.path):
-      with open(self.path) as f:
-        self.cells = json.load(f)
+    self.cells = self._read() if os.path.exists(self.path) else {}
+
+  def _read(self):
+    """The records file, checked: a JSON object of records, each an object
+    with a result and an identity; anything else is one line naming the
+    file (nothing is trained or written over it)."""
+    inside = not os.path.relpath(self.path, _REPO).startswith('..')
+    fix = ('it holds the finished cells of a table: restore it '
+           + (f'(git checkout -- {os.path.relpath(self.path, _REPO)}, or the '
+              'version of a merge)' if inside else 'from a copy')
+           + ', or move it aside to train every cell again')
+    cells = files.read_json(self.path, kind=dict, fix=fix)
+    for key, record in cells.items():
+      missing = [k for k in _RECORD_KEYS
+                 if not isinstance(record, dict) or k not in record]
+      if missing:
+        raise errors.unreadable(self.path, f'record {key!r} has no '
+                                f'{missing[0]!r}', fix)
+    return cells
 
   def get(self, key, config):
     """The recorded result of `key` if it was made with `config`, else
@@ -162,9 +186,8 @@ class Records:
     with open(self.path + '.lock', 'w') as lock:
       fcntl.flock(lock, fcntl.LOCK_EX)
       if os.path.exists(self.path):
-        with open(self.path) as f:
-          self.cells.update({k: v for k, v in json.load(f).items()
-                             if k != key})
+        self.cells.update({k: v for k, v in self._read().items()
+                           if k != key})
       self.cells[key] = record
       files.write_text(self.path, json.dumps(self.cells, indent=1,
                                              sort_keys=True) + '\n')

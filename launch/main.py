@@ -109,8 +109,9 @@ def main(argv):
     result = execute(config, workdir)
   except BaseException as e:  # pylint: disable=broad-except
     fail(e)
-  if result.get('preempted'):
-    sys.exit(143)
+  if result.get('preempted'):       # SIGTERM: 143, Ctrl-C: 130
+    from distill import preemption  # pylint: disable=g-import-not-at-top
+    sys.exit(preemption.exit_status())
   if jax.process_index() == 0:
     print('final: ' + json.dumps({k: round(v, 4) if isinstance(v, float) else v
                                   for k, v in result.items()}), flush=True)

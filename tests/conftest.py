@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import types
 
 import pytest
 
@@ -26,10 +27,55 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATASETS = os.path.join(os.path.dirname(REPO), 'shared', 'datasets')
 sys.path.insert(0, REPO)
 
+# Every temporary folder of the session (the tests', the processes they
+# start, the libraries') is made in one folder of its own, $TMPDIR; the
+# session fails if anything but what this file removes itself is left there
+# at its end (`leftovers`), then removes it. pytest's `tmp_path` folders
+# stay where pytest keeps them (its last 3 sessions).
+# (pytest may import this file twice, as its plugin and as `conftest`: the
+# session's state is kept once per process.)
+_SESSION = sys.modules.setdefault('_distill_test_session', types.ModuleType(
+    '_distill_test_session'))
+if not hasattr(_SESSION, 'tmp'):
+  _SESSION.owned = set()  # what this file makes there and removes at exit
+  # a process the tests start that imports this file (an input worker
+  # unpickling a test's function) uses the session's folder as it is
+  _SESSION.tmp = os.environ.get('DISTILL_TESTS_TMP', '')
+  if not os.path.isdir(_SESSION.tmp):
+    os.environ.setdefault('PYTEST_DEBUG_TEMPROOT', tempfile.gettempdir())
+    _SESSION.tmp = tempfile.mkdtemp(prefix='distill-tests-tmp-')
+    os.environ['DISTILL_TESTS_TMP'] = _SESSION.tmp
+  os.environ['TMPDIR'] = tempfile.tempdir = _SESSION.tmp
+SESSION_TMP = _SESSION.tmp
+_OWNED = _SESSION.owned
+
+
+def _own(folder):
+  _OWNED.add(os.path.basename(folder))
+  atexit.register(shutil.rmtree, folder, ignore_errors=True)
+  return folder
+
+
+def leftovers(root=SESSION_TMP):
+  """What the tests left in `root`, the session's temporary folder."""
+  return sorted(n for n in os.listdir(root) if n not in _OWNED)
+
+
+def pytest_sessionfinish(session, exitstatus):
+  del exitstatus
+  left = leftovers() if os.path.isdir(SESSION_TMP) else []
+  if left:
+    print(f'\nerror: the tests left {len(left)} temporary folder(s) or '
+          f'file(s) behind in {SESSION_TMP}: {", ".join(left[:10])}; a '
+          'test must remove what it makes (tmp_path, or a with-block)',
+          file=sys.stderr)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+  shutil.rmtree(SESSION_TMP, ignore_errors=True)
+
+
 if os.environ.get('DISTILL_TEST_CACHE', '1') != '0' and (
-    'JAX_COMPILATION_CACHE_DIR' not in os.environ):
-  _CACHE = tempfile.mkdtemp(prefix='distill-tests-xla-cache-')
-  atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+    'JAX_COMPILATION_CACHE_DIR' not in os.environ) and not _SESSION.owned:
+  _CACHE = _own(tempfile.mkdtemp(prefix='distill-tests-xla-cache-'))
   # Environment, not jax.config: the processes the tests start inherit it.
   os.environ['JAX_COMPILATION_CACHE_DIR'] = _CACHE
   os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
@@ -79,8 +125,7 @@ def start_process(argv, env=None):
   """Start `argv` in the repository with stdout and stderr to files of a
   new temporary folder, where it may write its results too: '{folder}' in
   an argument is that folder."""
-  folder = tempfile.mkdtemp(prefix='distill-tests-early-')
-  atexit.register(shutil.rmtree, folder, ignore_errors=True)
+  folder = _own(tempfile.mkdtemp(prefix='distill-tests-early-'))
   argv = [a.replace('{folder}', folder) for a in argv]
   with open(os.path.join(folder, 'stdout'), 'w') as out, open(
       os.path.join(folder, 'stderr'), 'w') as err:

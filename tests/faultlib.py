@@ -21,11 +21,12 @@ class Result:
   seconds: float
 
 
-def launch(args, timeout=600, env=None):
-  """`python -m launch.main ARGS` from the repository root."""
+def launch(args, timeout=600, env=None, module='launch.main'):
+  """`python -m launch.main ARGS` (or another `module`) from the repository
+  root."""
   start = time.time()
   proc = subprocess.run(
-      [sys.executable, '-m', 'launch.main', *args], cwd=REPO,
+      [sys.executable, '-m', module, *args], cwd=REPO,
       capture_output=True, text=True, check=False, timeout=timeout,
       env=dict(os.environ, JAX_PLATFORMS='cpu', **(env or {})))
   return Result(proc.returncode, proc.stdout,
@@ -43,6 +44,18 @@ def snapshot(root):
       with open(path, 'rb') as f:
         out[os.path.relpath(path, root)] = hashlib.sha256(
             f.read()).hexdigest()
+  return out
+
+
+def paths(root, ignore=()):
+  """Every path under `root` (folders too), relative, leaving out those
+  under the folders `ignore`."""
+  out = set()
+  for base, dirs, names in os.walk(root):
+    if any(base == i or base.startswith(i + os.sep) for i in ignore):
+      continue
+    out.update(os.path.relpath(os.path.join(base, n), root)
+               for n in dirs + names)
   return out
 
 

@@ -1,4 +1,5 @@
-"""Checkpoints: round trip, kill -9 / SIGTERM resume equivalence, load by path."""
+"""Checkpoints: round trip, kill -9 / SIGTERM / Ctrl-C resume equivalence,
+load by path."""
 import json
 import os
 import signal
@@ -30,7 +31,10 @@ def launch(workdir, *extra):
   return subprocess.Popen(
       [sys.executable, '-m', 'launch.main', f'--workdir={workdir}', *ARGS,
        *extra], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-      text=True, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+      text=True, env=dict(os.environ, JAX_PLATFORMS='cpu'),
+      # as from a terminal: Ctrl-C at its default (a shell's background job,
+      # which pytest may be, starts its children with it ignored)
+      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def finish(proc):
@@ -126,6 +130,41 @@ def test_sigterm_saves_then_resume_gives_the_same_final_metrics(reference,
   step = int(out.split('SIGTERM: saved a checkpoint at step ')[1].split(';')[0])
   assert saved_steps(workdir)[-1] == step
   finish(launch(workdir))
+  assert final_metrics(workdir) == final_metrics(reference)
+
+
+def _logged(workdir, records):
+  """Whether `metrics.jsonl` holds `records` whole lines yet."""
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if not os.path.exists(path):
+    return False
+  with open(path) as f:
+    return f.read().count('\n') >= records
+
+
+def test_ctrl_c_saves_at_its_step_and_a_resume_continues_from_it(
+    reference, tmp_path):
+  """Ctrl-C (SIGINT) with no checkpoint due for a long time: a checkpoint
+  at the step it came, exit 130; the same command resumes from that step
+  to the uninterrupted run's final metrics."""
+  workdir = str(tmp_path)
+  rare = f'--config.checkpoint_every_steps={10 * STEPS}'
+  proc = launch(workdir, rare)
+  deadline = time.time() + 300
+  while not _logged(workdir, 2):            # steps 100 and 200 logged
+    assert proc.poll() is None, proc.stdout.read()[-2000:]
+    assert time.time() < deadline, 'the run never logged'
+    time.sleep(0.05)
+  assert not saved_steps(workdir)
+  proc.send_signal(signal.SIGINT)
+  out, _ = proc.communicate(timeout=120)
+  assert proc.returncode == 130, out[-2000:]
+  assert 'SIGINT: saved a checkpoint at step' in out, out[-2000:]
+  step = int(out.split('SIGINT: saved a checkpoint at step ')[1].split(';')[0])
+  assert 200 <= step < STEPS
+  assert saved_steps(workdir) == [step]
+  out = finish(launch(workdir, rare))
+  assert f'Resumed from {workdir}/checkpoints at step {step}.' in out, out[:2000]
   assert final_metrics(workdir) == final_metrics(reference)
 
 

@@ -1,5 +1,8 @@
 """Data: builders, deterministic carving, the resumable pipeline."""
 import io
+import os
+import subprocess
+import sys
 import tarfile
 
 import jax
@@ -10,6 +13,7 @@ import tensorflow_datasets as tfds
 from ml_collections import ConfigDict
 from PIL import Image
 
+from conftest import REPO
 from core.errors import ConfigError
 from distill.data import augment, builders, datasets, pipeline, splits
 
@@ -242,6 +246,89 @@ def test_tiny_shakespeare_builder(tmp_path):
   tokens = train.get([0])['tokens'][0]
   assert ''.join(vocab[t] for t in tokens) == text[:17]
   assert len(train) == int(0.9 * len(text)) // 17
+
+
+# --- preparing a dataset: one process at a time ------------------------------
+# A process that reads the digits split of `data_dir` (argv[1]), printing
+# its size; with argv[2] == 'stall', it stops mid-preparation (after 10
+# examples, saying so) until its stdin closes or it is killed.
+_READER = """
+import sys
+from ml_collections import ConfigDict
+from distill.data import builders, datasets
+if sys.argv[2:] == ['stall']:
+  generate = builders.Digits._generate_examples
+  def stalled(self, *args):
+    for n, example in enumerate(generate(self, *args)):
+      if n == 10:
+        print('mid-way', flush=True)
+        sys.stdin.readline()
+      yield example
+  builders.Digits._generate_examples = stalled
+cfg = ConfigDict(dict(name='digits', data_dir=sys.argv[1], manual_dir=''))
+print('examples', len(datasets.load_split(cfg, 'train')), flush=True)
+"""
+
+
+def _reader(data_dir, *args):
+  return subprocess.Popen(
+      [sys.executable, '-c', _READER, data_dir, *args], cwd=REPO,
+      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+      stderr=subprocess.DEVNULL, text=True,
+      env=dict(os.environ, JAX_PLATFORMS='cpu'))
+
+
+def _prepared_here(out):
+  return 'Downloading and preparing' in out
+
+
+def test_a_second_process_waits_for_the_preparation_then_reads_it(tmp_path):
+  """While this process prepares digits (holding the lock), another that
+  needs it waits, then reads what was prepared without preparing again."""
+  data_dir = str(tmp_path / 'tfds')
+  cfg = data_cfg(data_dir=data_dir)
+  builder = builders.Digits(data_dir=data_dir)
+  with datasets.preparing(builder, 'digits', data_dir):
+    other = _reader(data_dir)
+    waiting = other.stdout.readline()       # it is blocked on the lock
+    assert waiting.startswith(f'Waiting for pid {os.getpid()} on '), waiting
+    assert 'preparing dataset \'digits\'' in waiting
+    datasets._prepare(builder, cfg, 'digits')  # pylint: disable=protected-access
+  out, _ = other.communicate(timeout=300)
+  assert other.returncode == 0, out
+  assert not _prepared_here(out), out
+  assert 'examples 1400' in out, out
+
+
+def test_two_processes_at_once_prepare_one_dataset_once(tmp_path):
+  data_dir = str(tmp_path / 'tfds')
+  procs = [_reader(data_dir) for _ in range(2)]
+  outs = [p.communicate(timeout=300)[0] for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], outs
+  assert all('examples 1400' in o for o in outs), outs
+  assert sum(map(_prepared_here, outs)) == 1, outs
+  assert sorted(os.listdir(os.path.join(data_dir, 'digits'))) == ['1.0.0']
+
+
+def test_a_preparation_killed_midway_leaves_nothing_taken_for_data(tmp_path):
+  """kill -9 in the middle of writing the examples: no prepared dataset
+  (its half-written folder is TFDS's `incomplete.*`), the lock is free, and
+  the next reader prepares it whole and removes the remains."""
+  data_dir = str(tmp_path / 'tfds')
+  proc = _reader(data_dir, 'stall')
+  for line in proc.stdout:           # TFDS's 'Downloading and preparing'
+    if line.strip() == 'mid-way':
+      break
+  proc.kill()
+  proc.wait()
+  folder = os.path.join(data_dir, 'digits')
+  left = os.listdir(folder)
+  assert '1.0.0' not in left and any(
+      n.startswith('incomplete.') for n in left), left
+  assert not builders.Digits(data_dir=data_dir).is_prepared()
+  source = datasets.load_split(data_cfg(data_dir=data_dir), 'train')
+  assert len(source) == 1400
+  assert sorted(os.listdir(folder)) == ['1.0.0'], os.listdir(folder)
 
 
 def test_tfds_catalog_dataset_with_mock_data():

@@ -10,6 +10,7 @@ from configs import common, digits_distill
 from core.errors import ConfigError
 from distill import distillation, teacher_cache, train
 from distill.data import loading
+from distill.logging_utils import read_metrics
 
 
 def cfg(method, teacher='', **kw):
@@ -112,6 +113,11 @@ def test_out_of_distribution_unlabeled_then_finetune(teacher_dir, tmp_path):
   summary = distillation.run(c, str(tmp_path))
   assert summary['teacher/unlabeled_accuracy'] is None
   assert summary['finetuned/step'] == 2
+  # images without labels: no accuracy logged as if measured
+  logged = [r for r in read_metrics(str(tmp_path / 'student'))
+            if 'train/loss' in r]
+  assert logged and not [r for r in logged if 'train/accuracy' in r], logged
+  assert all('train/teacher_agreement' in r for r in logged)
   assert os.path.exists(tmp_path / 'finetuned' / 'final_metrics.json')
 
 

@@ -299,3 +299,27 @@ def test_tables_without_a_config_file_still_pick_their_devices():
     assert host_devices.auto_count(config=config) == 1
   _, guide = tables.load('guide_cpu')
   assert not hasattr(harness.kind_module(guide), 'device_config')
+
+
+def test_unreadable_records_and_manifests_are_one_line(tmp_path):
+  """A table's records file and a run's manifest that do not read back
+  name the file and what to do, and are left as they are."""
+  from core.errors import UnreadableFile  # pylint: disable=g-import-not-at-top
+  from experiments import records  # pylint: disable=g-import-not-at-top
+  cells = tmp_path / 'cells.json'
+  for text, reason in (('{"a": ', 'JSONDecodeError'),
+                       ('[1]', 'a JSON list, not a JSON object'),
+                       ('{"a": {"result": 1}}', "record 'a' has no "
+                        "'identity'")):
+    cells.write_text(text)
+    with pytest.raises(UnreadableFile, match=(
+        f'{cells} is unreadable \\({reason}.*\\); it holds the finished '
+        'cells of a table: restore it from a copy, or move it aside')):
+      records.Records('cells', 'runs', str(tmp_path))
+    assert cells.read_text() == text
+  (tmp_path / 'run').mkdir()
+  (tmp_path / 'run' / 'manifest.json').write_text('\x00garbage')
+  with pytest.raises(UnreadableFile, match=(
+      'run/manifest.json is unreadable .*; it describes the machine of the '
+      'run in ')):
+    records._kernels(str(tmp_path / 'run'))  # pylint: disable=protected-access

@@ -132,7 +132,7 @@ def _busy(tmp, pipe):
   del pipe
   return dict(args=[*_LONG, f'--workdir={tmp}/w'],
               watch=[f'{tmp}/w/command.txt', f'{tmp}/w/config.json'],
-              context=lambda: _holder(f'{tmp}/w'))
+              context=lambda: _holder(f'{tmp}/w'), live=[f'{tmp}/w'])
 
 
 def _copy_pipeline(tmp, pipe, *extra):
@@ -157,13 +157,59 @@ def _changed_text(tmp):
   assert first.code == 0, first.stderr_lines[-3:]
   with open(path, 'a') as f:
     f.write(' and the dog')
-  return dict(args=args, watch=[f'{tmp}/run'])
+  # The changed file is prepared (a new source, kept in the data dir) before
+  # the workdir refuses it: its hash is what the identity compares.
+  return dict(args=args, watch=[f'{tmp}/run'], live=[f'{tmp}/tfds'])
 
 
 def _rerun(tmp, pipe, *args):
   """The finished pipeline (a copy) rerun with `args`."""
   shutil.copytree(pipe, f'{tmp}/run')      # its LOCK is free (empty)
   return dict(args=[*args, f'--workdir={tmp}/run'], watch=[f'{tmp}/run'])
+
+
+def _damaged(name, text):
+  """The finished pipeline (a copy) rerun with its own command after its
+  `name` (an identity file) was overwritten with `text`."""
+  def setup(tmp, pipe):
+    spec = _rerun(tmp, pipe, *DISTILL)
+    with open(f'{tmp}/run/{name}', 'w') as f:
+      f.write(text)
+    return spec
+  return setup
+
+
+def _damaged_teacher_config(tmp, pipe):
+  args = _copy_pipeline(tmp, pipe)
+  faultlib.truncate(f'{tmp}/teacher/config.json')
+  return dict(args=args, watch=[f'{tmp}/teacher'])
+
+
+_TINY_TABLE = """dict(kind='distill', config='configs/digits_distill.py',
+    labeled=(50,), seeds=(0,), methods=('vanilla',), extra=',runlocal')"""
+
+
+def _damaged_records(tmp, pipe):
+  """A table whose kept records (experiments/records.py) are garbled,
+  reported with the harness."""
+  del pipe
+  with open(f'{tmp}/tiny.py', 'w') as f:
+    f.write(f'"""A table of the fault table."""\nTABLE = {_TINY_TABLE}\n')
+  os.makedirs(f'{tmp}/res/cells')
+  with open(f'{tmp}/res/cells/tiny.json', 'w') as f:
+    f.write('{"50/0/vanilla": {"result": ')
+  return dict(module='experiments.run', watch=[tmp],
+              args=[f'--table={tmp}/tiny.py', f'--workdir={tmp}/runs',
+                    f'--results={tmp}/res', '--report_only'])
+
+
+def _text_file(tmp, *args):
+  """An LM config on a small text file of <tmp> (data dir <tmp>/tfds)."""
+  with open(f'{tmp}/corpus.txt', 'w') as f:
+    f.write('the cat sat on the mat ' * 400)
+  return dict(args=[f'--config=configs/shakespeare_lm.py:runlocal,text='
+                    f'{tmp}/corpus.txt', f'--config.data.data_dir={tmp}/tfds',
+                    f'--workdir={tmp}/w', *args])
 
 
 def _corrupt_cache(tmp, pipe):
@@ -313,6 +359,41 @@ CASES = [
          r'error: no space left on the device writing \S+/mnt/w/checkpoints '
          r'\(.* free\); free space or give a --workdir on a larger disk, then '
          r'rerun the same command to resume', _no_partial_checkpoint),
+    Case('unknown_tokenizer', 'an unknown data.tokenizer',
+         lambda tmp, pipe: _text_file(tmp, '--config.data.tokenizer=bpe'), 2,
+         r"error: unknown data.tokenizer 'bpe'; valid choices: char, spm"),
+    Case('spm_without_vocab', 'a SentencePiece tokenizer without a size',
+         lambda tmp, pipe: _text_file(tmp, '--config.data.tokenizer=spm'), 2,
+         r'error: data.tokenizer=spm needs data.vocab_size > 0 \(e.g. '
+         r'8000\)'),
+    Case('guide_on_an_mlp', 'a GUIDE init of a model that is not an LM',
+         _args(DIGITS, '--workdir={tmp}/w', '--config.init.method=guide'), 2,
+         r"error: init.method=guide projects Transformer LMs; model is "
+         r"'mlp'"),
+    Case('identity_garbled', "a rerun into a workdir whose config.json is "
+         'garbled', _damaged('config.json', 'garbage'), 1,
+         r'error: \S+/run/config.json is unreadable \(JSONDecodeError: '
+         r'Expecting value: .*\); it holds the identity of the run in '
+         r'\S+/run: restore it from a copy of that workdir, or move the '
+         r'workdir aside and give a new --workdir'),
+    Case('inputs_not_an_object', "a rerun into a workdir whose inputs.json "
+         'is not a JSON object', _damaged('inputs.json', '[]'), 1,
+         r'error: \S+/run/inputs.json is unreadable \(a JSON list, not a '
+         r'JSON object\); it holds the identity of the run in \S+/run: .*'),
+    Case('identity_empty', "a rerun into a workdir whose config.json is "
+         'empty', _damaged('config.json', ''), 1,
+         r'error: \S+/run/config.json is unreadable \(JSONDecodeError: .*'),
+    Case('teacher_config_truncated',
+         "an external teacher whose config.json is truncated",
+         _damaged_teacher_config, 1,
+         r'error: \S+/teacher/config.json is unreadable \(JSONDecodeError: '
+         r'.*\); it holds the config of the run in \S+/teacher: restore it '
+         r'from a copy of that workdir, or retrain that run'),
+    Case('records_garbled', "a table's records file that is truncated "
+         '(experiments.run)', _damaged_records, 1,
+         r'error: \S+/res/cells/tiny.json is unreadable \(JSONDecodeError: '
+         r'.*\); it holds the finished cells of a table: restore it from a '
+         r'copy, or move it aside to train every cell again'),
     Case('teacher_cache_corrupt', 'a corrupted teacher-cache file (recovered)',
          _corrupt_cache, 0, '', _set_aside_and_rebuilt),
     Case('teacher_checkpoint_truncated',
@@ -339,10 +420,16 @@ def pipeline(tmp_path_factory):
 def _run_case(case, tmp, pipe):
   spec = case.setup(tmp, pipe)
   watch = spec.get('watch', [])
+  # where another process writes meanwhile, or the run prepares data
+  live = spec.get('live', [])
   with spec.get('context', contextlib.nullcontext)():
     before = {w: faultlib.snapshot(w) for w in watch}
-    result = faultlib.launch(spec['args'])
+    made = faultlib.paths(tmp, live)
+    result = faultlib.launch(spec['args'], module=spec.get(
+        'module', 'launch.main'))
     after = {w: faultlib.snapshot(w) for w in watch}
+    if case.code == 2:               # a refused config makes nothing
+      before[tmp], after[tmp] = made, faultlib.paths(tmp, live)
     if case.check:
       case.check(tmp, result)
   return result, before, after
@@ -412,7 +499,8 @@ def normalize(line, tmp, pipe):
   line = line.replace(tmp, '<tmp>').replace(pipe, '<run>')
   line = re.sub(r'\(\d+(\.\d+)? (B|KiB|MiB|GiB|TiB) free\)', '(<n> free)', line)
   line = re.sub(r'\(EOFError: [^)]*\)', '(EOFError: ...)', line)
-  line = re.sub(r'column \d+ \(char \d+\)', 'column <n> (char <n>)', line)
+  line = re.sub(r'line \d+ column \d+ \(char \d+\)',
+                'line <n> column <n> (char <n>)', line)
   line = re.sub(r'pid \d+ on \S+ since \S+ \(.*\);', 'pid <pid> on <host> '
                 'since <time> (<its command line>);', line)
   return line.replace('|', '\\|')

@@ -6,6 +6,7 @@ equals an uninterrupted run. (kill -9 and SIGTERM during plain training:
 tests/test_checkpoint.py.)"""
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -178,3 +179,29 @@ def test_kill9_mid_pipeline_then_rerun_equals_an_uninterrupted_run(
   out = _finish(_launch(PIPELINES[name], killed))
   assert 'Resumed from' in out
   assert _result(name, killed) == _result(name, reference)
+
+
+# --- Ctrl-C ------------------------------------------------------------------
+
+def test_a_first_ctrl_c_asks_to_save_a_second_aborts_at_once():
+  """The train loop's signal flags (the saving run itself:
+  tests/test_checkpoint.py)."""
+  from distill import preemption  # pylint: disable=g-import-not-at-top
+  before = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    flags = preemption.Preemption()
+    assert not flags.reached(1)
+    signal.raise_signal(signal.SIGINT)      # the first: save, then stop
+    assert flags.reached(2) and flags.signal_name == 'SIGINT'
+    assert preemption.exit_status() == 130
+    with pytest.raises(KeyboardInterrupt):  # the second: abort now
+      signal.raise_signal(signal.SIGINT)
+    flags.restore()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # a run started with Ctrl-C ignored (a background job) keeps it so
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    flags = preemption.Preemption()
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    flags.restore()
+  finally:
+    signal.signal(signal.SIGINT, before)

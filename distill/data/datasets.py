@@ -9,10 +9,16 @@ Our builders (`digits`, `mnist5k`, `mnist1d`, `cifar10_jpeg`,
 internet). Everything is read through array_record data sources: no
 TensorFlow.
 """
+import contextlib
 import dataclasses
 import errno
+import fcntl
+import glob
 import os
+import shutil
+import socket
 import tarfile
+import tempfile
 import zlib
 from typing import Any, Callable, Optional
 
@@ -22,10 +28,30 @@ import tensorflow_datasets as tfds
 
 from core.errors import ConfigError, EnvironmentFault, errno_of
 from core.errors import no_space, one_line
+from distill import files
 from distill.data import builders
 from distill.data import splits
 from distill.data import text
 from distill.data import tokenizers
+
+
+_from_bucket = tfds.core.DatasetInfo.initialize_from_bucket
+
+
+def _initialize_from_bucket(self):
+  """TFDS's DatasetInfo.initialize_from_bucket, run whenever a builder of a
+  dataset not yet prepared is made, copies files into a folder of
+  `tempfile.mkdtemp` it never removes (an empty one with Cloud Storage off):
+  here that folder is inside one removed right after."""
+  with tempfile.TemporaryDirectory(prefix='distill-tfds-info-') as folder:
+    before, tempfile.tempdir = tempfile.tempdir, folder
+    try:
+      _from_bucket(self)
+    finally:
+      tempfile.tempdir = before
+
+
+tfds.core.DatasetInfo.initialize_from_bucket = _initialize_from_bucket
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,29 +165,133 @@ def _prepare(builder, cfg, source):
         f'{source} is unreadable ({type(e).__name__}: {one_line(e, 120)}); '
         'restore the file (see ../shared/datasets/README.md)') from e
   except Exception as e:  # pylint: disable=broad-except
-    code = errno_of(e)
-    if code == errno.ENOSPC:
-      raise EnvironmentFault(no_space(data_dir)) from e
-    if code in (errno.EROFS, errno.EACCES, errno.EPERM):
-      raise EnvironmentFault(
-          f'cannot prepare dataset {cfg.name!r} in the TFDS data dir '
-          f'{data_dir}: {os.strerror(code).lower()}; set data.data_dir (or '
-          '$TFDS_DATA_DIR) to a writable folder') from e
-    raise
+    raise _data_dir_fault(e, cfg.name, data_dir) or e
+
+
+def _data_dir_fault(error, name, data_dir):
+  """The one-line fault of a data dir that cannot be written, or None."""
+  code = errno_of(error)
+  if code == errno.ENOSPC:
+    return EnvironmentFault(no_space(data_dir))
+  if code in (errno.EROFS, errno.EACCES, errno.EPERM):
+    return EnvironmentFault(
+        f'cannot prepare dataset {name!r} in the TFDS data dir '
+        f'{data_dir}: {os.strerror(code).lower()}; set data.data_dir (or '
+        '$TFDS_DATA_DIR) to a writable folder')
+  return None
+
+
+@contextlib.contextmanager
+def preparing(builder, name, data_dir):
+  """Holds the lock of preparing `builder`'s dataset and version in its
+  data dir, `<data_dir>/<dataset>[/<config>]/.<version>.lock`, an
+  `fcntl.flock` the kernel releases when its holder dies (kill -9
+  included). A second process waits for the first (saying so), then finds
+  the dataset prepared. Under the lock, what a killed preparation left
+  (TFDS's `incomplete.*` folders of this version) is removed first; TFDS
+  renames a finished preparation into place, so nothing half-written is
+  ever taken for prepared data. A preparation that fails removes the
+  folders it created. The holder deletes the lock file before releasing
+  it; a waiter that then holds a deleted file's lock takes the lock again.
+  (A data dir on Cloud Storage has no flock: not locked.)"""
+  target = str(builder.data_dir)
+  if not files.is_local(target):
+    yield
+    return
+  parent = os.path.dirname(target)
+  created = [d for d in _parents(parent, data_dir) if not os.path.exists(d)]
+  path = os.path.join(parent, f'.{os.path.basename(target)}.lock')
+  ok = False
+  try:
+    os.makedirs(parent, exist_ok=True)
+    lock = _take(path, name, data_dir)
+  except OSError as e:
+    _remove_empty(created)
+    raise _data_dir_fault(e, name, data_dir) or e from e
+  try:
+    for stale in glob.glob(os.path.join(
+        glob.escape(parent), f'incomplete.*_{os.path.basename(target)}')):
+      shutil.rmtree(stale, ignore_errors=True)
+    yield
+    ok = True
+  finally:
+    try:
+      os.remove(path)
+    except OSError:
+      pass
+    lock.close()              # releases the flock
+    if not ok:
+      _remove_empty([os.path.join(data_dir, 'downloads', 'extracted'),
+                     os.path.join(data_dir, 'downloads')] + created)
+
+
+def _take(path, name, data_dir):
+  """The open lock file at `path`, flock'ed (waiting for its holder)."""
+  said = False
+  while True:
+    f = open(path, 'a+')
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      if not said:
+        f.seek(0)
+        holder = f.read().strip() or 'another process'
+        print(f'Waiting for {holder} preparing dataset {name!r} in '
+              f'{data_dir} ...', flush=True)
+        said = True
+      fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      same = os.fstat(f.fileno()).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+      same = False
+    if same:                  # else its holder deleted it: take it again
+      f.seek(0)
+      f.truncate()
+      f.write(f'pid {os.getpid()} on {socket.gethostname()}')
+      f.flush()
+      return f
+    f.close()
+
+
+def _parents(path, root):
+  """`path` and its parents down to `root` (included), deepest first."""
+  out, path, root = [], os.path.abspath(path), os.path.abspath(root)
+  while True:
+    out.append(path)
+    if path == root or os.path.dirname(path) == path:
+      return out
+    path = os.path.dirname(path)
+
+
+def _remove_empty(folders):
+  for folder in folders:
+    try:
+      os.rmdir(folder)
+    except OSError:
+      pass
 
 
 def _builder(cfg):
   """The prepared TFDS builder for an offline dataset (built on first use,
-  into a directory of its own for each local source)."""
+  into a directory of its own for each local source; one process prepares
+  it while others wait, `preparing`)."""
   factory, _, _ = OFFLINE[cfg.name]
   data_dir = cfg.get('data_dir') or default_data_dir()
   source = _manual_file(cfg)
-  try:
-    builder = factory(cfg, data_dir, source)
-  except builders.SourceError as e:
-    raise ConfigError(f'data.manual_dir={cfg.manual_dir}: {e}') from e
-  if not builder.is_prepared():
-    _prepare(builder, cfg, source or cfg.name)
+
+  def make():
+    try:
+      return factory(cfg, data_dir, source)
+    except builders.SourceError as e:
+      raise ConfigError(f'data.manual_dir={cfg.manual_dir}: {e}') from e
+
+  builder = make()
+  if builder.is_prepared():
+    return builder
+  with preparing(builder, cfg.name, data_dir):
+    builder = make()        # as another process may have prepared it
+    if not builder.is_prepared():
+      _prepare(builder, cfg, source or cfg.name)
   return builder
 
 

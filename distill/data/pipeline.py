@@ -23,6 +23,7 @@ the jitted step (distill/data/augment.py).
 """
 import collections
 import os
+import signal
 import sys
 import threading
 import time
@@ -198,8 +199,11 @@ def _iterate(ds, workers, prefetch):
 
 def _exit_with_parent(worker_index, worker_count):
   """In each input worker: exit as soon as the training process is gone
-  (killed with -9, it cannot stop its workers itself)."""
+  (killed with -9, it cannot stop its workers itself), and ignore Ctrl-C,
+  which a terminal sends to them too: the training process saves and
+  stops them."""
   del worker_index, worker_count
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
   parent = os.getppid()
 
   def watch():
