@@ -328,13 +328,24 @@ def table_markdown(name, spec, cells, seconds, trained=None):
   rows = ['teacher', 'labels_only'] + list(spec['methods'])
   head = '| method | ' + ' | '.join(f'{n} labeled' for n in spec['labeled'])
   lines = [head + ' |', '|---' * (len(spec['labeled']) + 1) + '|']
+  def teacher_of(n, s):
+    """The group's teacher accuracy, from whichever of its cells has it."""
+    for r in rows[1:]:
+      got = (cells.get(f'{n}/{s}/{r}') or {}).get('teacher')
+      if got is not None:
+        return got
+    return None
+
   for row in rows:
     vals = []
     for n in spec['labeled']:
-      key = 'labels_only' if row == 'teacher' else row
-      field = 'teacher' if row == 'teacher' else 'student'
-      xs = [100 * cells[f'{n}/{s}/{key}'][field] for s in spec['seeds']
-            if (cells.get(f'{n}/{s}/{key}') or {}).get(field) is not None]
+      if row == 'teacher':
+        xs = [100 * t for t in (teacher_of(n, s) for s in spec['seeds'])
+              if t is not None]
+      else:
+        xs = [100 * cells[f'{n}/{s}/{row}']['student'] for s in spec['seeds']
+              if (cells.get(f'{n}/{s}/{row}') or {}).get('student')
+              is not None]
       if len(xs) == len(spec['seeds']):
         vals.append(f'{np.mean(xs):.2f} ± {np.std(xs):.2f}')
       else:
@@ -358,7 +369,7 @@ def table_markdown(name, spec, cells, seconds, trained=None):
       lines.append(f'| {label} − vanilla | ' + ' | '.join(vals) + ' |')
   lines += validation_lines(spec, cells)
   lines += slam_regime_lines(spec, cells)
-  finished = all(f'{n}/{sd}/{r}' in cells for n in spec['labeled']
+  finished = all(cells.get(f'{n}/{sd}/{r}') for n in spec['labeled']
                  for sd in spec['seeds'] for r in rows[1:])
   return (f'### {name}: student test accuracy (%), mean ± std over seeds '
           f'{list(spec["seeds"])}\n\n' + '\n'.join(lines) +

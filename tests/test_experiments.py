@@ -173,6 +173,16 @@ def test_distill_tables_still_running_show_the_finished_seeds():
   for key in ('100/1/labels_only', '100/1/hard'):
     cells[key] = dict(student=0.55, validation=0.5, teacher=0.7)
   assert 'all finished' in ud.table_markdown('t', spec, cells, None)
+  # A group whose labels-only cell is not done (None, as run_group gives
+  # it) still shows the teacher its students recorded, and is not finished.
+  cells = {'100/0/labels_only': None, '100/1/labels_only': None,
+           '100/0/vanilla': dict(student=0.6, teacher=0.65),
+           '100/1/vanilla': dict(student=0.6, teacher=0.67),
+           '100/0/hard': dict(student=0.6, teacher=0.65),
+           '100/1/hard': dict(student=0.6, teacher=0.67)}
+  md = ud.table_markdown('t', spec, cells, None)
+  assert '| teacher | 66.00 ± 1.00 |' in md
+  assert 'a report of the cells finished so far' in md
 
 
 def _edit_and_rerun(path, edit, spec, root, res):
