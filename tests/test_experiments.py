@@ -299,3 +299,38 @@ def test_tables_without_a_config_file_still_pick_their_devices():
     assert host_devices.auto_count(config=config) == 1
   _, guide = tables.load('guide_cpu')
   assert not hasattr(harness.kind_module(guide), 'device_config')
+
+
+def test_committed_records_keep_their_identity_after_the_fit_options_moved(
+    tmp_path):
+  """The methods' fit options moved from the `distill` block to method_kw
+  (core/defaults.py: MOVED_TO_METHOD_KW); the committed cells of
+  cifar10_regime (the slam study's rows included, spelled
+  'slam[distill.alpha_floor=0.6]') are still found: every teacher and
+  distilled student's config hashes to the identity it was recorded with."""
+  from experiments import records as records_lib  # pylint: disable=g-import-not-at-top
+  from experiments.tables import cifar10_regime, cifar10_regime_slam  # pylint: disable=g-import-not-at-top
+  spec = cifar10_regime.TABLE
+  get_config = harness.config_getter(spec['config'])
+  root = str(tmp_path / 'cifar10_regime')
+  kept = records_lib.Records('cifar10_regime', root, os.path.join(
+      REPO, 'experiments', 'results', 'cells'))
+  methods = set(spec['methods']) | set(cifar10_regime_slam.TABLE['methods'])
+  checked = 0
+  for key, record in sorted(kept.cells.items()):
+    labeled, seed, method = key.split('/', 2)
+    if method == 'labels_only':         # its config reads the dataset
+      continue
+    assert method in methods | {'teacher'}, key
+    if method == 'teacher':
+      config = exp._teacher_config(get_config, int(labeled), int(seed),  # pylint: disable=protected-access
+                                   spec['extra'])
+    else:
+      config = exp._method_config(get_config, root, int(labeled), int(seed),  # pylint: disable=protected-access
+                                  method, spec['extra'])
+    assert records_lib.identity(config, root) == record['identity'], key
+    checked += 1
+  assert checked >= 90
+  moved = exp._method_config(get_config, root, 10000, 0,  # pylint: disable=protected-access
+                             'slam[distill.alpha_floor=0.6]', spec['extra'])
+  assert moved.method_kw.alpha_floor == 0.6

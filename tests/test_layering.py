@@ -54,3 +54,12 @@ print('ok')
                         capture_output=True, text=True, timeout=120,
                         check=False)
   assert proc.returncode == 0 and 'ok' in proc.stdout, proc.stderr[-2000:]
+
+
+def test_config_checks_and_the_train_loop_do_not_import_each_other():
+  """distill/train.py uses distill/config_lib.py's checks; config_lib
+  imports nothing of train (no cycle between them)."""
+  path = os.path.join(REPO, 'distill', 'config_lib.py')
+  assert 'distill.train' not in set(_imports(path))
+  assert not [m for m in _imports(path) if m == 'distill' and
+              'import train' in open(path).read()]
