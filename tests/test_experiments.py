@@ -308,8 +308,9 @@ def test_committed_records_keep_their_identity_after_the_fit_options_moved(
   cifar10_regime (the slam study's rows included, spelled
   'slam[distill.alpha_floor=0.6]') are still found: every teacher and
   distilled student's config hashes to the identity it was recorded with."""
-  from experiments import records as records_lib  # pylint: disable=g-import-not-at-top
-  from experiments.tables import cifar10_regime, cifar10_regime_slam  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top,protected-access
+  from experiments import records as records_lib
+  from experiments.tables import cifar10_regime, cifar10_regime_slam
   spec = cifar10_regime.TABLE
   get_config = harness.config_getter(spec['config'])
   root = str(tmp_path / 'cifar10_regime')
@@ -323,14 +324,14 @@ def test_committed_records_keep_their_identity_after_the_fit_options_moved(
       continue
     assert method in methods | {'teacher'}, key
     if method == 'teacher':
-      config = exp._teacher_config(get_config, int(labeled), int(seed),  # pylint: disable=protected-access
+      config = exp._teacher_config(get_config, int(labeled), int(seed),
                                    spec['extra'])
     else:
-      config = exp._method_config(get_config, root, int(labeled), int(seed),  # pylint: disable=protected-access
-                                  method, spec['extra'])
+      config = exp._method_config(get_config, root, int(labeled),
+                                  int(seed), method, spec['extra'])
     assert records_lib.identity(config, root) == record['identity'], key
     checked += 1
   assert checked >= 90
-  moved = exp._method_config(get_config, root, 10000, 0,  # pylint: disable=protected-access
+  moved = exp._method_config(get_config, root, 10000, 0,
                              'slam[distill.alpha_floor=0.6]', spec['extra'])
   assert moved.method_kw.alpha_floor == 0.6
