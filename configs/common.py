@@ -131,8 +131,12 @@ def base_config():
 
 
 def override(config, overrides):
-  """Sets dotted keys: override(c, {'optimizer.lr': 0.1}). Returns config."""
+  """Sets dotted keys: override(c, {'optimizer.lr': 0.1}). Returns config.
+  A method's fit option spelled where it was before it moved to method_kw
+  (`distill.alpha_floor`, core/defaults.py: MOVED_TO_METHOD_KW; the tables'
+  row names keep that spelling) sets `method_kw.alpha_floor`."""
   for key, value in overrides.items():
+    key = core_defaults.moved_key(key)
     node = config
     *path, last = key.split('.')
     for part in path:

@@ -5,30 +5,60 @@ importing the pipeline (jax, orbax, tfds); distill/ reads them from here.
 """
 import ml_collections
 
-# Every registered method's options and their defaults (the keyword defaults
-# of its loss in distill/methods.py; tests/test_method_registry.py keeps the
-# two equal). config.method_kw holds their union, so that any option can be
-# set from the command line (`--config.method_kw.normalize=True`); a method
-# receives the options it takes, and setting another method's option away
-# from its default is an error (distill/methods.py: options_for).
+# Every built-in method's options with their defaults, declared once: what
+# its loss takes ('loss') and what its fit takes ('fit', run on the
+# teacher's validation outputs). A config file reads them here (it loads
+# without the pipeline); the method's registry entry (distill/methods.py:
+# register) holds them with its loss, fit and capabilities. config.method_kw
+# holds their union, so that any option can be set from the command line
+# (`--config.method_kw.normalize=True`); a method receives the options it
+# takes, and setting another method's option away from its default is an
+# error (distill/methods.py: Method.options_of).
 METHOD_OPTIONS = {
-    'supervised': dict(label_smoothing=0.0),
-    'vanilla': dict(temperature=1.0),
-    'hard': dict(),
-    'weighted': dict(soft=True, temperature=1.0),
-    'slam': dict(eps=1e-7, normalize=False, target='soft'),
-    'taylor_ce': dict(order=2),
-    'pseudo_label': dict(threshold=0.9),
+    'supervised': dict(loss=dict(label_smoothing=0.0)),
+    'vanilla': dict(loss=dict(temperature=1.0)),
+    'hard': dict(loss=dict()),
+    'weighted': dict(loss=dict(soft=True, temperature=1.0),
+                     fit=dict(weight_mode='isotonic')),  # isotonic | debiased
+    'slam': dict(
+        loss=dict(eps=1e-7, normalize=False, target='soft'),
+        fit=dict(
+            alpha_floor=1e-3,      # alpha clipped to [floor, 1]
+            k='global',            # global | per_example
+            k_delta=0.05,          # top-k accuracy target 1 - delta
+            k_bins=5,              # per_example: margin quantile bins
+        )),
+    'taylor_ce': dict(loss=dict(order=2)),
+    'pseudo_label': dict(loss=dict(threshold=0.9)),
 }
+
+# Fit options that the `distill` block held before they moved to
+# config.method_kw with their method: `distill.KEY` is now
+# `method_kw.KEY` (configs/common.py: override takes the old spelling, a
+# config that still sets one is one line naming the new key), and run
+# identities made before keep their hash (distill/workdir.py:
+# legacy_layout).
+MOVED_TO_METHOD_KW = ('weight_mode', 'alpha_floor', 'k', 'k_delta', 'k_bins')
+
+
+def moved_key(key):
+  """Dotted config key `key`, or where it is now if it moved:
+  `distill.k` -> `method_kw.k` (also under `teacher.config.`)."""
+  *path, last = key.split('.')
+  if path and path[-1] == 'distill' and last in MOVED_TO_METHOD_KW:
+    return '.'.join(path[:-1] + ['method_kw', last])
+  return key
 
 
 def method_options():
-  """{option: default} over every method (equal defaults where shared)."""
+  """{option: default} over every method's loss and fit options (equal
+  defaults where shared)."""
   out = {}
-  for options in METHOD_OPTIONS.values():
-    for key, value in options.items():
-      assert out.get(key, value) == value, key
-      out[key] = value
+  for declared in METHOD_OPTIONS.values():
+    for options in declared.values():
+      for key, value in options.items():
+        assert out.get(key, value) == value, key
+        out[key] = value
   return out
 
 
@@ -40,11 +70,8 @@ def method_kw():
 def distill():
   """The `config.distill` block, with defaults."""
   return ml_collections.ConfigDict(dict(
-      weight_mode='isotonic',    # weighted: isotonic | debiased
-      alpha_floor=1e-3,          # slam: alpha clipped to [floor, 1]
-      k='global',                # slam: global | per_example
-      k_delta=0.05,              # slam: top-k accuracy target 1 - delta
-      k_bins=5,                  # slam per_example: margin quantile bins
+      # (The methods' fit options, weight_mode, alpha_floor, k, k_delta
+      # and k_bins, are in config.method_kw: METHOD_OPTIONS.)
       add_labeled=False,         # student also trains on the labeled part
       # After distillation, fine-tune the student on this many labeled
       # examples per class (0: off), as for out-of-distribution unlabeled data.

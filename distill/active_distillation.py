@@ -35,7 +35,6 @@ from distill import active
 from distill import config_lib
 from distill import distillation
 from distill import files
-from distill import methods
 from distill import predict
 from distill import sharding
 from distill import train
@@ -126,10 +125,7 @@ def _check(config, pool_size):
 def check(config, workdir=None):
   """Validates the teacher, the active block and the round students before
   any training, labeling or directory creation."""
-  if config.method not in methods.DISTILLATION:
-    raise ConfigError(f'method {config.method!r} does not learn from a '
-                      'teacher; valid choices: '
-                      f'{", ".join(sorted(methods.DISTILLATION))}')
+  distillation.check_method(config)
   sizes = datasets.part_sizes(config.data)
   _check(config, sizes['unlabeled'])
   if not config.teacher.workdir:
@@ -240,7 +236,8 @@ def _run(config, workdir):
           f'({config.method})', flush=True)
     trainer = train.Trainer(s_config, s_dir, data=data,
                             train_part=datasets.WithTargets(
-                                datasets.Subset(pool, queried), targets))
+                                datasets.Subset(pool, queried), targets),
+                            validated=True)
     final = trainer.run()
     if final.get('preempted'):
       return final

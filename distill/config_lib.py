@@ -5,10 +5,14 @@ the valid choices; `launch.main` prints it and exits with status 2.
 """
 import math
 
+from core import defaults
 from core.errors import ConfigError, check_choice, one_line
 
 PARTS = ('labeled', 'validation', 'unlabeled')
 EVAL_SPLITS = PARTS + ('test',)
+# config.init_from_state: what `init_from` takes from the other run
+# (distill/train.py: Trainer.init_from).
+INIT_FROM_STATES = ('params', 'all')
 
 
 def duration(cfg, prefix, steps_per_epoch, default=None):
@@ -40,8 +44,7 @@ def validate(config):
 
   check_choice('model', config.model_name, models.MODELS)
   check_choice('model_dtype', config.model_dtype, models.DTYPES)
-  check_choice('method', config.method, methods.METHODS)
-  methods.options_for(config.method, config.method_kw.to_dict())
+  methods.get(config.method).options_of(config.method_kw.to_dict())
   check_choice('optimizer.name', config.optimizer.name, optim.OPTIMIZERS)
   check_choice('schedule.name', config.schedule.name, optim.SCHEDULES)
   validate_data(config.data)
@@ -65,9 +68,8 @@ def validate(config):
   lr = config.optimizer.lr
   if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
     raise ConfigError(f'optimizer.lr must be a finite number > 0, got {lr}')
-  from distill import train  # pylint: disable=g-import-not-at-top
   check_choice('init_from_state', config.get('init_from_state', 'params'),
-               train.INIT_FROM_STATES)
+               INIT_FROM_STATES)
   duration(config, 'total', 1)  # one of total_steps / total_epochs is set
   init = config.get('init')
   if init is not None and init.get('method'):
@@ -210,6 +212,10 @@ def explain_flag_error(argv, error):
     if not a.startswith('--config.'):
       continue
     path, _, value = a[len('--config.'):].partition('=')
+    moved = defaults.moved_key(path)
+    if moved != path:
+      return (f'error: --config.{path} is now --config.{moved} (a method\'s '
+              'fit options are with its other options)')
     node, done = config, []
     for key in path.split('.'):
       if not hasattr(node, 'keys') or key not in node:

@@ -32,7 +32,6 @@ from core.errors import ConfigError, check_choice
 from distill import checkpoint as ckpt_lib
 from distill import config_lib
 from distill import files
-from distill import fitting
 from distill import methods
 from distill import predict
 from distill import sharding
@@ -45,7 +44,6 @@ from distill.data import pipeline
 from distill.data import splits
 import models
 
-K_MODES = ('global', 'per_example')
 # What defines a dataset's examples (beyond its name), for the fingerprint.
 DATASET_KEYS = ('name', 'num_samples', 'seq_len')
 
@@ -85,14 +83,21 @@ def student_config(config):
   return c
 
 
-def _check(config):
-  d = config.distill
-  check_choice('distill.k', d.k, K_MODES)
-  check_choice('distill.weight_mode', d.weight_mode, fitting.WEIGHT_MODES)
-  if config.method not in methods.DISTILLATION:
+def check_method(config, teacher='cached'):
+  """The config's method runs with its `teacher` (its registry entry
+  says: methods.TEACHER_MODES), and its `distill` block sets none of the
+  keys that moved to method_kw (one line naming the new key)."""
+  moved = [k for k in defaults.MOVED_TO_METHOD_KW if k in config.distill]
+  if moved:
     raise ConfigError(
-        f'method {config.method!r} does not learn from a teacher; valid '
-        f'choices: {", ".join(sorted(methods.DISTILLATION))}')
+        f'distill.{moved[0]} is now method_kw.{moved[0]} (a method\'s fit '
+        f'options are with its other options); set '
+        f'method_kw.{moved[0]}={config.distill[moved[0]]!r}')
+  methods.get(config.method).check_teacher(teacher)
+
+
+def _check(config):
+  check_method(config)
   if config.data.train_on != 'unlabeled':
     raise ConfigError(f'data.train_on={config.data.train_on!r}: a student '
                       "trains on 'unlabeled' (add_labeled adds the rest)")
@@ -166,7 +171,8 @@ def teacher_stage(config, workdir, data):
   _check_teacher_data(teacher_config(config), config, data)
   if not config.teacher.workdir:
     print(f'== teacher: training in {t_dir}', flush=True)
-    if train.train(config.teacher.config, t_dir).get('preempted'):
+    if train.train(config.teacher.config, t_dir,
+                   validated=True).get('preempted'):
       return None
   t_config, variables, step = ckpt_lib.load_trained(t_dir)
   return t_config, variables, step, files.abspath(t_dir)
@@ -174,9 +180,10 @@ def teacher_stage(config, workdir, data):
 
 def fit_state(config, probs_v, labels_v, probs_u):
   """Per-example state of the method on the student's training examples
-  (its registered fit; none for methods without one)."""
-  fit = methods.spec(config.method).fit
-  return fit(config.distill, probs_v, labels_v, probs_u) if fit else ({}, {})
+  (its registered fit, with its options from method_kw; none for methods
+  without one)."""
+  return methods.get(config.method).fit_state(
+      config.method_kw.to_dict(), probs_v, labels_v, probs_u)
 
 
 def probabilities(x):
@@ -296,7 +303,8 @@ def _run(config, workdir):
   s_dir = os.path.join(workdir, 'student')
   print(f'== student ({config.method}): training in {s_dir}', flush=True)
   trainer = train.Trainer(student_config(config), s_dir, data=data,
-                          train_part=datasets.WithTargets(train_part, targets))
+                          train_part=datasets.WithTargets(train_part, targets),
+                          validated=True)
   final = trainer.run()
   if final.get('preempted'):
     return final
@@ -322,14 +330,7 @@ def run_online(config, workdir):
   with the teacher's logits computed in its train step. `method='supervised'`
   trains the student on the data alone (still GUIDE-initialised if
   `init.method='guide'`). `init.teacher=''` means this config's teacher."""
-  check_choice('method', config.method, ['supervised'] +
-               sorted(methods.DISTILLATION))
-  if not (config.method == 'supervised'
-          or methods.spec(config.method).online):
-    raise ConfigError(f'method {config.method!r} needs per-example state '
-                      'fitted on a labeled validation split; online '
-                      'distillation supports '
-                      + ', '.join(methods.online_methods() + ['supervised']))
+  check_method(config, 'online')
   validate_stages(config)
   check_choice('distill.teacher_dtype',
                config.distill.get('teacher_dtype') or 'float32', models.DTYPES)
@@ -346,7 +347,8 @@ def _run_online(config, workdir):
   t_dir = config.teacher.workdir or os.path.join(workdir, 'teacher')
   if not config.teacher.workdir:
     print(f'== teacher: training in {t_dir}', flush=True)
-    if train.train(config.teacher.config, t_dir).get('preempted'):
+    if train.train(config.teacher.config, t_dir,
+                   validated=True).get('preempted'):
       return {'preempted': True}
   t_config, t_vars, _ = ckpt_lib.load_trained(t_dir)
   if t_config.data.name != config.data.name:
@@ -360,7 +362,8 @@ def _run_online(config, workdir):
   print(f'== student ({config.method}, init {config.init.method or "own"}): '
         f'training in {s_dir}', flush=True)
   teacher = (t_model, t_vars) if config.method != 'supervised' else None
-  trainer = train.Trainer(s_config, s_dir, data=data, teacher=teacher)
+  trainer = train.Trainer(s_config, s_dir, data=data, teacher=teacher,
+                          validated=True)
   final = trainer.run()
   if final.get('preempted'):
     return final
@@ -404,7 +407,8 @@ def _finetune(config, workdir, data, student_dir):
   print(f'== fine-tuning on {len(keep)} labeled examples in {f_dir}',
         flush=True)
   trainer = train.Trainer(c, f_dir, data=data,
-                          train_part=datasets.Subset(labeled, keep))
+                          train_part=datasets.Subset(labeled, keep),
+                          validated=True)
   return trainer, trainer.run()
 
 

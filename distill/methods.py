@@ -1,6 +1,7 @@
 """Training objectives, registered by name: pure losses returning metrics.
 
-A method is `fn(student_out, teacher_targets, batch, **kw) -> (loss, metrics)`:
+A method's loss is `fn(student_out, teacher_targets, batch, **options) ->
+(loss, metrics)`:
 - `student_out`: the model's float32 logits, (B, C) or (B, T, C) for LMs;
 - `teacher_targets`: `batch['teacher']`, whatever the method's teacher stage
   put there (cached teacher logits, weights, ...), `None` for supervised
@@ -8,94 +9,192 @@ A method is `fn(student_out, teacher_targets, batch, **kw) -> (loss, metrics)`:
 - `batch`: the input batch (`label` or `targets`, `mask`, `id`, ...);
 - `metrics`: name -> (sum, count) pairs, summed across steps and hosts and
   divided at logging time, so averages are exact.
-`kw` comes from `config.method_kw`. The train loop is the same for every
-method; `config.method` picks one.
+The train loop is the same for every method; `config.method` picks one.
 
-A method is one registry entry (`register`): its loss, whether it reads the
-teacher's outputs, and its fit, `fit(distill_config, probs_v, labels_v,
-probs_u) -> (per-example state, statistics)`, run on the teacher's
-validation and unlabeled outputs before the student trains (weighted: w(x);
-SLaM: alpha(x), k(x)). A method without a fit can run online (the teacher
-inside the student's step). `spec(name)` is what the pipelines ask.
+A method is one registry entry (`register`, `Method`): its loss; its options
+with their defaults (a built-in method's are declared once, in
+core/defaults.py's METHOD_OPTIONS, where a config file reads them without
+the pipeline; any other method declares them in `register`); its fit,
+`fit(fit_options, probs_v, labels_v, probs_u) -> (per-example state,
+statistics)`, run on the teacher's validation and unlabeled outputs before
+the student trains (weighted: w(x); SLaM: alpha(x), k(x)), and the fit's
+options; a check of its options; and its capabilities (`needs_teacher`;
+`online`: a method that reads the teacher but fits nothing can run with the
+teacher inside the student's step). `config.method_kw` holds every method's
+options (loss and fit); `Method.options_of` gives a method its own. The
+pipelines, the active loop and the trainer ask the entry (`get(name)`).
 """
 import dataclasses
-from typing import Callable, Optional
+import inspect
+from typing import Callable, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from core import registry
+from core import defaults
 from core.errors import ConfigError, check_choice
 from distill import fitting
 
-METHODS = {}            # name -> loss
-DISTILLATION = set()    # methods that read batch['teacher']
-SPECS = {}              # name -> Method
+METHODS = {}            # name -> Method
+
+# How a method meets its teacher (Method.check_teacher): none (plain
+# training), cached (the pipelines: the teacher's cached outputs and the
+# fitted state ride in batch['teacher']), online (the teacher runs inside
+# the student's step).
+TEACHER_MODES = ('none', 'cached', 'online')
+_LOSS_ARGS = ('student_out', 'teacher_targets', 'batch')
 
 
 @dataclasses.dataclass(frozen=True)
 class Method:
+  """A method's registry entry (see the module doc)."""
   name: str
-  loss: Callable
-  needs_teacher: bool
+  loss: Callable                    # the pure loss, options as keywords
+  options: Mapping                  # the loss's options -> default
+  needs_teacher: bool = False
   fit: Optional[Callable] = None
+  fit_options: Mapping = dataclasses.field(default_factory=dict)
+  check: Optional[Callable] = None  # check(options): one-line ConfigErrors
 
   @property
   def online(self):
     """Runs with the teacher inside the student's step (no fitted state)."""
     return self.needs_teacher and self.fit is None
 
+  def options_of(self, kw):
+    """(loss options, fit options) of this method from `config.method_kw`
+    (`kw`, a dict): its own, with its defaults where absent, checked.
+    Options of other methods (config.method_kw holds every method's) are
+    dropped while at their defaults; one set away from its default, or one
+    no method has, is a ConfigError naming the valid choices."""
+    own = {**self.options, **self.fit_options}
+    shared = method_options()
+    unknown = sorted(k for k in kw if k not in own and (
+        k not in shared or kw[k] != shared[k]))
+    if unknown:
+      raise ConfigError(
+          f'method_kw.{unknown[0]}={kw[unknown[0]]!r} is not an option of '
+          f'method {self.name!r}; its options: {", ".join(own) or "none"}')
+    mine = {k: kw.get(k, v) for k, v in own.items()}
+    if self.check:
+      self.check(mine)
+    return ({k: mine[k] for k in self.options},
+            {k: mine[k] for k in self.fit_options})
 
-_register_spec = registry.registrar(SPECS, 'method', entry=Method)
+  def loss_fn(self, kw):
+    """The loss with this method's options from `config.method_kw`."""
+    options, _ = self.options_of(kw)
+    return lambda *args: self.loss(*args, **options)
+
+  def fit_state(self, kw, probs_v, labels_v, probs_u):
+    """(per-example state, statistics) of the fit on the teacher's
+    validation (`probs_v`, `labels_v`) and unlabeled (`probs_u`)
+    probabilities; ({}, {}) for a method without a fit."""
+    if self.fit is None:
+      return {}, {}
+    _, options = self.options_of(kw)
+    return self.fit(options, probs_v, labels_v, probs_u)
+
+  def check_teacher(self, teacher):
+    """That this method runs with `teacher` (TEACHER_MODES); else one line
+    naming the methods that do."""
+    check_choice('teacher mode', teacher, TEACHER_MODES)
+    if teacher == 'none' and self.needs_teacher:
+      raise ConfigError(
+          f'method {self.name!r} learns from a teacher: give the config a '
+          'teacher block (see configs/digits_distill.py)')
+    if teacher == 'cached' and not self.needs_teacher:
+      raise ConfigError(
+          f'method {self.name!r} does not learn from a teacher; valid '
+          f'choices: {", ".join(names(needs_teacher=True))}')
+    if teacher == 'online' and self.needs_teacher and not self.online:
+      raise ConfigError(
+          f'method {self.name!r} needs per-example state fitted on a labeled '
+          'validation split; online distillation supports '
+          + ', '.join(names(online=True) + names(needs_teacher=False)))
 
 
-def register(name, needs_teacher=False, fit=None):
-  """Decorator: registers a loss as method `name` (see the module doc)."""
+def register(name, needs_teacher=False, fit=None, options=None,
+             fit_options=None, check=None):
+  """Decorator: registers a loss as method `name` (see the module doc).
+  `options` / `fit_options`: {option: default} of the loss / fit; a
+  built-in method's come from core/defaults.py (METHOD_OPTIONS), declared
+  there once. The decorated name stays the loss, with those defaults."""
+  declared = defaults.METHOD_OPTIONS.get(name, {})
+  options = dict(declared.get('loss', {}) if options is None else options)
+  fit_options = dict(declared.get('fit', {}) if fit_options is None
+                     else fit_options)
+
   def wrap(fn):
-    _register_spec(name, needs_teacher=needs_teacher, fit=fit)(fn)
-    METHODS[name] = fn
-    if needs_teacher:
-      DISTILLATION.add(name)
-    return fn
+    if name in METHODS:
+      raise ValueError(f'method {name!r} is registered twice')
+    params = [p for p in inspect.signature(fn).parameters
+              if p not in _LOSS_ARGS]
+    if sorted(params) != sorted(options):
+      raise ValueError(f'method {name!r}: the loss takes {params}, its '
+                       f'declared options are {sorted(options)}')
+    if fit_options and fit is None:
+      raise ValueError(f'method {name!r} has fit options but no fit')
+    METHODS[name] = Method(name, fn, options, needs_teacher, fit,
+                           fit_options, check)
+
+    def with_defaults(student_out, teacher_targets, batch, **kw):
+      return fn(student_out, teacher_targets, batch, **{**options, **kw})
+    with_defaults.__name__ = fn.__name__
+    with_defaults.__doc__ = fn.__doc__
+    return with_defaults
   return wrap
 
 
 def get(name):
+  """The registry entry of method `name` (one line naming the valid
+  choices if there is none)."""
   check_choice('method', name, METHODS)
   return METHODS[name]
 
 
-def spec(name):
-  check_choice('method', name, SPECS)
-  return SPECS[name]
+def names(needs_teacher=None, online=None):
+  """Sorted names of the methods with these capabilities."""
+  return sorted(n for n, m in METHODS.items()
+                if needs_teacher in (None, m.needs_teacher)
+                and online in (None, m.online))
 
 
-def online_methods():
-  return sorted(n for n, m in SPECS.items() if m.online)
+def method_options():
+  """{option: default} of every registered method's options, loss and fit
+  (equal defaults where methods share an option)."""
+  out = defaults.method_options()
+  for m in METHODS.values():
+    for key, value in {**m.options, **m.fit_options}.items():
+      out.setdefault(key, value)
+  return out
 
 
-def fit_weighted(d, probs_v, labels_v, probs_u):
-  """Weighted distillation's w(x): the teacher's estimated correctness."""
+def fit_weighted(options, probs_v, labels_v, probs_u):
+  """Weighted distillation's w(x): the teacher's estimated correctness
+  (method_kw.weight_mode: isotonic | debiased)."""
   weight = fitting.teacher_correctness(probs_v, labels_v, probs_u,
-                                       d.weight_mode)
+                                       options['weight_mode'])
   return {'weight': weight}, {
       f'weight_{k}': v for k, v in fitting.weight_stats(weight).items()}
 
 
-def fit_slam(d, probs_v, labels_v, probs_u):
-  """SLaM's alpha(x) (floored correctness) and k(x) (global or per-example
-  top-k reaching accuracy 1 - k_delta on validation)."""
+def fit_slam(options, probs_v, labels_v, probs_u):
+  """SLaM's alpha(x) (the teacher's correctness clipped to
+  [method_kw.alpha_floor, 1]) and k(x) (method_kw.k: global, or
+  per_example over k_bins margin bins: the top-k reaching accuracy
+  1 - k_delta on validation)."""
   alpha = fitting.teacher_correctness(probs_v, labels_v, probs_u,
-                                      floor=d.alpha_floor)
+                                      floor=options['alpha_floor'])
   stats = {f'alpha_{k}': v for k, v in fitting.weight_stats(alpha).items()}
-  if d.k == 'global':
-    k = np.full(len(probs_u), fitting.global_k(probs_v, labels_v, d.k_delta),
-                np.int32)
+  if options['k'] == 'global':
+    k = np.full(len(probs_u), fitting.global_k(probs_v, labels_v,
+                                               options['k_delta']), np.int32)
   else:
-    k = fitting.per_example_k(probs_v, labels_v, probs_u, d.k_delta,
-                              bins=d.k_bins)
+    k = fitting.per_example_k(probs_v, labels_v, probs_u, options['k_delta'],
+                              bins=options['k_bins'])
   stats['k_mean'] = float(k.mean())
   stats.update(slam_regime_stats(alpha, k, probs_u))
   return {'alpha': alpha, 'k': k}, stats
@@ -148,7 +247,7 @@ def weighted_mean(values, weights):
 
 
 @register('supervised')
-def supervised(student_out, teacher_targets, batch, label_smoothing=0.0):
+def supervised(student_out, teacher_targets, batch, *, label_smoothing):
   """Cross-entropy against the ground-truth labels (teacher training)."""
   del teacher_targets
   labels = labels_of(batch)
@@ -162,26 +261,6 @@ def supervised(student_out, teacher_targets, batch, label_smoothing=0.0):
   metrics = {'loss': (loss * count, count)}
   metrics.update(classification_metrics(student_out, labels, weights))
   return loss, metrics
-
-
-def options_for(name, kw):
-  """The `config.method_kw` entries method `name`'s loss takes. Options of
-  other methods (config.method_kw holds every method's, core/defaults.py) are
-  dropped while at their defaults; one set away from its default, or one no
-  method has, is a ConfigError naming the valid choices."""
-  import inspect  # pylint: disable=g-import-not-at-top
-  from core import defaults  # pylint: disable=g-import-not-at-top
-  params = inspect.signature(get(name)).parameters
-  valid = [p for p in params if p not in ('student_out', 'teacher_targets',
-                                          'batch')]
-  shared = defaults.method_options()
-  unknown = sorted(k for k in kw if k not in valid and (
-      k not in shared or kw[k] != shared[k]))
-  if unknown:
-    raise ConfigError(f'method_kw.{unknown[0]}={kw[unknown[0]]!r} is not an '
-                      f'option of method {name!r}; its options: '
-                      f'{", ".join(valid) or "none"}')
-  return {k: v for k, v in kw.items() if k in valid}
 
 
 # --- distillation from (cached) teacher outputs ------------------------------
@@ -222,7 +301,7 @@ def finish(per_example, weights, student_out, teacher, batch):
 
 
 @register('vanilla', needs_teacher=True)
-def vanilla(student_out, teacher_targets, batch, temperature=1.0):
+def vanilla(student_out, teacher_targets, batch, *, temperature):
   """Soft distillation: CE(softmax(t/T), softmax(s/T)) * T^2 (Hinton)."""
   t = jax.nn.softmax(teacher_targets['logits'] / temperature)
   ce = _soft_ce(student_out, t, temperature) * temperature ** 2
@@ -237,9 +316,14 @@ def hard(student_out, teacher_targets, batch):
   return finish(ce, batch['mask'], student_out, teacher_targets, batch)
 
 
-@register('weighted', needs_teacher=True, fit=fit_weighted)
-def weighted(student_out, teacher_targets, batch, soft=True,
-             temperature=1.0):
+def _check_weighted(options):
+  check_choice('method_kw.weight_mode', options['weight_mode'],
+               fitting.WEIGHT_MODES)
+
+
+@register('weighted', needs_teacher=True, fit=fit_weighted,
+          check=_check_weighted)
+def weighted(student_out, teacher_targets, batch, *, soft, temperature):
   """Weighted distillation (Iliopoulos et al. 2022): each example's loss is
   scaled by w(x), the fitted probability that the teacher is right, and the
   batch loss normalised by the sum of weights."""
@@ -261,11 +345,16 @@ def topk_mask(probs, k):
 
 
 SLAM_TARGETS = ('soft', 'topk', 'hard')
+K_MODES = ('global', 'per_example')     # slam's method_kw.k
 
 
-@register('slam', needs_teacher=True, fit=fit_slam)
-def slam(student_out, teacher_targets, batch, eps=1e-7, normalize=False,
-         target='soft'):
+def _check_slam(options):
+  check_choice('method_kw.target', options['target'], SLAM_TARGETS)
+  check_choice('method_kw.k', options['k'], K_MODES)
+
+
+@register('slam', needs_teacher=True, fit=fit_slam, check=_check_slam)
+def slam(student_out, teacher_targets, batch, *, eps, normalize, target):
   """SLaM (Kontonis et al. 2023), the unnormalised mixing of Remark B.1 that
   the paper's experiments use: mix = a f + (1 - a)(1 - f) * top(y_s; k),
   loss CE(y_s, mix). `normalize=True` divides the second term by k - 1 (the
@@ -279,7 +368,7 @@ def slam(student_out, teacher_targets, batch, eps=1e-7, normalize=False,
   of the paper's theory (a noisy label drawn from the mixing model;
   experiments/theory.py). alpha and k are fitted on the soft outputs
   either way. The study's
-  other variant, an alpha floor, is the fit's `distill.alpha_floor` (alpha
+  other variant, an alpha floor, is the fit's `method_kw.alpha_floor` (alpha
   clipped to [floor, 1]; at 1/2 and above, the loss's optimum stays in a
   peaked teacher's top-k: tests/test_method_registry.py)."""
   check_choice('method_kw.target', target, SLAM_TARGETS)
@@ -301,7 +390,7 @@ def slam(student_out, teacher_targets, batch, eps=1e-7, normalize=False,
 
 
 @register('taylor_ce', needs_teacher=True)
-def taylor_ce(student_out, teacher_targets, batch, order=2):
+def taylor_ce(student_out, teacher_targets, batch, *, order):
   """Taylor cross-entropy (Feng et al. 2020) on the teacher's hard label:
   sum_{j=1..order} (1 - p_y)^j / j."""
   y = jnp.argmax(teacher_targets['logits'], -1)
@@ -311,7 +400,7 @@ def taylor_ce(student_out, teacher_targets, batch, order=2):
 
 
 @register('pseudo_label', needs_teacher=True)
-def pseudo_label(student_out, teacher_targets, batch, threshold=0.9):
+def pseudo_label(student_out, teacher_targets, batch, *, threshold):
   """Confidence-thresholded hard pseudo-labels (UPS without MC dropout):
   only examples whose teacher confidence is >= threshold count."""
   t = jax.nn.softmax(teacher_targets['logits'])

@@ -52,7 +52,7 @@ _AUGMENT_STREAM = 0x617567
 TOKENIZER_FILE = 'tokenizer.json'
 
 # config.init_from_state: what `init_from` takes from the other run.
-INIT_FROM_STATES = ('params', 'all')
+INIT_FROM_STATES = config_lib.INIT_FROM_STATES
 
 
 @flax.struct.dataclass
@@ -73,7 +73,8 @@ class Trainer:
   """Holds what a run is made of; `run()` trains and returns final metrics."""
 
   def __init__(self, config, workdir, data=None, devices=None,
-               train_part=None, teacher=None, abstract=False):
+               train_part=None, teacher=None, abstract=False,
+               validated=False):
     """`train_part` replaces `data.parts[config.data.train_on]`: a student's
     unlabeled examples joined with teacher targets (distill/distillation.py).
     `teacher` = (model, variables): a frozen teacher run inside the train step
@@ -81,30 +82,31 @@ class Trainer:
     distillation, for LMs whose per-token outputs are too large to cache).
     `abstract`: the state (and teacher variables) are shapes with shardings,
     nothing is allocated: for `compile_train_step` (launch/compile_check.py).
+    `validated`: the pipeline that runs this stage checked its config
+    (config_lib.validate_stage), so it is not checked again here.
     """
     self.abstract = abstract
-    config_lib.validate(config)
+    if not validated:
+      config_lib.validate(config)
     if config.get('compilation_cache_dir'):
       jax.config.update('jax_compilation_cache_dir',
                         config.compilation_cache_dir)
     self.config = config
     self.workdir = workdir
     self.mesh = sharding.stage_mesh(config, devices)
-    config_lib.validate_for_mesh(config, sharding.batch_shards(self.mesh),
-                                 jax.process_count())
+    if not validated:
+      config_lib.validate_for_mesh(config, sharding.batch_shards(self.mesh),
+                                   jax.process_count())
     self.data = data or loading.load_data(config.data)
     config_lib.validate_for_data(config, self.data)
     self.model = models.build(config.model_name, self.data.num_classes,
                               config.model_dtype, **config.model.to_dict())
-    self.loss_fn = functools.partial(
-        methods.get(config.method),
-        **methods.options_for(config.method, config.method_kw.to_dict()))
+    method = methods.get(config.method)
+    self.loss_fn = method.loss_fn(config.method_kw.to_dict())
     if train_part is None:
       train_part = self.data.parts[config.data.train_on]
-      if config.method in methods.DISTILLATION and teacher is None:
-        raise ConfigError(
-            f'method {config.method!r} learns from a teacher: give the '
-            'config a teacher block (see configs/digits_distill.py)')
+      if teacher is None:
+        method.check_teacher('none')
     self.train_part = train_part
     self.teacher = teacher
     self.steps_per_epoch = math.ceil(len(train_part) / config.batch_size)

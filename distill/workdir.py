@@ -251,7 +251,7 @@ def _check_identity(workdir, resolved, inputs):
   """Refuses a workdir holding another run; writes the identity if new."""
   config_path, inputs_path = identity_files(workdir)
   if files.exists(config_path):
-    stored = {'config': read_identity(config_path, workdir),
+    stored = {'config': current_layout(read_identity(config_path, workdir)),
               'inputs': (read_identity(inputs_path, workdir)
                          if files.exists(inputs_path) else inputs)}
     diff = differences(stored, {'config': resolved, 'inputs': inputs})
@@ -290,6 +290,52 @@ def _manifest(workdir):
 def resolved(config):
   """A config as the JSON tree that identifies it."""
   return json.loads(config.to_json_best_effort(sort_keys=True))
+
+
+def _configs(tree):
+  """The (stage) configs inside a resolved config: every dict holding a
+  `method_kw` block (the config, its teacher's, ...)."""
+  if isinstance(tree, dict):
+    if isinstance(tree.get('method_kw'), dict):
+      yield tree
+    for value in tree.values():
+      yield from _configs(value)
+
+
+def current_layout(tree):
+  """A resolved config stored before the methods' fit options moved from
+  the `distill` block to `method_kw` (core/defaults.py:
+  MOVED_TO_METHOD_KW), in today's layout; a stored identity compares with
+  today's through it."""
+  from core import defaults  # pylint: disable=g-import-not-at-top
+  tree = json.loads(json.dumps(tree))
+  for config in _configs(tree):
+    block = config.get('distill')
+    for key in defaults.MOVED_TO_METHOD_KW:
+      if isinstance(block, dict) and key in block:
+        config['method_kw'][key] = block.pop(key)
+  return tree
+
+
+def legacy_layout(tree):
+  """A resolved config in the layout before the methods' fit options moved
+  to `method_kw`: back in the `distill` block where a config has one, and
+  left out of a stage config without one (a student's or a teacher's, which
+  had none) while at their defaults. What experiments/records.py hashes, so
+  the cells recorded before the move keep their identity."""
+  from core import defaults  # pylint: disable=g-import-not-at-top
+  tree = json.loads(json.dumps(tree))
+  options = defaults.method_options()
+  for config in _configs(tree):
+    block, kw = config.get('distill'), config['method_kw']
+    for key in defaults.MOVED_TO_METHOD_KW:
+      if key not in kw:
+        continue
+      if isinstance(block, dict):
+        block[key] = kw.pop(key)
+      elif kw[key] == options[key]:
+        del kw[key]
+  return tree
 
 
 def _verdict(error):

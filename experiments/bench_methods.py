@@ -9,7 +9,6 @@ Prints, measured in one run on the same student, batch and machine:
 2. the time of one teacher pass over an unlabeled set against reading the
    cached logits back (what a student pays per epoch without the cache).
 """
-import functools
 import os
 import tempfile
 import time
@@ -97,10 +96,10 @@ def main(argv):
 
   print(f'student {_MODEL.value}, batch {_BATCH.value}, {_STEPS.value} steps, '
         f'{jax.device_count()} {jax.devices()[0].platform} device(s)')
-  names = ['supervised'] + sorted(methods.DISTILLATION)
+  names = ['supervised'] + methods.names(needs_teacher=True)
   steps = {}
   for name in names:
-    trainer.loss_fn = functools.partial(methods.get(name))
+    trainer.loss_fn = methods.get(name).loss_fn({})
     trainer.build_steps()
     steps[name] = trainer.train_step
   # Interleaved rounds, best of them: machine noise hits every method alike.

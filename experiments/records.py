@@ -12,7 +12,9 @@ own, e.g. '10000/0/vanilla') to its record:
   identity  a hash of the run's resolved config (what the workdir's
             `config.json` holds, distill/workdir.py), the runs' root written
             as '<root>' and the operational keys (progress, workers, ...)
-            left out, so it does not depend on where the runs lived;
+            left out, so it does not depend on where the runs lived, in the
+            layout it had when the first cells were recorded (the methods'
+            fit options in the `distill` block: workdir.legacy_layout);
   commit    the code's commit (`-dirty` when tracked files differed), the
             date, and the CPU kernels the run's manifest names.
 
@@ -52,7 +54,8 @@ def _strip(tree, prefix=''):
 
 def identity(config, root):
   """The hash that names what `config` computes, wherever its runs live."""
-  text = json.dumps(_strip(workdir_lib.resolved(config)), sort_keys=True)
+  text = json.dumps(_strip(workdir_lib.legacy_layout(
+      workdir_lib.resolved(config))), sort_keys=True)
   for form in sorted({os.path.abspath(root), os.path.normpath(root)},
                      key=len, reverse=True):
     text = text.replace(form, '<root>')

@@ -80,7 +80,9 @@ def build(name, num_classes, dtype='float32', **kwargs):
   if 'remat' in kwargs:
     check_choice('model.remat', kwargs['remat'], layers.REMAT_POLICIES)
   if 'conv' in kwargs:
-    layers.conv_function(kwargs['conv'])      # checks name and availability
+    check_choice('model.conv', kwargs['conv'], layers.CONV_IMPLEMENTATIONS)
+    if kwargs['conv'] == 'onednn':       # one line where it cannot be built
+      layers.kernels_for('onednn')
   if 'attention' in kwargs:
     check_choice('model.attention', kwargs['attention'],
                  attention.IMPLEMENTATIONS)

@@ -24,13 +24,14 @@ class SmallCNN(nn.Module):
   def __call__(self, x, train=False):
     x = x.astype(self.dtype)
     spatial = x.ndim - 2
+    kernels = layers.kernels_for(self.conv)
     for i, w in enumerate(self.widths):
       x = layers.conv(w, (3,) * spatial, dtype=self.dtype, name=f'conv{i}',
-                      impl=self.conv)(x)
+                      kernels=kernels)(x)
       x = layers.batch_norm(train, self.dtype, name=f'bn{i}',
-                            impl=self.conv)(x, relu=True)
+                            kernels=kernels)(x, relu=True)
       if x.shape[1] >= 2:
-        x = layers.max_pool(x, (2,) * spatial, impl=self.conv)
+        x = layers.max_pool(x, (2,) * spatial, kernels=kernels)
     x = jnp.mean(x, axis=tuple(range(1, 1 + spatial)))
     if self.dense:
       x = nn.relu(layers.Dense(self.dense, names=('embed', 'mlp'),

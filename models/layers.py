@@ -13,14 +13,15 @@ sharded.
 """
 import contextlib
 import contextvars
+import importlib
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from core.errors import ConfigError, check_choice
-from models.kernels import onednn
+from core.errors import check_choice
 
 default_kernel_init = nn.initializers.lecun_normal()
 
@@ -49,117 +50,130 @@ class Dense(nn.Module):
 IMAGE = ('activation_batch', 'activation_height', 'activation_width',
          'activation_channels')
 
-# model.conv: which convolution a conv model's layers run.
+# model.conv: which kernels a conv model's convolutions, batch norms and max
+# pools run (`kernels_for`).
 CONV_IMPLEMENTATIONS = {
-    # oneDNN's weight gradient on CPU where it is built, XLA's elsewhere
+    # the CPU kernel library's on the CPU backend, XLA's elsewhere
     'auto': 'auto',
-    'xla': 'xla',          # XLA's convolution everywhere
-    'onednn': 'onednn',    # oneDNN's weight gradient (CPU; built or an error)
+    'xla': 'xla',          # XLA's everywhere
+    'onednn': 'onednn',    # the CPU kernel library's (built or an error)
 }
+# The provider of the CPU kernel library (models/kernels/cpu.py), imported
+# only when a model runs it: accelerator code paths never load it.
+_CPU_PROVIDER = 'models.kernels.cpu'
 
 
-def _onednn_conv(lhs, *args, **kwargs):
-  """oneDNN's weight gradient, told how the input's batch is sharded (the
-  image's logical names under the rules in force), so each device computes
-  the gradient of its own slice."""
-  spec = partition_spec(lhs.shape, IMAGE)
-  return onednn.conv_general_dilated(lhs, *args, input_spec=spec, **kwargs)
+class XlaKernels:
+  """The kernels of conv models everywhere but the CPU kernel library:
+  XLA's convolution, a reshape max pool and flax's batch norm. A provider
+  (`kernels_for`) has these members; the CPU library's (models/kernels/cpu.py)
+  overrides them where its kernels apply."""
+  name = 'xla'
+  conv_general_dilated = staticmethod(jax.lax.conv_general_dilated)
+  batch_norm_train = None       # (x, scale, bias, eps, residual, relu) ->
+                                # (y, mean, var), where batch_norm_applies
+
+  @staticmethod
+  def batch_norm_applies(x):
+    del x
+    return False
+
+  @staticmethod
+  def max_pool(x, window):
+    """Max pooling over non-overlapping `window`s (see `max_pool`)."""
+    spatial = x.shape[1:-1]
+    if any(s % w for s, w in zip(spatial, window)):
+      return nn.max_pool(x, window, strides=window)
+    shape = [x.shape[0]]
+    for s, w in zip(spatial, window):
+      shape += [s // w, w]
+    y = x.reshape(shape + [x.shape[-1]])
+    return jnp.max(y, axis=tuple(range(2, 2 * len(window) + 1, 2)))
 
 
-def _auto_conv(*args, **kwargs):
-  """XLA's convolution, or on the CPU backend oneDNN's weight gradient
-  where it is built (chosen while tracing)."""
-  if jax.default_backend() == 'cpu':
-    return _onednn_conv(*args, **kwargs)
-  return jax.lax.conv_general_dilated(*args, **kwargs)
+def kernels_for(impl):
+  """The kernel provider of `model.conv` `impl` (CONV_IMPLEMENTATIONS),
+  chosen once per model: 'xla' is XlaKernels; 'onednn' the CPU kernel
+  library's (one line if it cannot be built here); 'auto' the library's on
+  the CPU backend, else XlaKernels. Only the library's path imports it."""
+  check_choice('model.conv', impl, CONV_IMPLEMENTATIONS)
+  if impl == 'xla' or (impl == 'auto' and jax.default_backend() != 'cpu'):
+    return XlaKernels
+  cpu = importlib.import_module(_CPU_PROVIDER)
+  if impl == 'onednn':
+    cpu.check_available()
+  return cpu.CpuKernels
 
 
 def conv_function(impl):
   """The `lax.conv_general_dilated`-like function of `model.conv` `impl`."""
-  check_choice('model.conv', impl, CONV_IMPLEMENTATIONS)
-  if impl == 'onednn':
-    if not onednn.available():
-      raise ConfigError('model.conv=onednn but the oneDNN kernel is not '
-                        f'available: {onednn.unavailable_reason()}; valid '
-                        'choices here: auto, xla')
-    return _onednn_conv
-  return _auto_conv if impl == 'auto' else jax.lax.conv_general_dilated
+  return kernels_for(impl).conv_general_dilated
 
 
 def conv(features, kernel, strides=1, dtype=jnp.float32, name=None,
-         use_bias=False, impl='auto'):
+         use_bias=False, kernels=None):
   """nn.Conv (SAME padding) with kernel names (None, None, conv_in, conv_out),
-  computed by `model.conv` implementation `impl` (CONV_IMPLEMENTATIONS)."""
+  computed by the `kernels` provider (default: model.conv auto's)."""
+  kernels = kernels or kernels_for('auto')
   return nn.Conv(
       features, kernel, strides=strides, padding='SAME', use_bias=use_bias,
-      dtype=dtype, conv_general_dilated=conv_function(impl),
+      dtype=dtype, conv_general_dilated=kernels.conv_general_dilated,
       kernel_init=partitioned(nn.initializers.kaiming_normal(),
                               (None,) * len(kernel) + ('conv_in', 'conv_out')),
       bias_init=partitioned(nn.initializers.zeros, ('conv_out',)),
       name=name)
 
 
-def max_pool(x, window, impl='xla'):
+def max_pool(x, window, kernels=XlaKernels):
   """Max pooling over non-overlapping `window`s (stride = window) of the
-  spatial axes of `x` (N, *spatial, C), VALID padding.
+  spatial axes of `x` (N, *spatial, C), VALID padding, by the `kernels`
+  provider.
 
-  With `impl` auto or onednn (a model.conv implementation), the kernel
-  library's max pool where it applies (`onednn.max_pool_applies`: CPU,
-  float32, 2-D, the batch on one device), one pass each way; its gradient
-  goes to each window's first maximum.
+  The CPU library's where it applies (models/kernels/cpu.py: 2-D, float32,
+  the batch on one device): one pass each way; its gradient goes to each
+  window's first maximum.
 
-  Where the windows tile the input, as a reshape and a max: its gradient is
-  an elementwise mask, where `nn.max_pool`'s (a reduce-window's) runs
-  through index arithmetic and a scatter that cost XLA:CPU more than the
-  small CNN's convolutions. Ties share the gradient equally (after a ReLU
-  only zeros tie, whose gradient the ReLU stops). Otherwise `nn.max_pool`.
+  XlaKernels: where the windows tile the input, a reshape and a max: its
+  gradient is an elementwise mask, where `nn.max_pool`'s (a reduce-window's)
+  runs through index arithmetic and a scatter that cost XLA:CPU more than
+  the small CNN's convolutions. Ties share the gradient equally (after a
+  ReLU only zeros tie, whose gradient the ReLU stops). Otherwise
+  `nn.max_pool`.
   """
-  spatial = x.shape[1:-1]
-  if (impl != 'xla' and jax.default_backend() == 'cpu'
-      and onednn.max_pool_applies(x, window)):
-    return onednn.max_pool(x, window)
-  if any(s % w for s, w in zip(spatial, window)):
-    return nn.max_pool(x, window, strides=window)
-  shape = [x.shape[0]]
-  for s, w in zip(spatial, window):
-    shape += [s // w, w]
-  y = x.reshape(shape + [x.shape[-1]])
-  return jnp.max(y, axis=tuple(range(2, 2 * len(window) + 1, 2)))
+  return kernels.max_pool(x, window)
 
 
 class BatchNorm(nn.BatchNorm):
   """nn.BatchNorm (same variables, same results within float tolerance)
-  whose training step runs the kernel library's fused batch norm (forward
-  and backward, models/kernels/onednn_conv.cc) where `impl` (a model.conv
-  implementation) and the input allow:
-  CPU, float32, NHWC, the batch on one device (`onednn.batch_norm_applies`).
-  Otherwise, and in evaluation, it is nn.BatchNorm.
+  whose training step runs the `kernels` provider's fused batch norm
+  (forward and backward; the CPU library's: models/kernels/onednn_conv.cc)
+  where it applies (`kernels.batch_norm_applies`). Otherwise, and in
+  evaluation, it is nn.BatchNorm.
 
   `residual` (added to the normalised output) and `relu` (applied last)
   fuse what conv blocks do next into the same call: in the library they run
   inside the norm's own passes over memory, elsewhere as
   `relu(residual + nn.BatchNorm(x))`."""
-  impl: str = 'xla'
+  kernels: Any = XlaKernels
 
-  def _onednn_applies(self, x, running, mask):
-    """Whether this call is a training step the library can run: a batch
-    norm as layers.batch_norm builds it, on CPU
-    (`onednn.batch_norm_applies`)."""
+  def _fused_applies(self, x, running, mask):
+    """Whether this call is a training step the provider's fused kernel
+    can run: a batch norm as layers.batch_norm builds it."""
     axis = self.axis if isinstance(self.axis, tuple) else (self.axis,)
     return (not running and mask is None and not self.is_initializing()
-            and self.impl != 'xla' and jax.default_backend() == 'cpu'
+            and self.kernels.batch_norm_train is not None
             and axis in ((-1,), (x.ndim - 1,))
             and self.use_bias and self.use_scale and self.axis_name is None
             and self.dtype in (None, jnp.float32)
             and self.param_dtype == jnp.float32
-            and onednn.batch_norm_applies(x))
+            and self.kernels.batch_norm_applies(x))
 
   @nn.compact
   def __call__(self, x, use_running_average=None, *, mask=None,
                residual=None, relu=False):
     running = nn.merge_param('use_running_average', self.use_running_average,
                              use_running_average)
-    if not self._onednn_applies(x, running, mask):
+    if not self._fused_applies(x, running, mask):
       y = super().__call__(x, use_running_average, mask=mask)
       if residual is not None:
         y = residual + y
@@ -171,23 +185,23 @@ class BatchNorm(nn.BatchNorm):
                            jnp.float32)
     scale = self.param('scale', self.scale_init, features, self.param_dtype)
     bias = self.param('bias', self.bias_init, features, self.param_dtype)
-    y, mean, var = onednn.batch_norm_train(x, scale, bias, self.epsilon,
-                                           residual, relu)
+    y, mean, var = self.kernels.batch_norm_train(x, scale, bias, self.epsilon,
+                                                 residual, relu)
     mean, var = jax.lax.stop_gradient(mean), jax.lax.stop_gradient(var)
     ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
     ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
     return y
 
 
-def batch_norm(train, dtype=jnp.float32, name=None, impl='auto'):
-  """The batch norm of conv models: oneDNN's in training on CPU where
-  `impl` (model.conv) is auto or onednn and it applies, else nn.BatchNorm."""
-  check_choice('model.conv', impl, CONV_IMPLEMENTATIONS)
+def batch_norm(train, dtype=jnp.float32, name=None, kernels=None):
+  """The batch norm of conv models: the `kernels` provider's fused one in
+  training where it applies (default: model.conv auto's), else
+  nn.BatchNorm."""
   return BatchNorm(
       use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
       scale_init=partitioned(nn.initializers.ones, ('conv_out',)),
       bias_init=partitioned(nn.initializers.zeros, ('conv_out',)),
-      impl=impl, name=name)
+      kernels=kernels or kernels_for('auto'), name=name)
 
 
 _ACTIVATION_RULES = contextvars.ContextVar('activation_rules', default=())

@@ -9,6 +9,8 @@ history of earlier block inputs that LAuReL-PA reads restarts at each stage.
 activations are constrained by logical names at the stem, every block's
 output and the logits.
 """
+from typing import Any
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -20,13 +22,14 @@ IMAGE = layers.IMAGE
 LOGITS = ('activation_batch', 'activation_classes')
 
 
-def _shortcut(x, features, strides, dtype, train, impl):
+def _shortcut(x, features, strides, dtype, train, kernels):
   """Identity, or 1x1 conv + BN ('proj', 'proj_bn') when the shape changes.
   Called inside a block's compact __call__, so the layers are the block's."""
   if x.shape[-1] == features and strides == 1:
     return x
-  x = layers.conv(features, (1, 1), strides, dtype, name='proj', impl=impl)(x)
-  return layers.batch_norm(train, dtype, name='proj_bn', impl=impl)(x)
+  x = layers.conv(features, (1, 1), strides, dtype, name='proj',
+                  kernels=kernels)(x)
+  return layers.batch_norm(train, dtype, name='proj_bn', kernels=kernels)(x)
 
 
 def _combine(block, shortcut, norm, y, prev):
@@ -44,10 +47,11 @@ def _combine(block, shortcut, norm, y, prev):
           residual_lib.push_history(prev, shortcut))
 
 
-def _stem(x, width, kernel, strides, dtype, train, impl):
+def _stem(x, width, kernel, strides, dtype, train, kernels):
   x = layers.conv(width, kernel, strides, dtype, name='stem',
-                  impl=impl)(x.astype(dtype))
-  x = layers.batch_norm(train, dtype, name='stem_bn', impl=impl)(x, relu=True)
+                  kernels=kernels)(x.astype(dtype))
+  x = layers.batch_norm(train, dtype, name='stem_bn',
+                        kernels=kernels)(x, relu=True)
   return layers.constrain(x, IMAGE)
 
 
@@ -66,20 +70,20 @@ class BasicBlock(nn.Module):
   residual: str = 'standard'
   residual_kw: tuple = ()
   dtype: jnp.dtype = jnp.float32
-  conv: str = 'auto'
+  kernels: Any = layers.XlaKernels    # the model's (layers.kernels_for)
 
   @nn.compact
   def __call__(self, x, prev=(), train=False):
     y = layers.conv(self.features, (3, 3), self.strides, self.dtype,
-                    name='conv1', impl=self.conv)(x)
+                    name='conv1', kernels=self.kernels)(x)
     y = layers.batch_norm(train, self.dtype, name='bn1',
-                          impl=self.conv)(y, relu=True)
+                          kernels=self.kernels)(y, relu=True)
     y = layers.conv(self.features, (3, 3), 1, self.dtype, name='conv2',
-                    impl=self.conv)(y)
+                    kernels=self.kernels)(y)
     shortcut = _shortcut(x, self.features, self.strides, self.dtype, train,
-                         self.conv)
+                         self.kernels)
     return _combine(self, shortcut, layers.batch_norm(
-        train, self.dtype, name='bn2', impl=self.conv), y, prev)
+        train, self.dtype, name='bn2', kernels=self.kernels), y, prev)
 
 
 class CifarResNet(nn.Module):
@@ -106,14 +110,15 @@ class CifarResNet(nn.Module):
                         'three non-negative block counts, one per stage')
     blocks = (self.depth - 2) // 6
     widths = [max(1, int(round(w * self.width))) for w in (16, 32, 64)]
-    x = _stem(x, widths[0], (3, 3), 1, self.dtype, train, self.conv)
+    kernels = layers.kernels_for(self.conv)
+    x = _stem(x, widths[0], (3, 3), 1, self.dtype, train, kernels)
     prev = residual_lib.init_history(
         residual_lib.history_length(self.residual, self.residual_kw), x)
     block = layers.remat(BasicBlock, self.remat, static_argnums=(3,))
     for stage, w in enumerate(widths):
       for b in range(blocks + self.extra_blocks[stage]):
         x, prev = block(w, 2 if stage and not b else 1, self.residual,
-                        self.residual_kw, self.dtype, self.conv,
+                        self.residual_kw, self.dtype, kernels,
                         name=f'stage{stage}_block{b}')(x, prev, train)
     return _head(self, x)
 
@@ -125,24 +130,24 @@ class Bottleneck(nn.Module):
   residual: str = 'standard'
   residual_kw: tuple = ()
   dtype: jnp.dtype = jnp.float32
-  conv: str = 'auto'
+  kernels: Any = layers.XlaKernels    # the model's (layers.kernels_for)
 
   @nn.compact
   def __call__(self, x, prev=(), train=False):
     y = layers.conv(self.features, (1, 1), 1, self.dtype, name='conv1',
-                    impl=self.conv)(x)
+                    kernels=self.kernels)(x)
     y = layers.batch_norm(train, self.dtype, name='bn1',
-                          impl=self.conv)(y, relu=True)
+                          kernels=self.kernels)(y, relu=True)
     y = layers.conv(self.features, (3, 3), self.strides, self.dtype,
-                    name='conv2', impl=self.conv)(y)
+                    name='conv2', kernels=self.kernels)(y)
     y = layers.batch_norm(train, self.dtype, name='bn2',
-                          impl=self.conv)(y, relu=True)
+                          kernels=self.kernels)(y, relu=True)
     y = layers.conv(4 * self.features, (1, 1), 1, self.dtype, name='conv3',
-                    impl=self.conv)(y)
+                    kernels=self.kernels)(y)
     shortcut = _shortcut(x, 4 * self.features, self.strides, self.dtype,
-                         train, self.conv)
+                         train, self.kernels)
     return _combine(self, shortcut, layers.batch_norm(
-        train, self.dtype, name='bn3', impl=self.conv), y, prev)
+        train, self.dtype, name='bn3', kernels=self.kernels), y, prev)
 
 
 IMAGENET_DEPTHS = {18: ('basic', (2, 2, 2, 2)), 34: ('basic', (3, 4, 6, 3)),
@@ -172,13 +177,14 @@ class ImageNetResNet(nn.Module):
     block = layers.remat(BasicBlock if kind == 'basic' else Bottleneck,
                          self.remat, static_argnums=(3,))
     widths = [max(1, int(round(w * self.width))) for w in (64, 128, 256, 512)]
-    x = _stem(x, widths[0], (7, 7), 2, self.dtype, train, self.conv)
+    kernels = layers.kernels_for(self.conv)
+    x = _stem(x, widths[0], (7, 7), 2, self.dtype, train, kernels)
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding='SAME')
     prev = residual_lib.init_history(
         residual_lib.history_length(self.residual, self.residual_kw), x)
     for stage, (w, n) in enumerate(zip(widths, blocks)):
       for b in range(n):
         x, prev = block(w, 2 if stage and not b else 1, self.residual,
-                        self.residual_kw, self.dtype, self.conv,
+                        self.residual_kw, self.dtype, kernels,
                         name=f'stage{stage}_block{b}')(x, prev, train)
     return _head(self, x)

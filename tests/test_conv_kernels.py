@@ -174,10 +174,10 @@ def test_unknown_or_unavailable_implementation_is_one_line(monkeypatch):
     ((3, 8, 8, 5), (2, 2)), ((2, 12, 4), (2,)), ((2, 6, 9, 3), (3, 3)),
     ((4, 16, 16, 32), (2, 2)), ((2, 8, 12, 3), (2, 4))])
 def test_max_pool_equals_flax(shape, window, impl):
-  """The reshape max-pool and (impl=auto, 2-D, where built) the library's
+  """The reshape max-pool and (model.conv auto, 2-D, where built) the library's
   equal nn.max_pool's output and gradient exactly (no ties here)."""
   x = jax.random.normal(jax.random.PRNGKey(0), shape)  # no ties
-  ours = jax.jit(lambda x: layers.max_pool(x, window, impl=impl))
+  ours = jax.jit(lambda x: layers.max_pool(x, window, kernels=_kernels(impl)))
   flax_ = lambda x: nn.max_pool(x, window, strides=window)
   np.testing.assert_array_equal(ours(x), flax_(x))
   weights = jax.random.normal(jax.random.PRNGKey(1), ours(x).shape)
@@ -191,10 +191,11 @@ def test_max_pool_equals_flax(shape, window, impl):
 @needs_onednn
 def test_library_max_pool_gives_a_tie_s_gradient_to_its_first_maximum():
   x = jnp.zeros((1, 2, 2, 1)).at[0, 1, 0, 0].set(1.0).at[0, 1, 1, 0].set(1.0)
-  g = jax.grad(lambda x: jnp.sum(layers.max_pool(x, (2, 2), impl='auto')))(x)
+  pool = lambda x: layers.max_pool(x, (2, 2), kernels=_kernels('auto'))
+  g = jax.grad(lambda x: jnp.sum(pool(x)))(x)
   np.testing.assert_array_equal(g[0, :, :, 0], [[0, 0], [1, 0]])
   np.testing.assert_array_equal(
-      layers.max_pool(x, (2, 2), impl='auto'), [[[[1.0]]]])
+      pool(x), [[[[1.0]]]])
 
 
 def test_max_pool_falls_back_when_windows_do_not_tile():
@@ -233,10 +234,14 @@ def test_negative_padding_falls_back_to_xla():
   assert 'ffi_call' not in str(jax.make_jaxpr(f)(x))
 
 
+def _kernels(impl):
+  return layers.kernels_for(impl)
+
+
 def _bn_run(impl, x, train=True, add=False, relu=False):
   """Output, new batch stats, gradients (params, x, residual) and the
   gradient's jaxpr of relu?(residual? + BN(x)) by `impl`."""
-  bn = layers.batch_norm(train, impl=impl)
+  bn = layers.batch_norm(train, kernels=_kernels(impl))
   variables = bn.init(jax.random.PRNGKey(0), x)
   params = {'scale': jnp.linspace(0.5, 1.5, x.shape[-1]),
             'bias': jnp.linspace(-1.0, 1.0, x.shape[-1])}
@@ -274,7 +279,7 @@ def test_batch_norm_equals_flax(shape, add, relu):
     np.testing.assert_allclose(g, e, **tol(e))
   # evaluation (running averages) is flax's own
   assert 'ffi_call' not in str(jax.make_jaxpr(
-      lambda x: layers.batch_norm(False, impl='auto').apply(
+      lambda x: layers.batch_norm(False, kernels=_kernels('auto')).apply(
           layers.batch_norm(False).init(jax.random.PRNGKey(0), x), x))(x))
 
 

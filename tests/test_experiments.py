@@ -333,3 +333,39 @@ def test_unreadable_records_and_manifests_are_one_line(tmp_path):
       'run/manifest.json is unreadable .*; it describes the machine of the '
       'run in ')):
     records._kernels(str(tmp_path / 'run'))  # pylint: disable=protected-access
+
+
+def test_committed_records_keep_their_identity_after_the_fit_options_moved(
+    tmp_path):
+  """The methods' fit options moved from the `distill` block to method_kw
+  (core/defaults.py: MOVED_TO_METHOD_KW); the committed cells of
+  cifar10_regime (the slam study's rows included, spelled
+  'slam[distill.alpha_floor=0.6]') are still found: every teacher and
+  distilled student's config hashes to the identity it was recorded with."""
+  # pylint: disable=g-import-not-at-top,protected-access
+  from experiments import records as records_lib
+  from experiments.tables import cifar10_regime, cifar10_regime_slam
+  spec = cifar10_regime.TABLE
+  get_config = harness.config_getter(spec['config'])
+  root = str(tmp_path / 'cifar10_regime')
+  kept = records_lib.Records('cifar10_regime', root, os.path.join(
+      REPO, 'experiments', 'results', 'cells'))
+  methods = set(spec['methods']) | set(cifar10_regime_slam.TABLE['methods'])
+  checked = 0
+  for key, record in sorted(kept.cells.items()):
+    labeled, seed, method = key.split('/', 2)
+    if method == 'labels_only':         # its config reads the dataset
+      continue
+    assert method in methods | {'teacher'}, key
+    if method == 'teacher':
+      config = exp._teacher_config(get_config, int(labeled), int(seed),
+                                   spec['extra'])
+    else:
+      config = exp._method_config(get_config, root, int(labeled),
+                                  int(seed), method, spec['extra'])
+    assert records_lib.identity(config, root) == record['identity'], key
+    checked += 1
+  assert checked >= 90
+  moved = exp._method_config(get_config, root, 10000, 0,
+                             'slam[distill.alpha_floor=0.6]', spec['extra'])
+  assert moved.method_kw.alpha_floor == 0.6

@@ -303,9 +303,9 @@ CASES = [
     Case('workdir_of_another_config',
          'a rerun into a workdir that holds another config',
          lambda tmp, pipe: _rerun(tmp, pipe, *DISTILL,
-                                  '--config.distill.alpha_floor=0.2'), 2,
+                                  '--config.method_kw.alpha_floor=0.2'), 2,
          r'error: workdir \S+ holds a run with other config: '
-         r'distill.alpha_floor is 0.001 there, 0.2 here; rerun with its '
+         r'method_kw.alpha_floor is 0.001 there, 0.2 here; rerun with its '
          r'config and inputs or use a new --workdir'),
     Case('workdir_of_another_teacher',
          'a rerun into a workdir whose student learned from another teacher',

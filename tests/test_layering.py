@@ -54,3 +54,42 @@ print('ok')
                         capture_output=True, text=True, timeout=120,
                         check=False)
   assert proc.returncode == 0 and 'ok' in proc.stdout, proc.stderr[-2000:]
+
+
+def test_config_checks_and_the_train_loop_do_not_import_each_other():
+  """distill/train.py uses distill/config_lib.py's checks; config_lib
+  imports nothing of train (no cycle between them)."""
+  path = os.path.join(REPO, 'distill', 'config_lib.py')
+  assert 'distill.train' not in set(_imports(path))
+  assert not [m for m in _imports(path) if m == 'distill' and
+              'import train' in open(path).read()]
+
+
+def test_accelerator_code_paths_do_not_import_the_cpu_kernels():
+  """Models choose their kernel provider once (models/layers.py:
+  kernels_for, by model.conv): with conv='xla', or 'auto' on an
+  accelerator backend, building, initialising and training-step-applying a
+  conv model never imports models.kernels.onednn (nor its provider)."""
+  code = '''
+import sys
+import jax
+import jax.numpy as jnp
+import models
+def run(name, **kw):
+  model = models.build(name, 10, **kw)
+  x = jnp.ones((2, 16, 16, 3))
+  v = model.init(jax.random.PRNGKey(0), x)
+  model.apply(v, x, train=True, mutable=['batch_stats'])
+for name in ('cnn', 'resnet'):
+  run(name, conv='xla')
+jax.default_backend = lambda: 'gpu'      # an accelerator backend
+for name in ('cnn', 'resnet'):
+  run(name, conv='auto')
+loaded = sorted(m for m in sys.modules if m.startswith('models.kernels.'))
+assert not loaded, loaded
+print('ok')
+'''
+  proc = subprocess.run([sys.executable, '-c', code], cwd=REPO,
+                        capture_output=True, text=True, timeout=300,
+                        check=False, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert proc.returncode == 0 and 'ok' in proc.stdout, proc.stderr[-2000:]

@@ -13,16 +13,16 @@ from core.errors import ConfigError
 from distill import distillation, methods
 
 
-def fit_confidence(d, probs_v, labels_v, probs_u):
-  """Per-example state: the teacher's confidence, squared."""
-  del d, labels_v
-  conf = probs_u.max(-1) ** 2
+def fit_confidence(options, probs_v, labels_v, probs_u):
+  """Per-example state: the teacher's confidence ** exponent."""
+  del labels_v
+  conf = probs_u.max(-1) ** options['exponent']
   assert len(probs_v) and conf.shape == (len(probs_u),)
   return {'confidence': conf.astype(np.float32)}, {
       'confidence_mean': float(conf.mean())}
 
 
-def confidence_ce(student_out, teacher_targets, batch, power=1.0):
+def confidence_ce(student_out, teacher_targets, batch, *, power):
   """Hard-label CE weighted by the fitted confidence ** power."""
   y = jnp.argmax(teacher_targets['logits'], -1)
   ce = optax.softmax_cross_entropy_with_integer_labels(student_out, y)
@@ -35,11 +35,10 @@ def confidence_ce(student_out, teacher_targets, batch, power=1.0):
 @pytest.fixture(scope='module')
 def registered():
   methods.register('test_confidence', needs_teacher=True,
-                   fit=fit_confidence)(confidence_ce)
+                   options=dict(power=1.0), fit=fit_confidence,
+                   fit_options=dict(exponent=2.0))(confidence_ce)
   yield 'test_confidence'
-  for table in (methods.SPECS, methods.METHODS):
-    table.pop('test_confidence')
-  methods.DISTILLATION.discard('test_confidence')
+  methods.METHODS.pop('test_confidence')
 
 
 def test_a_method_added_in_one_file_runs_end_to_end(registered, tmp_path):
@@ -48,19 +47,56 @@ def test_a_method_added_in_one_file_runs_end_to_end(registered, tmp_path):
   summary = distillation.run(c, str(tmp_path))
   assert summary['student/step'] == 2
   assert 0 < summary['fit/confidence_mean'] <= 1
-  spec = methods.spec(registered)
-  assert spec.needs_teacher and not spec.online
+  method = methods.get(registered)
+  assert method.needs_teacher and not method.online
 
 
 def test_capabilities_come_from_the_registry(registered):
-  assert registered not in methods.online_methods()
-  assert 'vanilla' in methods.online_methods()
-  assert methods.spec('slam').fit is methods.fit_slam
-  assert not methods.spec('supervised').needs_teacher
+  assert registered not in methods.names(online=True)
+  assert 'vanilla' in methods.names(online=True)
+  assert methods.get('slam').fit is methods.fit_slam
+  assert not methods.get('supervised').needs_teacher
   with pytest.raises(ConfigError, match='valid choices'):
-    methods.spec('no_such_method')
+    methods.get('no_such_method')
   with pytest.raises(ValueError, match='twice'):
-    methods.register(registered)(confidence_ce)
+    methods.register(registered, options=dict(power=1.0))(confidence_ce)
+
+
+def test_the_entry_holds_the_options_of_its_loss_and_fit(registered):
+  method = methods.get(registered)
+  assert method.options == {'power': 1.0}
+  assert method.fit_options == {'exponent': 2.0}
+  kw = dict(methods.method_options(), exponent=3.0)
+  assert method.options_of(kw) == ({'power': 1.0}, {'exponent': 3.0})
+  with pytest.raises(ConfigError, match="method_kw.normalize=True is not an "
+                     "option of method 'test_confidence'; its options: "
+                     "power, exponent"):
+    method.options_of({'normalize': True})
+
+
+@pytest.mark.parametrize('method,teacher,message', [
+    ('supervised', 'none', None),
+    ('vanilla', 'none', "method 'vanilla' learns from a teacher: give the "
+                        'config a teacher block'),
+    ('supervised', 'cached', "method 'supervised' does not learn from a "
+                             'teacher; valid choices: hard, pseudo_label, '
+                             'slam, taylor_ce, '),
+    ('slam', 'cached', None),
+    ('vanilla', 'online', None),
+    ('supervised', 'online', None),
+    ('weighted', 'online', "method 'weighted' needs per-example state fitted "
+                           'on a labeled validation split; online '
+                           'distillation supports hard, pseudo_label, '
+                           'taylor_ce, vanilla, supervised'),
+])
+def test_the_teacher_check_is_the_entrys(method, teacher, message):
+  """Trainer ('none'), the pipeline and active loop ('cached') and online
+  distillation ask the entry; each refusal is one line."""
+  if message is None:
+    methods.get(method).check_teacher(teacher)
+    return
+  with pytest.raises(ConfigError, match=message):
+    methods.get(method).check_teacher(teacher)
 
 
 def test_online_refuses_a_method_with_a_fit_naming_the_online_ones(
@@ -69,40 +105,99 @@ def test_online_refuses_a_method_with_a_fit_naming_the_online_ones(
   c = guide_lm.get_config('method=vanilla,runlocal')
   c.method = registered
   with pytest.raises(ConfigError, match='online distillation supports '
-                     + ', '.join(methods.online_methods())):
+                     + ', '.join(methods.names(online=True))):
     distillation.run_online(c, '/nonexistent')
 
 
 
-def test_config_options_are_the_losses_keyword_defaults():
-  """core/defaults.py's table (what config.method_kw offers) equals the
-  keyword defaults of every built-in method's loss."""
+def test_options_are_declared_once_and_the_loss_takes_them():
+  """A built-in method's options (loss and fit) are core/defaults.py's
+  declaration, held by its entry; its loss's keywords are those options
+  (no second copy of the defaults), and a loss that takes others is
+  refused at registration."""
   import inspect  # pylint: disable=g-import-not-at-top
   from core import defaults  # pylint: disable=g-import-not-at-top
-  builtin = {n for n in methods.SPECS if not n.startswith('test_')}
+  builtin = {n for n in methods.METHODS if not n.startswith('test_')}
   assert builtin == set(defaults.METHOD_OPTIONS)
   for name in builtin:
-    params = inspect.signature(methods.get(name)).parameters
-    kw = {k: p.default for k, p in params.items()
-          if p.default is not inspect.Parameter.empty}
-    assert kw == defaults.METHOD_OPTIONS[name], name
+    method = methods.get(name)
+    declared = defaults.METHOD_OPTIONS[name]
+    assert method.options == declared['loss'], name
+    assert method.fit_options == declared.get('fit', {}), name
+    params = inspect.signature(method.loss).parameters
+    assert all(p.default is inspect.Parameter.empty for p in params.values())
+  assert methods.get('slam').fit_options == dict(
+      alpha_floor=1e-3, k='global', k_delta=0.05, k_bins=5)
+  with pytest.raises(ValueError, match='declared options'):
+    methods.register('test_bad', options=dict(power=1.0))(
+        lambda student_out, teacher_targets, batch, *, other: None)
+  assert 'test_bad' not in methods.METHODS
 
 
 @pytest.mark.parametrize('method,kw,expected', [
-    ('slam', {'normalize': True}, {'eps': 1e-7, 'normalize': True,
-                                   'target': 'soft'}),
-    ('vanilla', {'normalize': False}, {'temperature': 1.0}),  # at default
+    ('slam', {'normalize': True}, ({'eps': 1e-7, 'normalize': True,
+                                    'target': 'soft'},
+                                   {'alpha_floor': 1e-3, 'k': 'global',
+                                    'k_delta': 0.05, 'k_bins': 5})),
+    ('slam', {'alpha_floor': 0.6}, ({'eps': 1e-7, 'normalize': False,
+                                     'target': 'soft'},
+                                    {'alpha_floor': 0.6, 'k': 'global',
+                                     'k_delta': 0.05, 'k_bins': 5})),
+    ('vanilla', {'normalize': False}, ({'temperature': 1.0}, {})),
+    ('weighted', {'weight_mode': 'debiased'}, (
+        {'soft': True, 'temperature': 1.0}, {'weight_mode': 'debiased'})),
 ])
 def test_each_method_gets_its_own_options(method, kw, expected):
   from core import defaults  # pylint: disable=g-import-not-at-top
   options = dict(defaults.method_options(), **kw)
-  assert methods.options_for(method, options) == expected
+  assert methods.get(method).options_of(options) == expected
 
 
 def test_another_methods_option_set_is_one_line():
   with pytest.raises(ConfigError, match="method_kw.normalize=True is not an "
                      "option of method 'vanilla'; its options: temperature"):
-    methods.options_for('vanilla', {'normalize': True})
+    methods.get('vanilla').options_of({'normalize': True})
+  with pytest.raises(ConfigError, match="method_kw.alpha_floor=0.6 is not an "
+                     "option of method 'weighted'; its options: soft, "
+                     'temperature, weight_mode'):
+    methods.get('weighted').options_of({'alpha_floor': 0.6})
+
+
+@pytest.mark.parametrize('key,value,valid', [
+    ('k', 'local', 'global, per_example'),
+    ('target', 'hard', 'soft, topk'),
+])
+def test_the_method_checks_its_fit_options(key, value, valid):
+  with pytest.raises(ConfigError, match=f'method_kw.{key}.*valid choices: '
+                     + valid):
+    methods.get('slam').options_of({key: value})
+  with pytest.raises(ConfigError, match='method_kw.weight_mode.*valid '
+                     'choices: debiased, isotonic'):
+    methods.get('weighted').options_of({'weight_mode': 'robust'})
+
+
+def test_a_fit_option_spelled_in_the_distill_block_names_where_it_moved():
+  """An old table row ('slam[distill.alpha_floor=0.6]') still sets it; a
+  config whose distill block still holds one, or a --config.distill.KEY
+  flag, is one line naming method_kw.KEY."""
+  from configs import common  # pylint: disable=g-import-not-at-top
+  c = digits_distill.get_config('method=slam,runlocal')
+  common.override(c, {'distill.alpha_floor': 0.6, 'distill.k': 'per_example'})
+  assert c.method_kw.alpha_floor == 0.6 and c.method_kw.k == 'per_example'
+  assert 'alpha_floor' not in c.distill
+  with c.distill.unlocked():
+    c.distill.k_delta = 0.2
+  with pytest.raises(ConfigError, match=r'distill.k_delta is now '
+                     r'method_kw.k_delta .*set method_kw.k_delta=0.2'):
+    distillation.check(c)
+  from conftest import REPO  # pylint: disable=g-import-not-at-top
+  from distill import config_lib  # pylint: disable=g-import-not-at-top
+  line = config_lib.explain_flag_error(
+      [f'--config={REPO}/configs/digits_distill.py:method=slam',
+       '--config.distill.alpha_floor=0.6'], KeyError('distill.alpha_floor'))
+  assert line == ('error: --config.distill.alpha_floor is now '
+                  "--config.method_kw.alpha_floor (a method's fit options "
+                  'are with its other options)')
 
 
 def test_the_command_line_sets_a_method_option(tmp_path):
@@ -232,3 +327,29 @@ def test_one_registration_helper_for_methods_residuals_and_strategies():
   table = {}
   registry.registrar(table, 'thing')('x')(len)
   assert table == {'x': len}
+
+
+def test_a_workdir_made_before_the_fit_options_moved_resumes(tmp_path):
+  """A workdir whose config.json holds distill.alpha_floor (the layout
+  before the move) is the same run as today's config with
+  method_kw.alpha_floor; the student stage's too (no distill block)."""
+  from distill import files, workdir  # pylint: disable=g-import-not-at-top
+  c = digits_distill.get_config('method=slam,runlocal')
+  c.method_kw.alpha_floor = 0.6
+  for config in (c, distillation.student_config(c)):
+    tree = workdir.resolved(config)
+    old = workdir.legacy_layout(tree)
+    assert 'alpha_floor' not in old['method_kw'] or 'distill' not in old
+    assert not workdir.differences(workdir.current_layout(old), tree)
+  old = workdir.legacy_layout(workdir.resolved(c))
+  assert old['distill']['alpha_floor'] == 0.6
+  run = str(tmp_path / 'run')
+  files.makedirs(run)
+  files.write_json(workdir.identity_files(run)[0], old)
+  with workdir.claim(run, c):
+    pass
+  c.method_kw.alpha_floor = 0.5
+  with pytest.raises(ConfigError, match='method_kw.alpha_floor is 0.6 there, '
+                     '0.5 here'):
+    with workdir.claim(run, c):
+      pass
