@@ -231,8 +231,7 @@ def _trainer(method, method_kw, lr):
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
   from distill import methods  # pylint: disable=g-import-not-at-top
-  loss_fn = methods.spec(method).loss
-  kw = methods.options_for(method, dict(method_kw))
+  loss_fn = methods.get(method).loss_fn(dict(method_kw))
   opt = optax.adam(lr)
 
   @jax.jit
@@ -244,7 +243,7 @@ def _trainer(method, method_kw, lr):
       teacher = b.pop('teacher', None)
 
       def loss(p):
-        return loss_fn(b['x'] @ p['w'] + p['b'], teacher, b, **kw)[0]
+        return loss_fn(b['x'] @ p['w'] + p['b'], teacher, b)[0]
       grads = jax.grad(loss)(params)
       updates, opt_state = opt.update(grads, opt_state, params)
       return (optax.apply_updates(params, updates), opt_state), None

@@ -165,7 +165,7 @@ def test_another_methods_option_set_is_one_line():
 
 @pytest.mark.parametrize('key,value,valid', [
     ('k', 'local', 'global, per_example'),
-    ('target', 'hard', 'soft, topk'),
+    ('target', 'onehot', 'hard, soft, topk'),
 ])
 def test_the_method_checks_its_fit_options(key, value, valid):
   with pytest.raises(ConfigError, match=f'method_kw.{key}.*valid choices: '
