@@ -14,6 +14,16 @@ import ml_collections
 # (`--config.method_kw.normalize=True`); a method receives the options it
 # takes, and setting another method's option away from its default is an
 # error (distill/methods.py: Method.options_of).
+
+# The LM distillation objectives' options (forward_kl, reverse_kl, jsd):
+# (1 - alpha) CE(labels) + alpha T^2 D(teacher_T, student_T), D on the
+# teacher's teacher_top_k / teacher_top_p support (0 / 1.0: all of it), the
+# dropped mass renormalised away or kept as one "other" category
+# (distill/methods.py, distill/divergences.py; docs/distillation.md).
+_OBJECTIVE = dict(alpha=1.0, temperature=1.0, teacher_top_k=0,
+                  teacher_top_p=1.0,
+                  truncation='renormalize')   # renormalize | other_bucket
+
 METHOD_OPTIONS = {
     'supervised': dict(loss=dict(label_smoothing=0.0)),
     'vanilla': dict(loss=dict(temperature=1.0)),
@@ -30,6 +40,9 @@ METHOD_OPTIONS = {
         )),
     'taylor_ce': dict(loss=dict(order=2)),
     'pseudo_label': dict(loss=dict(threshold=0.9)),
+    'forward_kl': dict(loss=dict(_OBJECTIVE)),
+    'reverse_kl': dict(loss=dict(_OBJECTIVE)),
+    'jsd': dict(loss=dict(_OBJECTIVE, beta=0.5)),   # JSD(beta), in (0, 1)
 }
 
 # Fit options that the `distill` block held before they moved to

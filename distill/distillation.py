@@ -85,7 +85,9 @@ def student_config(config):
 
 def check_method(config, teacher='cached'):
   """The config's method runs with its `teacher` (its registry entry
-  says: methods.TEACHER_MODES), and its `distill` block sets none of the
+  says: methods.TEACHER_MODES) and, cached, with its options (e.g. no
+  labels for the cross-entropy of forward_kl's alpha < 1), and its
+  `distill` block sets none of the
   keys that moved to method_kw (one line naming the new key)."""
   moved = [k for k in defaults.MOVED_TO_METHOD_KW if k in config.distill]
   if moved:
@@ -93,7 +95,9 @@ def check_method(config, teacher='cached'):
         f'distill.{moved[0]} is now method_kw.{moved[0]} (a method\'s fit '
         f'options are with its other options); set '
         f'method_kw.{moved[0]}={config.distill[moved[0]]!r}')
-  methods.get(config.method).check_teacher(teacher)
+  methods.get(config.method).check_teacher(
+      teacher, config.method_kw.to_dict(),
+      config.distill.get('cache_topk', 0))
 
 
 def _check(config):

@@ -35,6 +35,7 @@ import optax
 
 from core import defaults
 from core.errors import ConfigError, check_choice
+from distill import divergences
 from distill import fitting
 
 METHODS = {}            # name -> Method
@@ -57,6 +58,10 @@ class Method:
   fit: Optional[Callable] = None
   fit_options: Mapping = dataclasses.field(default_factory=dict)
   check: Optional[Callable] = None  # check(options): one-line ConfigErrors
+  # check_cached(options, cache_topk): one-line ConfigErrors for options
+  # that the cached pipelines cannot serve (the student trains on the
+  # unlabeled part, from the teacher's cached, maybe top-k, logits).
+  check_cached: Optional[Callable] = None
 
   @property
   def online(self):
@@ -97,10 +102,14 @@ class Method:
     _, options = self.options_of(kw)
     return self.fit(options, probs_v, labels_v, probs_u)
 
-  def check_teacher(self, teacher):
-    """That this method runs with `teacher` (TEACHER_MODES); else one line
-    naming the methods that do."""
+  def check_teacher(self, teacher, kw=None, cache_topk=0):
+    """That this method runs with `teacher` (TEACHER_MODES), and, with
+    its options from `config.method_kw` (`kw`) and the teacher cache's
+    `distill.cache_topk`, that the cached pipelines serve them; else one
+    line naming the methods (or the option) that do."""
     check_choice('teacher mode', teacher, TEACHER_MODES)
+    if teacher == 'cached' and kw is not None and self.check_cached:
+      self.check_cached(self.options_of(kw)[0], cache_topk)
     if teacher == 'none' and self.needs_teacher:
       raise ConfigError(
           f'method {self.name!r} learns from a teacher: give the config a '
@@ -117,7 +126,7 @@ class Method:
 
 
 def register(name, needs_teacher=False, fit=None, options=None,
-             fit_options=None, check=None):
+             fit_options=None, check=None, check_cached=None):
   """Decorator: registers a loss as method `name` (see the module doc).
   `options` / `fit_options`: {option: default} of the loss / fit; a
   built-in method's come from core/defaults.py (METHOD_OPTIONS), declared
@@ -138,7 +147,7 @@ def register(name, needs_teacher=False, fit=None, options=None,
     if fit_options and fit is None:
       raise ValueError(f'method {name!r} has fit options but no fit')
     METHODS[name] = Method(name, fn, options, needs_teacher, fit,
-                           fit_options, check)
+                           fit_options, check, check_cached)
 
     def with_defaults(student_out, teacher_targets, batch, **kw):
       return fn(student_out, teacher_targets, batch, **{**options, **kw})
@@ -412,3 +421,129 @@ def pseudo_label(student_out, teacher_targets, batch, *, threshold):
   metrics['kept_fraction'] = (jnp.sum(keep * batch['mask']),
                               jnp.sum(batch['mask']))
   return loss, metrics
+
+
+# --- the LM distillation objectives: (1 - alpha) CE + alpha T^2 D ------------
+# D(P_T, Q_T) between the teacher's and the student's distributions at
+# temperature T (distill/divergences.py: forward KL, reverse KL, GKD's
+# generalised JSD), on the teacher's full or truncated support (top_k,
+# top_p; the dropped mass renormalised away or kept as one "other"
+# category); CE the student's cross-entropy on the true labels (an LM's next
+# tokens, a classifier's `label`) at temperature 1. Per token, weighted by
+# the batch mask times `target_mask` (padding 0) and normalised by the real
+# tokens. No fit: they run online (configs/guide_lm.py:method=jsd) and on
+# the cached pipelines (alpha = 1 there: the unlabeled part has no labels).
+
+
+def _check_objective(options):
+  alpha, temperature = options['alpha'], options['temperature']
+  top_k, top_p = options['teacher_top_k'], options['teacher_top_p']
+  if not 0.0 <= alpha <= 1.0:
+    raise ConfigError(f'method_kw.alpha={alpha!r} must be in [0, 1] (the '
+                      'weight of the distillation term; 1 - alpha: of the '
+                      'cross-entropy on the labels)')
+  if not temperature > 0:
+    raise ConfigError(f'method_kw.temperature={temperature!r} must be > 0')
+  if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+    raise ConfigError(f'method_kw.teacher_top_k={top_k!r} must be an '
+                      'integer >= 0 (0: the whole support)')
+  if not 0.0 < top_p <= 1.0:
+    raise ConfigError(f'method_kw.teacher_top_p={top_p!r} must be in (0, 1] '
+                      '(1.0: the whole support)')
+  check_choice('method_kw.truncation', options['truncation'],
+               divergences.TRUNCATIONS)
+  if 'beta' in options and not 0.0 < options['beta'] < 1.0:
+    raise ConfigError(
+        f'method_kw.beta={options["beta"]!r} must be in (0, 1); its limits '
+        'are the methods forward_kl (beta -> 0) and reverse_kl (beta -> 1)')
+
+
+def _check_objective_cached(options, cache_topk):
+  """The cached pipelines train the student on the unlabeled part (no
+  labels) from cached logits (the top-k only with distill.cache_topk)."""
+  if options['alpha'] != 1.0:
+    raise ConfigError(
+        f'method_kw.alpha={options["alpha"]!r}: the cross-entropy term needs '
+        "labels, and the student's unlabeled part has none here (the cached "
+        'pipeline); set method_kw.alpha=1.0, or distill online')
+  truncates = options['teacher_top_k'] or options['teacher_top_p'] < 1.0
+  if cache_topk and truncates and options['truncation'] == 'other_bucket':
+    raise ConfigError(
+        "method_kw.truncation='other_bucket' needs the teacher's dropped "
+        f'mass, which distill.cache_topk={cache_topk} does not keep; valid '
+        'choices with a top-k cache: renormalize')
+  if cache_topk and options['teacher_top_k'] > cache_topk:
+    raise ConfigError(
+        f'method_kw.teacher_top_k={options["teacher_top_k"]} exceeds '
+        f'distill.cache_topk={cache_topk}, the teacher logits cached; set '
+        f'it to at most {cache_topk}')
+
+
+def _objective(divergence, student_out, teacher_targets, batch, *, alpha,
+               temperature, beta, teacher_top_k, teacher_top_p, truncation):
+  """(1 - alpha) CE(labels) + alpha T^2 D(teacher_T, student_T), per token
+  (see above), ended by `finish`, with the terms' metrics."""
+  d, kept = divergences.divergence(
+      divergence, teacher_targets['logits'], student_out, temperature, beta,
+      teacher_top_k, teacher_top_p, truncation)
+  kd = d * temperature ** 2
+  weights = example_weights(batch, student_out)
+  terms = {'kd': kd}
+  per_token = alpha * kd if alpha else 0.0
+  if alpha < 1.0:
+    if 'targets' not in batch and 'label' not in batch:
+      raise ConfigError(
+          f'method_kw.alpha={alpha!r}: the cross-entropy term needs labels '
+          "and this batch has none ('label' or 'targets'); set "
+          'method_kw.alpha=1.0')
+    labels = labels_of(batch)
+    ce = optax.softmax_cross_entropy_with_integer_labels(
+        student_out, jnp.maximum(labels, 0)) * (labels >= 0)
+    terms['ce'] = ce
+    per_token = per_token + (1.0 - alpha) * ce
+  loss, metrics = finish(per_token, weights, student_out, teacher_targets,
+                         batch)
+  total = jnp.sum(weights)
+  metrics.update({k: (jnp.sum(v * weights), total) for k, v in terms.items()})
+  if teacher_top_k or teacher_top_p < 1.0:
+    metrics['teacher_kept_mass'] = (jnp.sum(kept * weights), total)
+  return loss, metrics
+
+
+_OBJECTIVE = dict(needs_teacher=True, check=_check_objective,
+                  check_cached=_check_objective_cached)
+
+
+@register('forward_kl', **_OBJECTIVE)
+def forward_kl(student_out, teacher_targets, batch, *, alpha, temperature,
+               teacher_top_k, teacher_top_p, truncation):
+  """(1 - alpha) CE + alpha T^2 KL(P_T || Q_T), P the teacher, Q the
+  student; at alpha = 1 and no truncation, `vanilla` minus T^2 H(P_T)."""
+  return _objective('forward_kl', student_out, teacher_targets, batch,
+                    alpha=alpha, temperature=temperature, beta=0.5,
+                    teacher_top_k=teacher_top_k, teacher_top_p=teacher_top_p,
+                    truncation=truncation)
+
+
+@register('reverse_kl', **_OBJECTIVE)
+def reverse_kl(student_out, teacher_targets, batch, *, alpha, temperature,
+               teacher_top_k, teacher_top_p, truncation):
+  """(1 - alpha) CE + alpha T^2 KL(Q_T || P_T) (MiniLLM's direction)."""
+  return _objective('reverse_kl', student_out, teacher_targets, batch,
+                    alpha=alpha, temperature=temperature, beta=0.5,
+                    teacher_top_k=teacher_top_k, teacher_top_p=teacher_top_p,
+                    truncation=truncation)
+
+
+@register('jsd', **_OBJECTIVE)
+def jsd(student_out, teacher_targets, batch, *, alpha, temperature, beta,
+        teacher_top_k, teacher_top_p, truncation):
+  """(1 - alpha) CE + alpha T^2 JSD(beta), GKD's generalised Jensen-Shannon
+  divergence beta KL(P || M) + (1 - beta) KL(Q || M), M = beta P +
+  (1 - beta) Q (P the teacher, Q the student, at temperature T);
+  JSD / beta -> forward KL as beta -> 0, JSD / (1 - beta) -> reverse KL as
+  beta -> 1."""
+  return _objective('jsd', student_out, teacher_targets, batch, alpha=alpha,
+                    temperature=temperature, beta=beta,
+                    teacher_top_k=teacher_top_k, teacher_top_p=teacher_top_p,
+                    truncation=truncation)

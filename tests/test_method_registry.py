@@ -79,15 +79,16 @@ def test_the_entry_holds_the_options_of_its_loss_and_fit(registered):
     ('vanilla', 'none', "method 'vanilla' learns from a teacher: give the "
                         'config a teacher block'),
     ('supervised', 'cached', "method 'supervised' does not learn from a "
-                             'teacher; valid choices: hard, pseudo_label, '
-                             'slam, taylor_ce, '),
+                             'teacher; valid choices: forward_kl, hard, jsd, '
+                             'pseudo_label, reverse_kl, slam, taylor_ce, '),
     ('slam', 'cached', None),
     ('vanilla', 'online', None),
     ('supervised', 'online', None),
     ('weighted', 'online', "method 'weighted' needs per-example state fitted "
                            'on a labeled validation split; online '
-                           'distillation supports hard, pseudo_label, '
-                           'taylor_ce, vanilla, supervised'),
+                           'distillation supports forward_kl, hard, jsd, '
+                           'pseudo_label, reverse_kl, taylor_ce, vanilla, '
+                           'supervised'),
 ])
 def test_the_teacher_check_is_the_entrys(method, teacher, message):
   """Trainer ('none'), the pipeline and active loop ('cached') and online

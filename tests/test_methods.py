@@ -44,8 +44,9 @@ def test_supervised_on_sequences_weights_every_token():
 
 
 def test_registry_lists_valid_choices():
-  with pytest.raises(ValueError, match='valid choices: hard, pseudo_label, '
-                     'slam, supervised, taylor_ce, vanilla, weighted'):
+  with pytest.raises(ValueError, match='valid choices: forward_kl, hard, jsd, '
+                     'pseudo_label, reverse_kl, slam, supervised, taylor_ce, '
+                     'vanilla, weighted'):
     methods.get('nope')
 
 

@@ -1,0 +1,134 @@
+"""Divergences between a teacher's and a student's distributions over the
+last axis, in log space, optionally on a truncated teacher support.
+
+    d, kept_mass = divergences.divergence('jsd', teacher_logits,
+                                          student_logits, temperature=2.0,
+                                          beta=0.5, top_k=20, top_p=0.95,
+                                          truncation='other_bucket')
+
+P is the teacher, Q the student, both softmax(logits / temperature):
+- forward_kl: KL(P || Q) = sum P (log P - log Q);
+- reverse_kl: KL(Q || P) = sum Q (log Q - log P);
+- jsd: the generalised Jensen-Shannon divergence of GKD (Agarwal et al.
+  2024), beta KL(P || M) + (1 - beta) KL(Q || M), M = beta P + (1 - beta) Q.
+  JSD(beta) / beta -> KL(P || Q) (forward) as beta -> 0 and
+  JSD(beta) / (1 - beta) -> KL(Q || P) (reverse) as beta -> 1.
+
+Truncation keeps the teacher's support S: its top_k tokens (0: all) and its
+nucleus (the most probable tokens whose mass reaches top_p, at least one;
+1.0: all), both of P at this temperature; S is their intersection (ties at
+the boundary are kept). With truncation
+- `renormalize`: the teacher is P_S, P restricted to S and renormalised
+  (exact zeros outside S), and D = D(P_S, Q) with the student's whole
+  distribution Q (forward KL: the usual top-k distillation, which also
+  pulls Q's mass into S). KL(Q || P_S) would be infinite, so reverse_kl
+  takes Q_S, Q on S renormalised, too: KL(Q_S || P_S) (Q's mass outside S
+  is then free; with top_k = 1 it is 0);
+- `other_bucket`: D on S plus one category holding the dropped mass,
+  1 - P(S) for the teacher and 1 - Q(S) for the student (absent when
+  nothing is dropped): every divergence is finite and constrains Q's mass
+  outside S.
+Every log-probability is a log_softmax or a masked logsumexp; entries
+outside the support or of zero teacher probability are masked with `where`
+before any log or product, so no NaN reaches the value or the gradient.
+"""
+import jax
+import jax.numpy as jnp
+
+DIVERGENCES = ('forward_kl', 'reverse_kl', 'jsd')
+TRUNCATIONS = ('renormalize', 'other_bucket')
+
+
+def support(log_p, top_k=0, top_p=1.0):
+  """Boolean mask of the kept teacher support S (see the module doc), or
+  None when nothing is truncated. `log_p`: the teacher's log-probabilities;
+  `top_k`, `top_p` static."""
+  keep = None
+  if top_k and top_k < log_p.shape[-1]:
+    kth = jax.lax.top_k(log_p, top_k)[0][..., -1:]
+    keep = log_p >= kth
+  if top_p < 1.0:
+    p = jnp.exp(log_p)
+    ordered = -jnp.sort(-p, -1)
+    before = jnp.cumsum(ordered, -1) - ordered     # mass above each token
+    count = jnp.maximum(jnp.sum(before < top_p, -1, keepdims=True), 1)
+    smallest = jnp.take_along_axis(ordered, count - 1, -1)
+    nucleus = p >= smallest
+    keep = nucleus if keep is None else keep & nucleus
+  return keep
+
+
+def _masked_lse(x, where):
+  """(log sum exp(x) over `where`, whether `where` holds anywhere), per row:
+  -inf where the sum is 0 (nowhere, or only -inf entries), with finite
+  gradients either way."""
+  any_ = jnp.any(where, -1, keepdims=True)
+  top = jnp.max(jnp.where(where, x, -jnp.inf), -1, keepdims=True)
+  top = jnp.where(jnp.isfinite(top), top, 0.0)
+  total = jnp.sum(jnp.where(where, jnp.exp(jnp.where(where, x - top, 0.0)),
+                            0.0), -1, keepdims=True)
+  positive = total > 0
+  return jnp.where(positive, top + jnp.log(jnp.where(positive, total, 1.0)),
+                   -jnp.inf), any_
+
+
+def _terms(name, lp, lq, valid, beta):
+  """Per-category contributions of divergence `name` (summing to it), 0
+  where `valid` is False; `lp`, `lq` finite wherever `valid` holds, except
+  lp = -inf for categories the teacher gives probability 0."""
+  zero = valid & jnp.isneginf(lp)          # the teacher's exact zeros
+  pos = valid & ~zero
+  lp = jnp.where(pos, lp, 0.0)
+  lq = jnp.where(valid, lq, 0.0)
+  p = jnp.where(pos, jnp.exp(lp), 0.0)
+  q = jnp.where(valid, jnp.exp(lq), 0.0)
+  if name == 'forward_kl':
+    out = jnp.where(pos, p * (lp - lq), 0.0)
+  elif name == 'reverse_kl':
+    # Q (log Q - log P): infinite where P = 0 < Q, as it is.
+    out = jnp.where(pos, q * (lq - lp), jnp.where(zero & (q > 0), jnp.inf,
+                                                  0.0))
+  elif name == 'jsd':
+    log_m_pos = jnp.logaddexp(jnp.log(beta) + lp, jnp.log1p(-beta) + lq)
+    log_m = jnp.where(pos, log_m_pos, jnp.log1p(-beta) + lq)
+    out = (beta * jnp.where(pos, p * (lp - log_m), 0.0)
+           + (1.0 - beta) * q * (lq - log_m))
+  else:
+    raise ValueError(f'unknown divergence {name!r}; valid choices: '
+                     f'{", ".join(DIVERGENCES)}')
+  return jnp.where(valid, out, 0.0)
+
+
+def divergence(name, teacher_logits, student_logits, temperature=1.0,
+               beta=0.5, top_k=0, top_p=1.0, truncation='renormalize'):
+  """(D(P_T, Q_T) per row, the teacher's mass P_T(S) on the kept support
+  per row); see the module doc. Options are static Python values."""
+  if truncation not in TRUNCATIONS:
+    raise ValueError(f'unknown truncation {truncation!r}; valid choices: '
+                     f'{", ".join(TRUNCATIONS)}')
+  lp = jax.nn.log_softmax(teacher_logits / temperature)
+  lq = jax.nn.log_softmax(student_logits / temperature)
+  keep = support(lp, top_k, top_p)
+  if keep is None:
+    valid = jnp.ones(lp.shape, bool)
+    return (jnp.sum(_terms(name, lp, lq, valid, beta), -1),
+            jnp.ones(lp.shape[:-1]))
+  lp_kept, _ = _masked_lse(lp, keep)           # log P(S)
+  kept_mass = jnp.exp(lp_kept[..., 0])
+  if truncation == 'renormalize' and name == 'reverse_kl':
+    # KL(Q || P_S) is infinite: Q on S too, renormalised.
+    lq_kept, _ = _masked_lse(lq, keep)
+    d = jnp.sum(_terms(name, lp - lp_kept, lq - lq_kept, keep, beta), -1)
+    return d, kept_mass
+  if truncation == 'renormalize':
+    # P_S: exact zeros outside S; Q whole.
+    lp_s = jnp.where(keep, lp - lp_kept, -jnp.inf)
+    d = jnp.sum(_terms(name, lp_s, lq, jnp.ones(lp.shape, bool), beta), -1)
+    return d, kept_mass
+  d = jnp.sum(_terms(name, lp, lq, keep, beta), -1)
+  # The dropped mass as one more category, in log space.
+  lp_out, dropped = _masked_lse(lp, ~keep)
+  lq_out, _ = _masked_lse(lq, ~keep)
+  bucket = _terms(name, lp_out, jnp.where(dropped, lq_out, 0.0), dropped,
+                  beta)
+  return d + bucket[..., 0], kept_mass
