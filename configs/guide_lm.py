@@ -8,6 +8,9 @@ from it (GUIDE) and/or distilled from its logits, on Tiny Shakespeare.
 Arguments:
   init     '' (random) | guide (distill/guide.py)
   method   supervised (the data alone) | vanilla (logit distillation, online)
+           | forward_kl | reverse_kl | jsd ((1 - alpha) CE + alpha T^2 D;
+           method_kw: alpha, temperature, beta, teacher_top_k, teacher_top_p,
+           truncation; docs/distillation.md)
   scale    cpu (teacher 4 x 128, student 2 x 64 on Tiny Shakespeare's
            characters; minutes here) | paper (a 1.2B teacher, 24 layers x
            2048, and a 0.5B student, 20 x 1280, head dim 128 in both, on C4
