@@ -53,6 +53,14 @@ METHOD_OPTIONS = {
 # legacy_layout).
 MOVED_TO_METHOD_KW = ('weight_mode', 'alpha_floor', 'k', 'k_delta', 'k_bins')
 
+# Options that config.method_kw gained after cells were recorded (the LM
+# distillation objectives'): a config's recorded identity leaves them out
+# while at their defaults (distill/workdir.py: legacy_layout), so the cells
+# recorded before keep their hash; a workdir made before resumes
+# (distill/workdir.py: an option absent there and at its default here).
+ADDED_TO_METHOD_KW = ('alpha', 'beta', 'teacher_top_k', 'teacher_top_p',
+                      'truncation')
+
 
 def moved_key(key):
   """Dotted config key `key`, or where it is now if it moved:

@@ -321,8 +321,10 @@ def legacy_layout(tree):
   """A resolved config in the layout before the methods' fit options moved
   to `method_kw`: back in the `distill` block where a config has one, and
   left out of a stage config without one (a student's or a teacher's, which
-  had none) while at their defaults. What experiments/records.py hashes, so
-  the cells recorded before the move keep their identity."""
+  had none) while at their defaults; the options added since
+  (ADDED_TO_METHOD_KW) left out while at their defaults. What
+  experiments/records.py hashes, so the cells recorded before keep their
+  identity."""
   from core import defaults  # pylint: disable=g-import-not-at-top
   tree = json.loads(json.dumps(tree))
   options = defaults.method_options()
@@ -334,6 +336,9 @@ def legacy_layout(tree):
       if isinstance(block, dict):
         block[key] = kw.pop(key)
       elif kw[key] == options[key]:
+        del kw[key]
+    for key in defaults.ADDED_TO_METHOD_KW:
+      if key in kw and kw[key] == options[key]:
         del kw[key]
   return tree
 

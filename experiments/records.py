@@ -14,7 +14,8 @@ own, e.g. '10000/0/vanilla') to its record:
             as '<root>' and the operational keys (progress, workers, ...)
             left out, so it does not depend on where the runs lived, in the
             layout it had when the first cells were recorded (the methods'
-            fit options in the `distill` block: workdir.legacy_layout);
+            fit options in the `distill` block, the options added since
+            left out at their defaults: workdir.legacy_layout);
   commit    the code's commit (`-dirty` when tracked files differed), the
             date, and the CPU kernels the run's manifest names.
 

@@ -368,3 +368,43 @@ def test_guide_lm_distills_online_with_an_objective(tmp_path):
     student = json.load(f)
   assert student['method'] == 'jsd'
   assert student['method_kw']['truncation'] == 'other_bucket'
+
+
+def test_the_pipelines_check_the_objectives_options_from_the_config():
+  """distillation.check_method (the cached pipelines, the active loop and
+  online distillation ask it) passes the config's method_kw and
+  distill.cache_topk to the entry."""
+  from configs import digits_distill, guide_lm  # pylint: disable=g-import-not-at-top
+  from distill import distillation  # pylint: disable=g-import-not-at-top
+  c = digits_distill.get_config('method=forward_kl,runlocal')
+  distillation.check_method(c)
+  c.method_kw.alpha = 0.5
+  with pytest.raises(ConfigError, match='method_kw.alpha=0.5'):
+    distillation.check_method(c)
+  c.method_kw.alpha = 1.0
+  c.method_kw.teacher_top_k = 5
+  c.distill.cache_topk = 3
+  with pytest.raises(ConfigError, match='exceeds distill.cache_topk=3'):
+    distillation.check_method(c)
+  lm = guide_lm.get_config('method=reverse_kl,runlocal')
+  lm.method_kw.alpha = 0.5
+  distillation.check_method(lm, 'online')
+
+
+def test_the_added_options_leave_recorded_identities_unchanged():
+  """The objectives' options new to config.method_kw are left out of a
+  recorded identity while at their defaults (distill/workdir.py:
+  legacy_layout; tests/test_experiments.py checks the committed cells)."""
+  from configs import digits_distill  # pylint: disable=g-import-not-at-top
+  from core import defaults  # pylint: disable=g-import-not-at-top
+  from distill import workdir  # pylint: disable=g-import-not-at-top
+  before = {k for n, m in defaults.METHOD_OPTIONS.items() if n not in
+            OBJECTIVES for options in m.values() for k in options}
+  new = {k for n in OBJECTIVES for k in defaults.METHOD_OPTIONS[n]['loss']}
+  assert set(defaults.ADDED_TO_METHOD_KW) == new - before
+  c = digits_distill.get_config('method=vanilla,runlocal')
+  kw = workdir.legacy_layout(workdir.resolved(c))['method_kw']
+  assert not set(defaults.ADDED_TO_METHOD_KW) & set(kw)
+  c.method_kw.teacher_top_k = 5
+  kw = workdir.legacy_layout(workdir.resolved(c))['method_kw']
+  assert kw['teacher_top_k'] == 5
