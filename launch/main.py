@@ -19,11 +19,12 @@ and --process_id, e.g. two local CPU processes:
 import json
 import os
 import sys
-import traceback
 
 from absl import app
 from absl import flags
 from ml_collections import config_flags
+
+from launch import cli
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file, optionally FILE:ARG.',
@@ -117,55 +118,14 @@ def main(argv):
                                   for k, v in result.items()}), flush=True)
 
 
-def quiet_library_reports():
-  """A fault is reported once, as one line: library logs (TFDS, orbax) and
-  the tracebacks that background threads and C++ callbacks print for the
-  same fault are hidden (--debug shows them)."""
-  from absl import logging  # pylint: disable=g-import-not-at-top
-  import threading  # pylint: disable=g-import-not-at-top
-  logging.set_verbosity(logging.FATAL)
-  threading.excepthook = lambda args: None
-  sys.unraisablehook = lambda unraisable: None
-  sys.excepthook = lambda *exc_info: None
-
-
-def describe(error):
-  """(exit status, one line) for a known fault, else (None, None)."""
-  from core import errors  # pylint: disable=g-import-not-at-top
-  if isinstance(error, errors.Diverged):
-    return error.exit_code, f'diverged: {error}'
-  if isinstance(error, (errors.ConfigError, errors.EnvironmentFault)):
-    return error.exit_code, f'error: {errors.one_line(error, 1000)}'
-  if isinstance(error, app.UsageError):
-    return 2, f'error: {error}'
-  if errors.errno_of(error) is not None:
-    fault = errors.from_os_error(error)
-    return fault.exit_code, f'error: {fault}'
-  return None, None
+quiet_library_reports = cli.quiet_library_reports
+describe = cli.describe
 
 
 def fail(error):
-  """Ends the process for `error`: one line on stderr and its exit status
-  (1 environment, 2 user input, 3 diverged), the traceback only with
-  --debug; an unknown error (a bug) keeps its traceback."""
-  if isinstance(error, SystemExit):
-    raise error
-  if isinstance(error, KeyboardInterrupt):
-    code, line = 130, 'interrupted'
-  else:
-    code, line = describe(error)
-  if code is None:                 # not a known fault: a bug, with its trace
-    traceback.print_exception(error)
-    code, line = 1, f'error: internal error {type(error).__name__} (the ' \
-        'traceback above); please report it'
-  elif _DEBUG.value:
-    traceback.print_exception(error)
-  print(line, file=sys.stderr)
-  sys.stdout.flush()
-  sys.stderr.flush()
-  # Skip interpreter teardown: background checkpoint threads would print
-  # their own tracebacks for a fault already reported here.
-  os._exit(code)
+  """Ends the process for `error` (launch/cli.py: fail), the traceback with
+  --debug."""
+  cli.fail(error, _DEBUG.value)
 
 
 def check_cloud_storage(path, what):

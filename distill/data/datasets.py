@@ -623,3 +623,34 @@ def num_classes(cfg):
     return _builder(cfg).info.features['label'].num_classes
   return tfds.builder(cfg.name, data_dir=cfg.get('data_dir') or None,
                       try_gcs=False).info.features['label'].num_classes
+
+
+def _features(cfg):
+  if cfg.name in OFFLINE:
+    return _builder(cfg).info.features
+  return tfds.builder(cfg.name, data_dir=cfg.get('data_dir') or None,
+                      try_gcs=False).info.features
+
+
+def input_shape(cfg):
+  """The shape of one model input (an image: (height, width, channels)):
+  a variable-size image set's (data.image_size square crop), else the
+  dataset's; None for language-model data (token windows)."""
+  s = spec(cfg)
+  if s.task == 'lm':
+    return None
+  shape = tuple(_features(cfg)[s.input_key].shape)
+  size = cfg.get('image_size') or 0
+  if size and s.input_key == 'image':
+    return (size, size, shape[-1])
+  return shape
+
+
+def class_names(cfg):
+  """The class names of a classification dataset's labels (TFDS: the
+  ClassLabel's names, '0'..'9' where it has none), else None."""
+  s = spec(cfg)
+  if s.task == 'lm':
+    return None
+  names = getattr(_features(cfg)[s.label_key], 'names', None)
+  return list(names) if names else None
