@@ -114,11 +114,14 @@ def test_remat_changes_no_numbers(name, kw, shape, policy):
   # cache, on the code before and after the kernel seam): a fault of the
   # persistent cache with these FFI programs, not of remat. Compiled
   # without it here; docs/faults.md, "Known problems".
+  from jax._src import compilation_cache  # pylint: disable=g-import-not-at-top
   jax.config.update('jax_enable_compilation_cache', False)
+  compilation_cache.reset_cache()
   try:
     _remat_changes_no_numbers(name, kw, shape, policy)
   finally:
     jax.config.update('jax_enable_compilation_cache', True)
+    compilation_cache.reset_cache()
 
 
 def _remat_changes_no_numbers(name, kw, shape, policy):
