@@ -10,7 +10,9 @@ A test module whose fixture waits on a long subprocess lists the function
 that starts it (returning an `EarlyProcess`) in `EARLY_PROCESSES`; when its
 tests are collected the process starts at once and runs beside the tests
 before them, and the fixture takes it with `early_process(start)` (which
-starts it then if it was not).
+starts it then if it was not). A module may name the fixtures that need
+the process in `EARLY_FIXTURES`: then it starts only when a selected test
+uses one (`pytest -m "not slow"` deselects them).
 """
 import atexit
 import dataclasses
@@ -141,7 +143,9 @@ def pytest_collection_finish(session):
   if session.config.option.collectonly:
     return
   modules = {item.module for item in session.items
-             if getattr(item, 'module', None) is not None}
+             if getattr(item, 'module', None) is not None and (
+                 not hasattr(item.module, 'EARLY_FIXTURES') or set(
+                     item.module.EARLY_FIXTURES) & set(item.fixturenames))}
   for module in sorted(modules, key=lambda m: m.__name__):
     for start in getattr(module, 'EARLY_PROCESSES', ()):
       _EARLY[start.__qualname__, module.__name__] = start()

@@ -125,6 +125,7 @@ def _active_config(strategy, method='vanilla', teacher=''):
   return c
 
 
+@pytest.mark.slow
 def test_teacher_runs_only_on_selected_points_and_resume_keeps_them(
     tmp_path):
   """rad + slam: the ledger's forward passes are exactly the selected pool
@@ -172,6 +173,7 @@ def test_active_budget_errors(tmp_path):
     active_distillation.run(c, str(tmp_path))
 
 
+@pytest.mark.slow
 def test_m_over_remaining_counts_the_unqueried_points(tmp_path):
   import json  # pylint: disable=g-import-not-at-top
   from distill import active_distillation  # pylint: disable=g-import-not-at-top
@@ -185,6 +187,7 @@ def test_m_over_remaining_counts_the_unqueried_points(tmp_path):
       state['teacher_val_accuracy'], pool - c.active.initial)
 
 
+@pytest.mark.slow
 def test_m_over_round_and_a_reused_round0(tmp_path):
   import json  # pylint: disable=g-import-not-at-top
   from distill import active_distillation  # pylint: disable=g-import-not-at-top

@@ -22,6 +22,7 @@ def einsum_attention(q, k, v):
   return jnp.einsum('bhqk,bkhd->bqhd', probs, v)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('impl,block', [('xla', 512), ('flash', 512),
                                         ('flash', 16), ('flash', 7),
                                         ('auto', 512)])
@@ -48,6 +49,7 @@ def test_block_size_divides_the_length():
   assert attention.block_size(100, 64) == 50
 
 
+@pytest.mark.slow
 def test_flash_memory_grows_linearly_with_length():
   """XLA's temporaries for flash attention's gradient at 4,096 tokens are
   twice those at 2,048 (the einsum path's grow four times)."""
@@ -102,6 +104,7 @@ def test_analytic_flops_of_a_resnet8_equal_a_hand_count():
   assert flops.forward(model, variables, x) == hand
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name,kw,shape,policy', [
     ('transformer_lm', dict(LM, scan_layers=True), (2, 16), 'full'),
     ('transformer_lm', LM, (2, 16), 'dots_no_batch'),

@@ -75,6 +75,7 @@ def reference(tmp_path_factory):
   return workdir
 
 
+@pytest.mark.slow
 def test_kill9_then_resume_gives_the_same_final_metrics(reference, tmp_path):
   """Killed while two grain workers feed it, resumed with none: the same
   final metrics and records as the uninterrupted run (the batches depend on
@@ -115,6 +116,7 @@ def _children(pid):
   return out
 
 
+@pytest.mark.slow
 def test_sigterm_saves_then_resume_gives_the_same_final_metrics(reference,
                                                                  tmp_path):
   workdir = str(tmp_path)
@@ -142,6 +144,7 @@ def _logged(workdir, records):
     return f.read().count('\n') >= records
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_at_its_step_and_a_resume_continues_from_it(
     reference, tmp_path):
   """Ctrl-C (SIGINT) with no checkpoint due for a long time: a checkpoint
@@ -168,6 +171,7 @@ def test_ctrl_c_saves_at_its_step_and_a_resume_continues_from_it(
   assert final_metrics(workdir) == final_metrics(reference)
 
 
+@pytest.mark.slow
 def test_load_trained_reproduces_the_test_accuracy(reference):
   config, variables, step = ckpt_lib.load_trained(reference)
   assert step == STEPS
@@ -204,6 +208,7 @@ def test_state_round_trip(tmp_path):
     assert a.sharding == b.sharding
 
 
+@pytest.mark.slow
 def test_workdir_of_another_config_is_refused(reference):
   proc = subprocess.run(
       [sys.executable, '-m', 'launch.main', f'--workdir={reference}', *ARGS,

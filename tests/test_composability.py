@@ -2,6 +2,7 @@
 - a LAuReL ResNet student trained with the SLaM loss on RAD-selected queries;
 - a LAuReL LM student initialised by GUIDE from a standard teacher and
   distilled from it online."""
+import pytest
 import json
 
 import numpy as np
@@ -10,6 +11,7 @@ from configs import active_distill, guide_lm
 from distill import run
 
 
+@pytest.mark.slow
 def test_laurel_resnet_student_by_slam_on_rad_queries(tmp_path):
   c = active_distill.get_config('dataset=mnist5k,strategy=rad,method=slam,'
                                 'student=resnet,residual=laurel_rw_lr,'
@@ -25,6 +27,7 @@ def test_laurel_resnet_student_by_slam_on_rad_queries(tmp_path):
   assert student['model']['residual'] == 'laurel_rw_lr'
 
 
+@pytest.mark.slow
 def test_laurel_lm_student_guided_from_a_standard_teacher(tmp_path):
   text = tmp_path / 'corpus.txt'
   rng = np.random.default_rng(0)

@@ -38,6 +38,7 @@ def test_every_config_is_listed():
 BUILD_ONLY = {'cifar10_laurel_distill': 'cifar10_distill with a ResNet student'}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', CONFIGS)
 def test_runlocal_two_steps(name, tmp_path):
   config = importlib.import_module(f'configs.{name}').get_config('runlocal')
@@ -71,6 +72,7 @@ def test_runlocal_two_steps(name, tmp_path):
   assert metrics and all(0.0 <= result[k] <= 1.0 for k in metrics)
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_trains(tmp_path):
   """bfloat16 activations with float32 parameters and optimizer state."""
   import jax  # pylint: disable=g-import-not-at-top

@@ -28,6 +28,7 @@ def _grads(conv, x, w, strides, padding):
   return jax.jit(jax.grad(loss, argnums=(0, 1)))(x, w)
 
 
+@pytest.mark.slow
 @needs_onednn
 @pytest.mark.parametrize('batch,size,cin,cout,kernel,stride,padding', [
     (8, 32, 16, 16, 3, 1, 'SAME'),      # a CIFAR ResNet block
@@ -144,6 +145,7 @@ def _resnet_grads(conv):
   return jax.jit(jax.grad(loss))(variables['params'])
 
 
+@pytest.mark.slow
 @needs_onednn
 def test_a_resnet_trains_with_the_same_gradients():
   expected, got = _resnet_grads('xla'), _resnet_grads('onednn')
@@ -169,6 +171,7 @@ def test_unknown_or_unavailable_implementation_is_one_line(monkeypatch):
   assert 'ffi_call' not in _grad_jaxpr(layers.conv_function('auto'), x, w)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('impl', ['xla', 'auto'])
 @pytest.mark.parametrize('shape,window', [
     ((3, 8, 8, 5), (2, 2)), ((2, 12, 4), (2,)), ((2, 6, 9, 3), (3, 3)),
@@ -204,6 +207,7 @@ def test_max_pool_falls_back_when_windows_do_not_tile():
                                 nn.max_pool(x, (2, 2), strides=(2, 2)))
 
 
+@pytest.mark.slow
 @needs_onednn
 @pytest.mark.parametrize('batch,size,cin,cout,kernel,stride', [
     (4, 16, 16, 32, 3, 2), (3, 9, 3, 8, 3, 1), (2, 8, 8, 4, 1, 1)])
@@ -259,6 +263,7 @@ def _bn_run(impl, x, train=True, add=False, relu=False):
   return y, new, grads, jaxpr
 
 
+@pytest.mark.slow
 @needs_onednn
 @pytest.mark.parametrize('shape', [(8, 6, 6, 5), (3, 4, 7, 16)])
 @pytest.mark.parametrize('add,relu', [(False, False), (False, True),

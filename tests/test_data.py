@@ -86,6 +86,7 @@ def _ids(batches, n):
   return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('workers', [0, 2])
 def test_train_batches_are_a_function_of_the_step(workers):
   """The grain path: the batch of step s depends on (seed, s) alone, with
@@ -146,6 +147,7 @@ def test_images_cross_as_uint8_and_are_normalised_on_device():
   np.testing.assert_allclose(x, (raw['image'].astype(np.float32) - 100) / 50)
 
 
+@pytest.mark.slow
 def test_device_crop_flip_draws_offsets_and_flips_like_the_host_did():
   """Each image is a crop of its 4-pixel zero padding at an offset in
   [0, 8] x [0, 8], flipped or not: offsets uniform over the 81 cells and
@@ -193,6 +195,7 @@ def test_mnist1d_builder_any_size(tmp_path):
   assert train.get([0])['signal'].shape == (1, 40, 1)
 
 
+@pytest.mark.slow
 def test_mnist5k_builder(tmp_path):
   cfg = data_cfg(name='mnist5k', data_dir=str(tmp_path))
   train, test = (datasets.load_split(cfg, s) for s in ('train', 'test'))
@@ -300,6 +303,7 @@ def test_a_second_process_waits_for_the_preparation_then_reads_it(tmp_path):
   assert 'examples 1400' in out, out
 
 
+@pytest.mark.slow
 def test_two_processes_at_once_prepare_one_dataset_once(tmp_path):
   data_dir = str(tmp_path / 'tfds')
   procs = [_reader(data_dir) for _ in range(2)]
@@ -310,6 +314,7 @@ def test_two_processes_at_once_prepare_one_dataset_once(tmp_path):
   assert sorted(os.listdir(os.path.join(data_dir, 'digits'))) == ['1.0.0']
 
 
+@pytest.mark.slow
 def test_a_preparation_killed_midway_leaves_nothing_taken_for_data(tmp_path):
   """kill -9 in the middle of writing the examples: no prepared dataset
   (its half-written folder is TFDS's `incomplete.*`), the lock is free, and

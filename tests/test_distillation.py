@@ -29,6 +29,7 @@ def teacher_dir(tmp_path_factory):
   return workdir
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('method', ['vanilla', 'hard', 'weighted', 'slam',
                                     'taylor_ce', 'pseudo_label'])
 def test_every_method_runs_end_to_end(method, teacher_dir, tmp_path):

@@ -19,6 +19,7 @@ def run_launcher(*args):
   return proc.returncode, lines
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('flag,expected', [
     ('--config.optimizer.lrr=0.1',
      "error: unknown config key 'optimizer.lrr'; valid choices in "
@@ -119,6 +120,7 @@ def test_impossible_active_arguments(arg, match):
     active_distill.get_config(f'dataset=digits,{arg}')
 
 
+@pytest.mark.slow
 def test_missing_teacher_checkpoint_is_one_line_before_any_work(tmp_path):
   code, lines = run_launcher(
       f'--config=configs/digits_distill.py:teacher={tmp_path}/no_teacher',

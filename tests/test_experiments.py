@@ -19,6 +19,7 @@ def _write_table(path, text):
   return str(path)
 
 
+@pytest.mark.slow
 def test_a_new_table_file_runs_resumes_and_reports(tmp_path, monkeypatch):
   monkeypatch.chdir(REPO)
   spec = _write_table(tmp_path / 'tiny.py', """dict(
@@ -71,6 +72,7 @@ def test_method_specs_carry_config_overrides():
                                        'distill.k': 'per_example'})
 
 
+@pytest.mark.slow
 def test_active_table_of_chosen_rows_reports_m_and_gains(tmp_path,
                                                           monkeypatch):
   """A table picks its rows; each row reports its m and the mean gain of
@@ -195,6 +197,7 @@ def _edit_and_rerun(path, edit, spec, root, res):
   return again, root / 'kept' / 'labeled=50' / 'seed=0'
 
 
+@pytest.mark.slow
 def test_recorded_cells_are_not_trained_again_on_a_fresh_machine(
     tmp_path, monkeypatch):
   """experiments/records.py: a table's finished cells are kept beside its

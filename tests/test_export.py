@@ -102,6 +102,7 @@ def _workdir_logits(run, x, which):
   return np.asarray(model.apply(variables, inputs.device(x), train=False))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('which', ['student', 'teacher'])
 def test_exported_logits_equal_the_workdirs_in_f32_and_bf16_is_close(
     trained, images, which):
@@ -138,6 +139,7 @@ def test_exported_logits_equal_the_workdirs_in_f32_and_bf16_is_close(
   assert not np.array_equal(low, want)    # it is rounded
 
 
+@pytest.mark.slow
 def test_shards_are_split_by_size_and_read_back(trained):
   from distill import export  # pylint: disable=g-import-not-at-top
   root, workdir = trained
@@ -153,6 +155,7 @@ def test_shards_are_split_by_size_and_read_back(trained):
     np.testing.assert_array_equal(u, v)
 
 
+@pytest.mark.slow
 def test_predict_labels_files_reports_a_corrupt_one_and_resumes(
     trained, images):
   from distill import export  # pylint: disable=g-import-not-at-top
@@ -191,6 +194,7 @@ def test_predict_labels_files_reports_a_corrupt_one_and_resumes(
   assert row.split(',')[2] == str(want[0])
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_one_line_and_overwrite_nothing(trained, images):
   root, workdir = trained
   folder = images[0]

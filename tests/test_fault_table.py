@@ -455,6 +455,7 @@ def _outcome(outcomes, case):
   return got
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('case', CASES, ids=[c.name for c in CASES])
 def test_case(outcomes, case):
   _, result, before, after = _outcome(outcomes, case)
@@ -469,6 +470,7 @@ def test_case(outcomes, case):
   assert after == before          # nothing already on disk changed
 
 
+@pytest.mark.slow
 def test_a_killed_runs_lock_is_taken_over(tmp_path):
   """After the holder of a workdir is killed (-9), the next run takes its
   lock over and says so."""
@@ -520,6 +522,7 @@ def table(outcomes, pipe):
   return '\n'.join(rows)
 
 
+@pytest.mark.slow
 def test_readme_lists_every_case(outcomes, pipeline):
   path = os.path.join(REPO, 'docs', 'faults.md')
   with open(path) as f:

@@ -49,6 +49,7 @@ def reference(tmp_path_factory):
   return workdir
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('damage', [faultlib.truncate, faultlib.garble])
 def test_unreadable_latest_checkpoint_falls_back_to_the_previous(
     reference, tmp_path, capsys, damage):
@@ -160,6 +161,7 @@ def _all_json_readable(workdir):
           json.load(fh)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', sorted(PIPELINES))
 def test_kill9_mid_pipeline_then_rerun_equals_an_uninterrupted_run(
     name, tmp_path):

@@ -63,6 +63,7 @@ def test_uniform_indices_are_evenly_spaced():
   np.testing.assert_array_equal(guide.uniform_indices(5, 5), np.arange(5))
 
 
+@pytest.mark.slow
 def test_equal_width_reproduces_the_teacher_exactly():
   """d_S = d_T, no selection: E_S Pm^T = E_T, and the student's first block
   is the teacher's block in the rotated basis."""
@@ -85,6 +86,7 @@ def test_equal_width_reproduces_the_teacher_exactly():
                                    sp['block1']))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('positions', ['learned', 'rope'])
 def test_folding_is_exact_for_rmsnorm_at_a_smaller_width(positions):
   """d_S < d_T, heads/dims/units kept: each sub-layer of the projected block
@@ -114,6 +116,7 @@ def test_folding_is_exact_for_rmsnorm_at_a_smaller_width(positions):
                              rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_selection_is_consistent_between_query_and_key():
   teacher = lm(32, 4, 64)                           # head dim 8 -> 8
   student = models.build('transformer_lm', VOCAB, num_layers=1, width=16,
@@ -151,6 +154,7 @@ def test_rope_selects_whole_rotary_pairs_and_scales_the_query():
                              plain['block0']['attn']['key']['kernel'])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('student_kw,message', [
     (dict(width=64, heads=2, mlp=32), 'student width 64 is larger'),
     (dict(width=16, heads=4, mlp=32), 'student heads 4 is larger'),
@@ -175,6 +179,7 @@ def test_vocabulary_mismatch_is_refused():
     guide.project(tp, sp)
 
 
+@pytest.mark.slow
 def test_scan_layers_student_projects_its_first_layer():
   tp = init(lm(32, 2, 32), 0)
   unrolled = init(lm(16, 2, 32), 1)
@@ -188,6 +193,7 @@ def test_scan_layers_student_projects_its_first_layer():
     np.testing.assert_allclose(y[0], x, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_trainable_projection_folds_into_a_plain_table():
   teacher = lm(32, 2, 32)
   proj_student = lm(16, 2, 32, embed_from=32)
@@ -237,6 +243,7 @@ def test_paper_scale_config_sizes():
   assert c.mesh.fsdp == -1 and c.model.scan_layers
 
 
+@pytest.mark.slow
 def test_guide_and_distillation_train_end_to_end(tmp_path):
   """configs/guide_lm.py (runlocal): teacher, then a GUIDE-initialised
   student with the trainable projection, distilled online; its frozen

@@ -97,6 +97,7 @@ def _run(workdir, *extra, devices=None):
     return final, json.load(f)
 
 
+@pytest.mark.slow
 def test_default_run_is_data_parallel_and_matches_one_device(tmp_path):
   auto, manifest = _run(tmp_path / 'auto')
   assert manifest['devices'] == host_devices.auto_count() > 1

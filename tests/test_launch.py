@@ -17,6 +17,7 @@ def _compile_check(*args):
   return proc.returncode, proc.stdout, proc.stderr
 
 
+@pytest.mark.slow
 def test_compile_check_reports_per_device_memory_of_a_sharded_step():
   code, out, err = _compile_check(
       '--config=configs/shakespeare_lm.py:runlocal', '--devices=8',
@@ -43,6 +44,7 @@ def test_compile_check_reports_per_device_memory_of_a_sharded_step():
   assert one['params'] == r['params'] and one['params_bytes'] == full
 
 
+@pytest.mark.slow
 def test_compile_check_of_a_student_and_a_memory_limit():
   code, out, err = _compile_check(
       '--config=configs/digits_distill.py:method=slam,runlocal',
@@ -52,6 +54,7 @@ def test_compile_check_of_a_student_and_a_memory_limit():
   assert '(student step)' in out and 'DOES NOT FIT in 1e-06 GiB' in out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('args,expected', [
     (['--mesh=data=3'], 'error: config.mesh'),
     (['--mesh=data'], "--mesh item 'data' is not AXIS=SIZE"),
@@ -176,6 +179,7 @@ def test_tpu_bad_input_is_one_line(flag, expected):
   assert '$ gcloud' not in proc.stdout
 
 
+@pytest.mark.slow
 def test_entry_point_refuses_an_unmounted_gcs_workdir():
   proc = subprocess.run(
       [sys.executable, '-m', 'launch.main', '--config=configs/digits_teacher.py',
@@ -188,6 +192,7 @@ def test_entry_point_refuses_an_unmounted_gcs_workdir():
       'does on TPU workers) or give a local path']
 
 
+@pytest.mark.slow
 def test_entry_point_needs_gcsfs_for_a_gcs_workdir():
   """Without --gcsfuse a gs:// workdir is read directly (etils.epath), which
   needs gcsfs: its absence is one line, before anything else happens."""

@@ -55,6 +55,7 @@ def added(kind, **kw):
   return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('kind', VARIANTS)
 @pytest.mark.parametrize('build', [resnet, lm], ids=['resnet', 'lm'])
 def test_identity_at_initialisation(kind, build):
@@ -77,6 +78,7 @@ def test_pa_identity_with_lowrank_h_also_starts_as_plain():
       rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_parameter_counts_follow_table_4():
   """Per block: RW 2, LR 2rD, PA k (identity h), PA 2rD + k (low-rank h),
   RW+LR 2rD + 2, RW+PA k + 2, LR+PA 2rkD + k, RW+LR+PA 2rkD + k + 2.
@@ -117,6 +119,7 @@ def test_softmax_rw_halves_both_paths_and_sigmoid_does_not():
     np.testing.assert_allclose(out, scale * (x + fx))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('kind', VARIANTS)
 def test_gradients_reach_every_laurel_parameter(kind):
   """After one SGD step (B leaves zero), no LAuReL parameter has a zero
@@ -143,6 +146,7 @@ def test_gradients_reach_every_laurel_parameter(kind):
   assert stuck == dead
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('kind', ['laurel_pa', 'laurel_rw_lr_pa', 'standard'])
 def test_scan_over_layers_equals_unrolled(kind):
   """PA's history as a fixed-size carry under nn.scan gives the unrolled
@@ -180,6 +184,7 @@ def test_pa_keeps_only_the_last_k_activations():
       bool(p.any()) for p in fresh)
 
 
+@pytest.mark.slow
 def test_scalars_are_not_weight_decayed():
   model, x = lm('laurel_rw_lr_pa', rw_vector=True)
   p = params(model, x)['params']
@@ -214,6 +219,7 @@ def test_bad_options_are_one_line_errors():
   params(model, x)
 
 
+@pytest.mark.slow
 def test_laurel_teacher_and_student_distill_and_checkpoints_load(tmp_path):
   """A LAuReL ResNet teacher and a LAuReL ResNet student (vanilla
   distillation) train, and both checkpoints load back."""
@@ -235,6 +241,7 @@ def test_laurel_teacher_and_student_distill_and_checkpoints_load(tmp_path):
     assert model.apply(variables, jnp.zeros((1, 8, 8, 1))).shape == (1, 10)
 
 
+@pytest.mark.slow
 def test_a_trajectory_table_reports_the_learned_weights_over_training(
     tmp_path):
   """`trajectory`: every kept checkpoint's learned alpha, beta, gamma (as

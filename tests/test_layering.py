@@ -65,6 +65,7 @@ def test_config_checks_and_the_train_loop_do_not_import_each_other():
               'import train' in open(path).read()]
 
 
+@pytest.mark.slow
 def test_accelerator_code_paths_do_not_import_the_cpu_kernels():
   """Models choose their kernel provider once (models/layers.py:
   kernels_for, by model.conv): with conv='xla', or 'auto' on an

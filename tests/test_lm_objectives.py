@@ -66,6 +66,7 @@ GOLDEN = {   # alpha=1, T=1; alpha=0.3, T=2 (beta=0.5 for jsd)
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', OBJECTIVES)
 def test_golden_values_on_classification_logits(name):
   loss, metrics = call(name)
@@ -84,6 +85,7 @@ def test_golden_values_on_classification_logits(name):
                                       rel=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', OBJECTIVES)
 def test_lm_logits_exclude_padding_and_normalise_by_real_tokens(name):
   rng = np.random.default_rng(0)
@@ -121,6 +123,7 @@ def test_forward_kl_is_vanilla_minus_the_teachers_entropy():
     assert float(fkl) == pytest.approx(float(van) - entropy, rel=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', OBJECTIVES)
 def test_alpha_zero_is_supervised_training(name):
   batch = {'label': jnp.asarray(LABELS), 'mask': jnp.array([1.0, 1.0, 0.0])}
@@ -257,6 +260,7 @@ def np_truncated(name, student, teacher, keep, truncation, t=1.0, beta=0.5):
   return np.mean(out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('truncation', divergences.TRUNCATIONS)
 @pytest.mark.parametrize('name', OBJECTIVES)
 def test_truncated_teacher_is_the_dense_computation_on_the_kept_support(
@@ -347,6 +351,7 @@ def test_the_cached_top_k_logits_give_the_truncated_objective(name):
   assert float(from_cache) == pytest.approx(float(full), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_guide_lm_distills_online_with_an_objective(tmp_path):
   """configs/guide_lm.py:method=jsd (runlocal): the teacher, then a student
   distilled online with JSD blended with the next-token cross-entropy on a

@@ -201,6 +201,7 @@ def test_a_fit_option_spelled_in_the_distill_block_names_where_it_moved():
                   'are with its other options)')
 
 
+@pytest.mark.slow
 def test_the_command_line_sets_a_method_option(tmp_path):
   """`--config.method_kw.normalize=True` (docs/methods/slam.md's example) is a
   known key now."""
@@ -274,6 +275,7 @@ def test_slam_topk_target_moves_the_optimum_back_into_the_topk():
   assert int(_slam_optimum(ys, 0.6, k=2, target='topk').argmax()) in top2
 
 
+@pytest.mark.slow
 def test_slam_variants_golden_values():
   """alpha = 1 makes the mixture the student itself (soft cross-entropy to
   the teacher); target='topk' with k = all classes is the soft target."""

@@ -19,6 +19,7 @@ def n_params(variables):
       variables['params'])))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('depth,expected', [(8, 78_000), (20, 272_000),
                                             (32, 467_000)])
 def test_resnet_sizes_match_the_paper_family(depth, expected):
@@ -28,6 +29,7 @@ def test_resnet_sizes_match_the_paper_family(depth, expected):
   assert abs(n_params(v) - expected) / expected < 0.06
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('depth,millions', [(18, 11.69), (50, 25.56)])
 def test_imagenet_resnet_sizes(depth, millions):
   """torchvision's ResNet-18 has 11.69M and ResNet-50 25.56M parameters."""
@@ -38,6 +40,7 @@ def test_imagenet_resnet_sizes(depth, millions):
   assert abs(n / 1e6 - millions) < 0.05
 
 
+@pytest.mark.slow
 def test_resnet_width_multiplier_and_output():
   model = models.build('resnet', 10, depth=8, width=2.0)
   x = jnp.zeros((2, 32, 32, 3))
@@ -51,6 +54,7 @@ def test_resnet_rejects_bad_depth():
     init(models.build('resnet', 10, depth=10), jnp.zeros((1, 32, 32, 3)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name,kw,shape', [
     ('mlp', dict(hidden=(32,)), (2, 8, 8, 1)),
     ('cnn', dict(widths=(8, 16)), (2, 28, 28, 1)),
@@ -63,6 +67,7 @@ def test_classifiers_output_logits(name, kw, shape):
   assert model.apply(v, x).shape == (2, 10)
 
 
+@pytest.mark.slow
 def test_every_kernel_has_logical_names():
   for model, x in [
       (models.build('resnet', 10, depth=8), jnp.zeros((1, 32, 32, 3))),
@@ -112,6 +117,7 @@ def test_unknown_model_and_option_errors():
     models.build('resnet', 10, dept=20)
 
 
+@pytest.mark.slow
 def test_residual_is_swappable():
   """A registered residual variant is picked up by name in every block."""
   @residual.register('test_scaled')

@@ -59,6 +59,7 @@ def _records(workdir):
             for r in map(json.loads, f)]
 
 
+@pytest.mark.slow
 def test_two_processes_preempted_and_resumed_equal_one_process(tmp_path):
   one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
   procs = _two(two)

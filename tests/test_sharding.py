@@ -24,6 +24,7 @@ def _start_mesh_equivalence():
 
 # About two minutes of 8-device runs: started when the tests are collected.
 EARLY_PROCESSES = (_start_mesh_equivalence,)
+EARLY_FIXTURES = ('results',)   # only tests using these need the process
 
 
 @pytest.fixture(scope='module')
@@ -35,6 +36,7 @@ def results():
     return json.load(f)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('mesh', ['data', 'fsdp'])
 def test_losses_match_one_device(results, mesh):
   single, sharded = results['single'], results[mesh]
@@ -46,6 +48,7 @@ def test_losses_match_one_device(results, mesh):
   assert single['losses'][-1] < single['losses'][0]
 
 
+@pytest.mark.slow
 def test_fsdp_stores_an_eighth_of_the_parameters(results):
   fsdp, data = results['fsdp'], results['data']
   assert data['param_bytes_per_device'] == data['param_bytes']
@@ -53,6 +56,7 @@ def test_fsdp_stores_an_eighth_of_the_parameters(results):
   assert 0.125 <= ratio < 0.14, ratio
 
 
+@pytest.mark.slow
 def test_guide_projection_on_a_sharded_mesh(results):
   """GUIDE projects a teacher sharded over fsdp x model into a sharded
   student (LAuReL residuals) exactly as on one device."""
@@ -64,6 +68,7 @@ def test_guide_projection_on_a_sharded_mesh(results):
 
 @pytest.mark.parametrize('name', [
     'single_remat_flash', 'data_remat_flash', 'fsdp', 'fsdp_model'])
+@pytest.mark.slow
 def test_lm_losses_match_one_device(results, name):
   """The LM on 8 devices (data, FSDP, FSDP x model), with remat and flash
   attention, gives the 1-device losses (remat alone: the same numbers)."""
@@ -75,12 +80,14 @@ def test_lm_losses_match_one_device(results, name):
   assert single['losses'][-1] < single['losses'][0]
 
 
+@pytest.mark.slow
 def test_scanned_lm_on_fsdp_x_model_with_remat_and_flash(results):
   lm = results['lm']
   np.testing.assert_allclose(lm['fsdp_model_scan_remat_flash']['losses'],
                              lm['single_scan']['losses'], atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_activations_are_sharded(results):
   """For a fixed global batch, an LM step's temporaries per device on 8
   devices are well under those on 1: activations follow the batch."""

@@ -138,6 +138,7 @@ def test_tfds_text_catalog_with_mock_data(tmp_path):
     assert datasets.num_classes(cfg) == datasets.tokenizer(cfg).vocab_size
 
 
+@pytest.mark.slow
 def test_an_lm_trains_on_a_file_and_keeps_its_tokenizer(tmp_path):
   path = corpus(tmp_path / 'corpus.txt', n=40000)   # 200+ validation windows
   c = shakespeare_lm.get_config(f'runlocal,text={path},tokenizer=spm,vocab=400')

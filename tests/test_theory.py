@@ -63,6 +63,7 @@ def _accuracies(problem, rows, seed=0):
           for r in rows}
 
 
+@pytest.mark.slow
 def test_theory_order_where_mistakes_are_concentrated():
   """At 20% teacher accuracy in R: SLaM on hard labels (consistent, its
   theory's form) and weighted distillation (down-weights R) beat vanilla;
@@ -92,6 +93,7 @@ def test_spread_mistakes_leave_nothing_to_reweight():
   assert acc['slam[method_kw.target=hard]'] < 50, acc
 
 
+@pytest.mark.slow
 def test_margin_sampling_buys_the_teachers_mistakes_near_the_boundary():
   p = theory.make_problem(0, 0.2, region='boundary', **SMALL)
   got = {r: theory.active_cell(p, 0, r, initial=100, per_round=100,
