@@ -51,6 +51,20 @@ _REPORT_ONLY = flags.DEFINE_bool('report_only', False, 'Only tabulate the '
                                  'cells already finished; trains nothing.')
 
 
+def write_results(results, name, md, cells, plot=None):
+  """A table's report: `<results>/<name>.md` (printed too), `.json` (every
+  cell) and, with `plot(path)`, `.png`."""
+  import json  # pylint: disable=g-import-not-at-top
+  os.makedirs(results, exist_ok=True)
+  with open(os.path.join(results, f'{name}.md'), 'w') as f:
+    f.write(md)
+  with open(os.path.join(results, f'{name}.json'), 'w') as f:
+    json.dump(cells, f, indent=1, sort_keys=True)
+  if plot is not None:
+    plot(os.path.join(results, f'{name}.png'))
+  print(md)
+
+
 def config_getter(path):
   """get_config of the config file at `path` (relative to the working
   directory or the repository root), read as --config reads it

@@ -495,14 +495,9 @@ def run_table(name, spec, workdir, results, manual_dir=None,
   keys = {_key(v, s, r) for v in spec['sweep'] for s in spec['seeds']
           for r in _rows(spec)}
   cells = {k: v for k, v in cells.items() if k in keys}
-  md = table_markdown(name, spec, cells)
-  os.makedirs(results, exist_ok=True)
-  with open(os.path.join(results, f'{name}.md'), 'w') as f:
-    f.write(md)
-  with open(os.path.join(results, f'{name}.json'), 'w') as f:
-    json.dump(cells, f, indent=1, sort_keys=True)
-  plot(name, spec, cells, os.path.join(results, f'{name}.png'))
-  print(md)
+  from experiments import harness  # pylint: disable=g-import-not-at-top
+  harness.write_results(results, name, table_markdown(name, spec, cells),
+                        cells, lambda path: plot(name, spec, cells, path))
   print(f'({time.time() - start:.0f} s)')
   return cells
 

@@ -436,13 +436,8 @@ def run_table(name, spec, workdir, results, manual_dir=None,
                   if k in kept.cells)
   md = table_markdown(name, spec, cells, None if report_only else seconds,
                       trained)
-  os.makedirs(results, exist_ok=True)
-  with open(os.path.join(results, f'{name}.md'), 'w') as f:
-    f.write(md)
-  with open(os.path.join(results, f'{name}.json'), 'w') as f:
-    json.dump(cells, f, indent=1, sort_keys=True)
-  plot(name, spec, cells, os.path.join(results, f'{name}.png'))
-  print(md)
+  harness.write_results(results, name, md, cells,
+                        lambda path: plot(name, spec, cells, path))
   return cells
 
 
