@@ -111,23 +111,6 @@ def test_analytic_flops_of_a_resnet8_equal_a_hand_count():
     ('resnet', dict(depth=8, width=0.25), (2, 8, 8, 3), 'dots'),
 ])
 def test_remat_changes_no_numbers(name, kw, shape, policy):
-  # With the session's persistent compilation cache on (tests/conftest.py),
-  # the ResNet case on the CPU kernel library gives other gradients for the
-  # plain and the remat program (max abs difference ~5; equal without the
-  # cache, on the code before and after the kernel seam): a fault of the
-  # persistent cache with these FFI programs, not of remat. Compiled
-  # without it here; docs/faults.md, "Known problems".
-  from jax._src import compilation_cache  # pylint: disable=g-import-not-at-top
-  jax.config.update('jax_enable_compilation_cache', False)
-  compilation_cache.reset_cache()
-  try:
-    _remat_changes_no_numbers(name, kw, shape, policy)
-  finally:
-    jax.config.update('jax_enable_compilation_cache', True)
-    compilation_cache.reset_cache()
-
-
-def _remat_changes_no_numbers(name, kw, shape, policy):
   x = (jax.random.randint(jax.random.PRNGKey(1), shape, 0, 10)
        if name == 'transformer_lm' else jax.random.normal(
            jax.random.PRNGKey(1), shape))

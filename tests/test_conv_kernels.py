@@ -56,6 +56,30 @@ def test_gradients_equal_xla(batch, size, cin, cout, kernel, stride, padding):
 
 
 @needs_onednn
+@pytest.mark.parametrize('cin,cout,kernel,stride', [
+    (4, 8, 1, 2),     # oneDNN 2.6's own strided 1x1 weight gradient
+    (3, 4, 1, 3),     # (jit_1x1:avx2) was wrong on the first of these
+    (1, 16, 3, 2), (8, 4, 3, 1)])
+def test_repeated_calls_equal_xla(cin, cout, kernel, stride):
+  # One program called on 20 inputs: a kernel that reads or writes outside
+  # its buffers gives wrong numbers on some of them (14 of 20 on the first
+  # case before the strided 1x1 convolution took the subsampled input).
+  def grads(conv):
+    def loss(x, w):
+      y = conv(x, w, (stride, stride), 'SAME', dimension_numbers=NHWC)
+      return jnp.sum(jnp.sin(y) * jnp.arange(y.size).reshape(y.shape))
+    return jax.jit(jax.grad(loss, argnums=(0, 1)))
+  expected, got = grads(lax.conv_general_dilated), grads(
+      onednn.conv_general_dilated)
+  w = jax.random.normal(jax.random.PRNGKey(cout), (kernel, kernel, cin, cout))
+  for seed in range(20):
+    x = jax.random.normal(jax.random.PRNGKey(seed), (2, 8, 8, cin))
+    for e, g in zip(expected(x, w), got(x, w)):
+      np.testing.assert_allclose(g, e, rtol=0,
+                                 atol=2e-5 * float(jnp.max(jnp.abs(e))))
+
+
+@needs_onednn
 @pytest.mark.parametrize('layout', ['nhwc', 'blocked', 'winograd'])
 @pytest.mark.parametrize('stride,cin', [(1, 32), (2, 32), (1, 16)])
 def test_every_layout_computes_the_same_convolution(monkeypatch, layout,
