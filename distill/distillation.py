@@ -335,6 +335,8 @@ def run_online(config, workdir):
   trains the student on the data alone (still GUIDE-initialised if
   `init.method='guide'`). `init.teacher=''` means this config's teacher."""
   check_method(config, 'online')
+  if methods.get(config.method).fit is not None:
+    _check_online_fit(config)
   validate_stages(config)
   check_choice('distill.teacher_dtype',
                config.distill.get('teacher_dtype') or 'float32', models.DTYPES)
@@ -346,6 +348,42 @@ def run_online(config, workdir):
     return _run_online(config, workdir)
 
 
+def _check_online_fit(config):
+  """A method with a fit distills online a classifier whose teacher never
+  saw the validation part it is fitted on."""
+  if 'transformer_lm' in (teacher_config(config).model_name,
+                         config.model_name):
+    raise ConfigError(
+        f'method {config.method!r} fits per-example state on a '
+        "classifier's validation outputs; a language model distills online "
+        'with ' + ', '.join(
+            n for n in methods.names(needs_teacher=True)
+            if methods.get(n).fit is None))
+  if config.data.validation <= 0:
+    raise ConfigError('data.validation must be > 0: the teacher statistics '
+                      'are fitted on it')
+  check_teacher(config)
+
+
+def _online_fit(config, data, t_model, t_vars, t_step, t_dir):
+  """(state_of, statistics) of the method's fit on the teacher's
+  validation outputs (cached beside the teacher), or (None, {})."""
+  method = methods.get(config.method)
+  if method.fit is None:
+    return None, {}
+  mesh = sharding.stage_mesh(config)
+  logits = _teacher_outputs(config, data, ['validation'], t_model, t_vars,
+                            t_step, t_dir, mesh)['validation']
+  labels = labels_of(data.parts['validation'])
+  state_of, stats = method.fit_online(
+      config.method_kw.to_dict(), probabilities(logits), labels)
+  stats = {'fit/' + k: v for k, v in stats.items()}
+  stats['teacher/validation_accuracy'] = _accuracy(logits, labels)
+  print('== fitted on validation: ' + json.dumps(
+      {k: round(v, 4) for k, v in stats.items()}), flush=True)
+  return state_of, stats
+
+
 def _run_online(config, workdir):
   data = loading.load_data(config.data)
   t_dir = config.teacher.workdir or os.path.join(workdir, 'teacher')
@@ -354,11 +392,13 @@ def _run_online(config, workdir):
     if train.train(config.teacher.config, t_dir,
                    validated=True).get('preempted'):
       return {'preempted': True}
-  t_config, t_vars, _ = ckpt_lib.load_trained(t_dir)
+  t_config, t_vars, t_step = ckpt_lib.load_trained(t_dir)
   if t_config.data.name != config.data.name:
     raise ConfigError(f'teacher data {t_config.data.name!r} differs from '
                       f'student data {config.data.name!r}')
   t_model, t_vars = online_teacher(config, t_config, data.num_classes, t_vars)
+  state_of, fit_stats = _online_fit(config, data, t_model, t_vars, t_step,
+                                    t_dir)
   s_config = student_config(config)
   if s_config.init.method and not s_config.init.teacher:
     s_config.init.teacher = files.abspath(t_dir)
@@ -367,12 +407,13 @@ def _run_online(config, workdir):
         f'training in {s_dir}', flush=True)
   teacher = (t_model, t_vars) if config.method != 'supervised' else None
   trainer = train.Trainer(s_config, s_dir, data=data, teacher=teacher,
-                          validated=True)
+                          validated=True, teacher_state=state_of)
   final = trainer.run()
   if final.get('preempted'):
     return final
   t_final = os.path.join(t_dir, 'final_metrics.json')
-  summary = {'method': config.method, 'init': config.init.method or 'own'}
+  summary = {'method': config.method, 'init': config.init.method or 'own',
+             **fit_stats}
   if files.exists(t_final):
     summary.update({f'teacher/{k}': v
                     for k, v in files.read_json(t_final).items()})

@@ -10,7 +10,14 @@ P[teacher correct | margin] is an isotonic (non-decreasing, [0, 1]) regression
 of correctness on it: hyper-parameter free, as Weighted Distillation
 (Iliopoulos et al. 2022) and SLaM (Kontonis et al. 2023) describe. See
 `../shared/docs/papers.md` sections 1.2 and 2.2 for what is verified.
+
+Each estimate is a map of the teacher's probabilities fitted on validation
+(`correctness_map`, `k_map`), applied with numpy to the cached outputs of
+the unlabeled part, or with jax.numpy (`xp=jnp`) to the teacher's outputs
+inside the student's step (online distillation of augmented views).
 """
+import dataclasses
+
 import numpy as np
 from sklearn.isotonic import IsotonicRegression
 
@@ -19,9 +26,9 @@ from core.errors import check_choice
 WEIGHT_MODES = ('isotonic', 'debiased')
 
 
-def margin(probs):
+def margin(probs, xp=np):
   """Top-1 minus top-2 probability, per row."""
-  top2 = np.sort(probs, axis=-1)[..., -2:]
+  top2 = xp.sort(probs, axis=-1)[..., -2:]
   return top2[..., 1] - top2[..., 0]
 
 
@@ -34,6 +41,46 @@ def fit_correctness(probs_v, labels_v):
   return iso
 
 
+@dataclasses.dataclass(frozen=True)
+class CorrectnessMap:
+  """probs -> the estimate that the teacher is right (`teacher_correctness`),
+  as fitted: the isotonic regression's margin thresholds `x` and values
+  `y` (linear between them, clipped at the ends, as its predict), the
+  debiasing `mode` and the `floor`."""
+  x: np.ndarray
+  y: np.ndarray
+  mode: str
+  floor: float
+
+  def __call__(self, probs, xp=np):
+    a = _linear(margin(probs, xp), self.x, self.y, xp).astype(probs.dtype)
+    if self.mode == 'debiased':
+      c = probs.shape[-1]
+      a = xp.maximum(0.0, (c * a - 1.0) / (c - 1.0))
+    return xp.clip(a, self.floor, 1.0).astype(np.float32)
+
+
+def _linear(t, x, y, xp):
+  """The isotonic regression's predict, in numpy or jax.numpy: `t` clipped
+  to [x[0], x[-1]], then linear between the thresholds, computed as scipy's
+  interp1d does (so both give sklearn's numbers to the bit)."""
+  if len(x) == 1:
+    return xp.full(t.shape, y[0])
+  t = xp.clip(t.astype(x.dtype), x[0], x[-1])
+  hi = xp.clip(xp.searchsorted(x, t, side='left'), 1, len(x) - 1)
+  x, y = xp.asarray(x), xp.asarray(y)
+  slope = (y[hi] - y[hi - 1]) / (x[hi] - x[hi - 1])
+  return slope * (t - x[hi - 1]) + y[hi - 1]
+
+
+def correctness_map(probs_v, labels_v, mode='isotonic', floor=0.0):
+  """The CorrectnessMap fitted on the validation part."""
+  check_choice('weight mode', mode, WEIGHT_MODES)
+  iso = fit_correctness(probs_v, labels_v)
+  return CorrectnessMap(np.asarray(iso.X_thresholds_),
+                        np.asarray(iso.y_thresholds_), mode, float(floor))
+
+
 def teacher_correctness(probs_v, labels_v, probs_u, mode='isotonic',
                         floor=0.0):
   """Per-example estimate of the teacher being right on `probs_u`.
@@ -44,12 +91,7 @@ def teacher_correctness(probs_v, labels_v, probs_u, mode='isotonic',
     debiasing alternative (papers.md 1.2, step 4).
   `floor` clips from below (SLaM clips alpha to [1e-3, 1]).
   """
-  check_choice('weight mode', mode, WEIGHT_MODES)
-  a = fit_correctness(probs_v, labels_v).predict(margin(probs_u))
-  if mode == 'debiased':
-    c = probs_u.shape[-1]
-    a = np.maximum(0.0, (c * a - 1.0) / (c - 1.0))
-  return np.clip(a, floor, 1.0).astype(np.float32)
+  return correctness_map(probs_v, labels_v, mode, floor)(probs_u)
 
 
 def topk_accuracy(probs, labels, k):
@@ -67,18 +109,39 @@ def global_k(probs_v, labels_v, delta=0.05, k_min=2):
   return c
 
 
-def per_example_k(probs_v, labels_v, probs_u, delta=0.05, k_min=2, bins=5):
-  """k(x) from margin quantile bins of validation: in each bin the smallest
-  k whose top-k accuracy there is >= 1 - delta (papers.md 2.2, option b),
-  then made non-increasing in the margin."""
-  m_v, m_u = margin(probs_v), margin(probs_u)
+@dataclasses.dataclass(frozen=True)
+class KMap:
+  """probs -> SLaM's k(x): `ks[b]` for the margin bin b that the validation
+  quantile `edges` put it in (one bin, no edges: a global k)."""
+  edges: np.ndarray
+  ks: np.ndarray
+
+  def __call__(self, probs, xp=np):
+    bins = xp.digitize(margin(probs, xp), self.edges)
+    return xp.asarray(self.ks)[bins].astype(np.int32)
+
+
+def k_map(probs_v, labels_v, delta=0.05, k_min=2, bins=None):
+  """SLaM's k as a KMap: global (`bins` None: papers.md 2.2, option a) or
+  per margin quantile bin of validation (option b: in each bin the
+  smallest k whose top-k accuracy there is >= 1 - delta, then made
+  non-increasing in the margin)."""
+  if bins is None:
+    return KMap(np.zeros((0,), np.float64),
+                np.array([global_k(probs_v, labels_v, delta, k_min)]))
+  m_v = margin(probs_v)
   edges = np.quantile(m_v, np.linspace(0, 1, bins + 1)[1:-1])
-  bin_v, bin_u = np.digitize(m_v, edges), np.digitize(m_u, edges)
+  bin_v = np.digitize(m_v, edges)
   ks = np.array([
       global_k(probs_v[bin_v == b], labels_v[bin_v == b], delta, k_min)
       if np.any(bin_v == b) else probs_v.shape[-1] for b in range(bins)])
   ks = np.minimum.accumulate(ks)    # more confident bins never need more
-  return ks[bin_u].astype(np.int32)
+  return KMap(np.asarray(edges, np.float64), ks.astype(np.int32))
+
+
+def per_example_k(probs_v, labels_v, probs_u, delta=0.05, k_min=2, bins=5):
+  """k(x) of `probs_u` from margin quantile bins of validation (`k_map`)."""
+  return k_map(probs_v, labels_v, delta, k_min, bins)(probs_u)
 
 
 def weight_stats(w):

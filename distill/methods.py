@@ -15,12 +15,14 @@ A method is one registry entry (`register`, `Method`): its loss; its options
 with their defaults (a built-in method's are declared once, in
 core/defaults.py's METHOD_OPTIONS, where a config file reads them without
 the pipeline; any other method declares them in `register`); its fit,
-`fit(fit_options, probs_v, labels_v, probs_u) -> (per-example state,
-statistics)`, run on the teacher's validation and unlabeled outputs before
-the student trains (weighted: w(x); SLaM: alpha(x), k(x)), and the fit's
-options; a check of its options; and its capabilities (`needs_teacher`;
-`online`: a method that reads the teacher but fits nothing can run with the
-teacher inside the student's step). `config.method_kw` holds every method's
+`fit(fit_options, probs_v, labels_v) -> Fitted`, run on the teacher's
+validation outputs before the student trains: the per-example state as a
+function of the teacher's probabilities (weighted: w(x); SLaM: alpha(x),
+k(x)), applied to the cached outputs of the unlabeled part, or inside the
+student's step to the teacher's outputs on the augmented view (online), and
+the fit's options; a check of its options; and its capabilities
+(`needs_teacher`; `online`: it can run with the teacher inside the
+student's step, as every method with a teacher can on a classifier). `config.method_kw` holds every method's
 options (loss and fit); `Method.options_of` gives a method its own. The
 pipelines, the active loop and the trainer ask the entry (`get(name)`).
 """
@@ -49,6 +51,16 @@ _LOSS_ARGS = ('student_out', 'teacher_targets', 'batch')
 
 
 @dataclasses.dataclass(frozen=True)
+class Fitted:
+  """What a method's fit returns. `state(probs, xp)`: the per-example state
+  ({name: (N,) array}) of teacher probabilities `probs` (N, C), in numpy
+  (`xp=np`, the cached outputs) or jax.numpy (`xp=jnp`, inside the
+  student's step); `stats(state, probs)`: {name: float} logged with it."""
+  state: Callable
+  stats: Callable = lambda state, probs: {}
+
+
+@dataclasses.dataclass(frozen=True)
 class Method:
   """A method's registry entry (see the module doc)."""
   name: str
@@ -65,8 +77,9 @@ class Method:
 
   @property
   def online(self):
-    """Runs with the teacher inside the student's step (no fitted state)."""
-    return self.needs_teacher and self.fit is None
+    """Runs with the teacher inside the student's step (a fit's state is
+    computed there from the teacher's outputs: `fit_online`)."""
+    return self.needs_teacher
 
   def options_of(self, kw):
     """(loss options, fit options) of this method from `config.method_kw`
@@ -100,7 +113,22 @@ class Method:
     if self.fit is None:
       return {}, {}
     _, options = self.options_of(kw)
-    return self.fit(options, probs_v, labels_v, probs_u)
+    fitted = self.fit(options, probs_v, labels_v)
+    state = fitted.state(probs_u, np)
+    return state, fitted.stats(state, probs_u)
+
+  def fit_online(self, kw, probs_v, labels_v):
+    """(state_of, statistics): the fit on the teacher's validation
+    probabilities, as `state_of(teacher_logits) -> {name: (B,) array}` in
+    jax.numpy for the student's step (None without a fit), and the
+    statistics of the state on validation."""
+    if self.fit is None:
+      return None, {}
+    _, options = self.options_of(kw)
+    fitted = self.fit(options, probs_v, labels_v)
+    state = fitted.state(probs_v, np)
+    return (lambda logits: fitted.state(jax.nn.softmax(logits), jnp),
+            fitted.stats(state, probs_v))
 
   def check_teacher(self, teacher, kw=None, cache_topk=0):
     """That this method runs with `teacher` (TEACHER_MODES), and, with
@@ -118,11 +146,6 @@ class Method:
       raise ConfigError(
           f'method {self.name!r} does not learn from a teacher; valid '
           f'choices: {", ".join(names(needs_teacher=True))}')
-    if teacher == 'online' and self.needs_teacher and not self.online:
-      raise ConfigError(
-          f'method {self.name!r} needs per-example state fitted on a labeled '
-          'validation split; online distillation supports '
-          + ', '.join(names(online=True) + names(needs_teacher=False)))
 
 
 def register(name, needs_teacher=False, fit=None, options=None,
@@ -181,32 +204,34 @@ def method_options():
   return out
 
 
-def fit_weighted(options, probs_v, labels_v, probs_u):
+def fit_weighted(options, probs_v, labels_v):
   """Weighted distillation's w(x): the teacher's estimated correctness
   (method_kw.weight_mode: isotonic | debiased)."""
-  weight = fitting.teacher_correctness(probs_v, labels_v, probs_u,
-                                       options['weight_mode'])
-  return {'weight': weight}, {
-      f'weight_{k}': v for k, v in fitting.weight_stats(weight).items()}
+  weight = fitting.correctness_map(probs_v, labels_v, options['weight_mode'])
+  return Fitted(
+      lambda probs, xp: {'weight': weight(probs, xp)},
+      lambda state, probs: {f'weight_{k}': v for k, v in
+                            fitting.weight_stats(state['weight']).items()})
 
 
-def fit_slam(options, probs_v, labels_v, probs_u):
+def fit_slam(options, probs_v, labels_v):
   """SLaM's alpha(x) (the teacher's correctness clipped to
   [method_kw.alpha_floor, 1]) and k(x) (method_kw.k: global, or
   per_example over k_bins margin bins: the top-k reaching accuracy
   1 - k_delta on validation)."""
-  alpha = fitting.teacher_correctness(probs_v, labels_v, probs_u,
-                                      floor=options['alpha_floor'])
-  stats = {f'alpha_{k}': v for k, v in fitting.weight_stats(alpha).items()}
-  if options['k'] == 'global':
-    k = np.full(len(probs_u), fitting.global_k(probs_v, labels_v,
-                                               options['k_delta']), np.int32)
-  else:
-    k = fitting.per_example_k(probs_v, labels_v, probs_u, options['k_delta'],
-                              bins=options['k_bins'])
-  stats['k_mean'] = float(k.mean())
-  stats.update(slam_regime_stats(alpha, k, probs_u))
-  return {'alpha': alpha, 'k': k}, stats
+  alpha = fitting.correctness_map(probs_v, labels_v,
+                                  floor=options['alpha_floor'])
+  k = fitting.k_map(probs_v, labels_v, options['k_delta'], bins=(
+      None if options['k'] == 'global' else options['k_bins']))
+
+  def stats(state, probs):
+    out = {f'alpha_{n}': v
+           for n, v in fitting.weight_stats(state['alpha']).items()}
+    out['k_mean'] = float(np.mean(state['k']))
+    out.update(slam_regime_stats(state['alpha'], state['k'], probs))
+    return out
+  return Fitted(lambda probs, xp: {'alpha': alpha(probs, xp),
+                                   'k': k(probs, xp)}, stats)
 
 
 def slam_regime_stats(alpha, k, probs_u):

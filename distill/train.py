@@ -74,12 +74,16 @@ class Trainer:
 
   def __init__(self, config, workdir, data=None, devices=None,
                train_part=None, teacher=None, abstract=False,
-               validated=False):
+               validated=False, teacher_state=None):
     """`train_part` replaces `data.parts[config.data.train_on]`: a student's
     unlabeled examples joined with teacher targets (distill/distillation.py).
     `teacher` = (model, variables): a frozen teacher run inside the train step
     on every batch, its logits in `batch['teacher']['logits']` (online
-    distillation, for LMs whose per-token outputs are too large to cache).
+    distillation: LMs, whose per-token outputs are too large to cache, and
+    classifiers whose teacher labels each augmented view).
+    `teacher_state`: with `teacher`, the method's fitted state as a
+    function of the teacher's logits (methods.Method.fit_online), added to
+    `batch['teacher']` in the step.
     `abstract`: the state (and teacher variables) are shapes with shardings,
     nothing is allocated: for `compile_train_step` (launch/compile_check.py).
     `validated`: the pipeline that runs this stage checked its config
@@ -109,6 +113,7 @@ class Trainer:
         method.check_teacher('none')
     self.train_part = train_part
     self.teacher = teacher
+    self.teacher_state = teacher_state
     self.steps_per_epoch = math.ceil(len(train_part) / config.batch_size)
     self.total_steps = config_lib.duration(config, 'total',
                                            self.steps_per_epoch)
@@ -171,7 +176,9 @@ class Trainer:
         self._augment_key, state.step))         # augmented on the device
     if teacher_vars is not None:
       t_logits = self.teacher[0].apply(teacher_vars, inputs, train=False)
-      batch = dict(batch, teacher={'logits': jax.lax.stop_gradient(t_logits)})
+      t_logits = jax.lax.stop_gradient(t_logits)
+      state_of = self.teacher_state or (lambda _: {})
+      batch = dict(batch, teacher={'logits': t_logits, **state_of(t_logits)})
 
     def loss_of(params):
       out, new_model_state = self._apply(params, state.model_state, inputs,

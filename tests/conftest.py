@@ -13,6 +13,11 @@ before them, and the fixture takes it with `early_process(start)` (which
 starts it then if it was not). A module may name the fixtures that need
 the process in `EARLY_FIXTURES`: then it starts only when a selected test
 uses one (`pytest -m "not slow"` deselects them).
+
+Under pytest-xdist (`-n 2`, files whole to a worker: `--dist loadfile`, as
+setup.cfg's addopts say) the workers share the session's folder and
+compilation cache; the controller checks and removes the folder at the
+end, and a worker starts a module's early process when its fixture asks.
 """
 import atexit
 import dataclasses
@@ -52,6 +57,13 @@ SESSION_TMP = _SESSION.tmp
 _OWNED = _SESSION.owned
 
 
+# A pytest-xdist worker (its controller checks the folder at the end).
+WORKER = os.environ.get('PYTEST_XDIST_WORKER', '')
+# The folders this file makes and removes itself, in any process of the
+# session (a worker's are not in the controller's `_OWNED`).
+_OWN_PREFIXES = ('distill-tests-xla-cache-', 'distill-tests-early-')
+
+
 def _own(folder):
   _OWNED.add(os.path.basename(folder))
   atexit.register(shutil.rmtree, folder, ignore_errors=True)
@@ -60,11 +72,14 @@ def _own(folder):
 
 def leftovers(root=SESSION_TMP):
   """What the tests left in `root`, the session's temporary folder."""
-  return sorted(n for n in os.listdir(root) if n not in _OWNED)
+  return sorted(n for n in os.listdir(root) if n not in _OWNED and
+                not n.startswith(_OWN_PREFIXES))
 
 
 def pytest_sessionfinish(session, exitstatus):
   del exitstatus
+  if WORKER:
+    return
   left = leftovers() if os.path.isdir(SESSION_TMP) else []
   if left:
     print(f'\nerror: the tests left {len(left)} temporary folder(s) or '
@@ -140,7 +155,7 @@ _EARLY = {}
 
 
 def pytest_collection_finish(session):
-  if session.config.option.collectonly:
+  if session.config.option.collectonly or WORKER:
     return
   modules = {item.module for item in session.items
              if getattr(item, 'module', None) is not None and (

@@ -13,13 +13,15 @@ from core.errors import ConfigError
 from distill import distillation, methods
 
 
-def fit_confidence(options, probs_v, labels_v, probs_u):
-  """Per-example state: the teacher's confidence ** exponent."""
-  del labels_v
-  conf = probs_u.max(-1) ** options['exponent']
-  assert len(probs_v) and conf.shape == (len(probs_u),)
-  return {'confidence': conf.astype(np.float32)}, {
-      'confidence_mean': float(conf.mean())}
+def fit_confidence(options, probs_v, labels_v):
+  """Per-example state: the teacher's confidence ** exponent (nothing to
+  fit on validation)."""
+  assert len(probs_v) == len(labels_v)
+  return methods.Fitted(
+      lambda probs, xp: {'confidence': (probs.max(-1) ** options[
+          'exponent']).astype(np.float32)},
+      lambda state, probs: {'confidence_mean': float(
+          state['confidence'].mean())})
 
 
 def confidence_ce(student_out, teacher_targets, batch, *, power):
@@ -48,12 +50,13 @@ def test_a_method_added_in_one_file_runs_end_to_end(registered, tmp_path):
   assert summary['student/step'] == 2
   assert 0 < summary['fit/confidence_mean'] <= 1
   method = methods.get(registered)
-  assert method.needs_teacher and not method.online
+  assert method.needs_teacher and method.online
 
 
 def test_capabilities_come_from_the_registry(registered):
-  assert registered not in methods.names(online=True)
+  assert registered in methods.names(online=True)
   assert 'vanilla' in methods.names(online=True)
+  assert 'supervised' not in methods.names(online=True)
   assert methods.get('slam').fit is methods.fit_slam
   assert not methods.get('supervised').needs_teacher
   with pytest.raises(ConfigError, match='valid choices'):
@@ -84,11 +87,8 @@ def test_the_entry_holds_the_options_of_its_loss_and_fit(registered):
     ('slam', 'cached', None),
     ('vanilla', 'online', None),
     ('supervised', 'online', None),
-    ('weighted', 'online', "method 'weighted' needs per-example state fitted "
-                           'on a labeled validation split; online '
-                           'distillation supports forward_kl, hard, jsd, '
-                           'pseudo_label, reverse_kl, taylor_ce, vanilla, '
-                           'supervised'),
+    ('weighted', 'online', None),
+    ('slam', 'online', None),
 ])
 def test_the_teacher_check_is_the_entrys(method, teacher, message):
   """Trainer ('none'), the pipeline and active loop ('cached') and online
@@ -100,14 +100,52 @@ def test_the_teacher_check_is_the_entrys(method, teacher, message):
     methods.get(method).check_teacher(teacher)
 
 
-def test_online_refuses_a_method_with_a_fit_naming_the_online_ones(
+def test_an_online_lm_refuses_a_method_with_a_fit_naming_the_ones_without(
     registered):
   from configs import guide_lm  # pylint: disable=g-import-not-at-top
   c = guide_lm.get_config('method=vanilla,runlocal')
   c.method = registered
-  with pytest.raises(ConfigError, match='online distillation supports '
-                     + ', '.join(methods.names(online=True))):
+  with pytest.raises(ConfigError, match=(
+      "method 'test_confidence' fits per-example state on a classifier's "
+      'validation outputs; a language model distills online with forward_kl, '
+      'hard, jsd, ')):
     distillation.run_online(c, '/nonexistent')
+
+
+@pytest.mark.parametrize('name,kw', [
+    ('weighted', {}), ('weighted', {'weight_mode': 'debiased'}),
+    ('slam', {}), ('slam', {'k': 'per_example', 'alpha_floor': 0.3})])
+def test_the_fit_online_gives_the_cached_state_of_the_same_outputs(name, kw):
+  """The state the student's step computes from the teacher's logits
+  (online) is the state the cached pipeline computes from them."""
+  rng = np.random.default_rng(0)
+  logits_v = rng.normal(size=(400, 10)).astype(np.float32) * 3
+  labels_v = np.where(rng.random(400) < 0.6, logits_v.argmax(-1),
+                      rng.integers(0, 10, 400))
+  logits_u = rng.normal(size=(64, 10)).astype(np.float32) * 3
+  method = methods.get(name)
+  kw = dict(methods.method_options(), **kw)
+  probs = lambda x: np.asarray(jax.nn.softmax(x))
+  cached, _ = method.fit_state(kw, probs(logits_v), labels_v,
+                               probs(logits_u))
+  state_of, stats = method.fit_online(kw, probs(logits_v), labels_v)
+  online = jax.jit(state_of)(logits_u)
+  assert stats and set(online) == set(cached)
+  for key in cached:
+    assert online[key].shape == cached[key].shape
+    np.testing.assert_allclose(online[key], cached[key], atol=1e-6)
+  assert len(np.unique(cached[next(iter(cached))])) > 1
+
+
+def test_a_classifier_distills_online_with_a_fitted_method(tmp_path):
+  """weighted online: the teacher labels each augmented view and w(x) is
+  the fit's map of that view's outputs, fitted on validation first."""
+  c = digits_distill.get_config('method=weighted,runlocal')
+  c.distill.online = True
+  summary = distillation.run(c, str(tmp_path))
+  assert summary['student/step'] >= 1
+  assert 0 < summary['fit/weight_mean'] <= 1
+  assert 0 < summary['teacher/validation_accuracy'] <= 1
 
 
 
