@@ -70,8 +70,12 @@ def base_config():
       device_prefetch=2,     # batches placed on the devices ahead of the step
       # Out-of-distribution unlabeled data: another dataset's train images
       # (resized) replace the unlabeled part; set data.unlabeled=0.
+      # Or `folder`: a folder or glob of your own images without labels.
       unlabeled_from=ml_collections.ConfigDict(dict(
-          name='', manual_dir='', size=-1)),
+          name='', manual_dir='', size=-1, folder='')),
+      test_dir='',           # image_folder: test images ('' : <dir>/test)
+      skip_bad_images=False,  # image_folder: skip (and count) unreadable
+                              # files instead of failing on the first
   ))
 
   c.model_name = 'mlp'

@@ -89,6 +89,11 @@ def validate_data(data):
   out-of-distribution set's name, the carving sizes' types."""
   from distill.data import datasets, tokenizers  # pylint: disable=g-import-not-at-top
   spec = datasets.spec(data)
+  if data.name == 'image_folder' and not (
+      isinstance(data.get('image_size'), int) and data.image_size > 0):
+    raise ConfigError('data.name=image_folder needs data.image_size > 0 (the '
+                      f'model\'s input size, e.g. 224), got '
+                      f'{data.get("image_size")!r}')
   if spec.task == 'lm':
     check_choice('data.tokenizer', data.get('tokenizer') or 'char',
                  tokenizers.TOKENIZERS)
