@@ -94,8 +94,12 @@ def base_config():
   # init) or 'guide' (distill/guide.py: PCA of the teacher's embeddings, first
   # block folded and selected). `teacher`: the teacher's workdir ('' inside a
   # distillation config: its teacher).
+  # Or method 'pretrained': a resnet_imagenet from a torchvision, timm or
+  # Hugging Face checkpoint `weights` (.safetensors; .pth with torch), its
+  # head if the class count fits (`head`: auto | new | pretrained).
   c.init = ml_collections.ConfigDict(dict(
-      method='', teacher='', preserve_logit_scale=True))
+      method='', teacher='', preserve_logit_scale=True, weights='',
+      head='auto'))
 
   c.batch_size = 128
   c.eval_batch_size = 500
