@@ -15,8 +15,8 @@ timm or Hugging Face ResNet checkpoint of `teacher_arch` (.safetensors; .pth
 with torch; '' trains the teacher from scratch); its head is replaced when
 the class count differs (`head`: auto | new | pretrained). Architectures:
 resnet18, resnet34, resnet50, resnet101, resnet152 (resnet_imagenet,
-torchvision's padding). Methods: any (vanilla, weighted and slam fit on the
-`validation` examples: set validation > 0). Other arguments: labeled (-1 all
+torchvision's padding). Methods: any; the teacher's statistics are fitted on
+`validation` labeled images (default 20, held out of its training). Other arguments: labeled (-1 all
 but validation), validation, image_size, teacher_epochs, student_epochs,
 batch, lr, teacher (a trained teacher's workdir), seed, runlocal (tiny
 widths, 2 steps each).
@@ -60,7 +60,7 @@ def _stage(arg, arch, key, epochs, lr):
   c.optimizer.lr = lr
   c.optimizer.weight_decay = 1e-4
   c.schedule.warmup_epochs = -1.0
-  c.eval_splits = 'validation,test' if arg.validation else 'test'
+  c.eval_splits = 'validation,test'
   c.log_every_steps = 20
   c.checkpoint_every_steps = 500
   if arg.runlocal:
@@ -76,15 +76,13 @@ def get_config(arg=None):
   arg = common.parse_arg(
       arg, labeled_dir='', unlabeled='', teacher_arch='resnet50',
       student_arch='resnet18', weights='', head='auto', method='vanilla',
-      image_size=224, labeled=-1, validation=0, teacher_epochs=10.0,
+      image_size=224, labeled=-1, validation=20, teacher_epochs=10.0,
       student_epochs=10.0, batch=64, lr=0.01, teacher='', seed=0,
       runlocal=False)
-  if not arg.labeled_dir:
-    raise ConfigError('configs/image_folder_distill.py needs labeled_dir=DIR '
-                      '(<class>/<image> folders)')
   if arg.runlocal:
     arg.image_size = min(arg.image_size, 32)
-  if not arg.unlabeled and arg.labeled < 0:
+  # (without labeled_dir the config loads; running it names data.manual_dir)
+  if arg.labeled_dir and not arg.unlabeled and arg.labeled < 0:
     raise ConfigError('without unlabeled=DIR|GLOB set labeled=N: the '
                       'labeled folder\'s images beyond N (and validation) '
                       'are the unlabeled ones')

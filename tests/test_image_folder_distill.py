@@ -63,7 +63,6 @@ def test_pretrained_teacher_labels_an_unlabeled_folder_for_a_student(
 
 
 @pytest.mark.parametrize('arg,match', [
-    ('', 'needs labeled_dir=DIR'),
     ('labeled_dir=x,teacher_arch=vgg16,unlabeled=y', "teacher_arch='vgg16'; "
      'valid choices: resnet18'),
     ('labeled_dir=x', 'without unlabeled=DIR|GLOB set labeled=N'),
@@ -71,3 +70,11 @@ def test_pretrained_teacher_labels_an_unlabeled_folder_for_a_student(
 def test_config_arguments_are_checked(arg, match):
   with pytest.raises(ConfigError, match=match):
     image_folder_distill.get_config(arg)
+
+
+def test_without_a_folder_the_run_names_data_manual_dir(tmp_path):
+  with pytest.raises(ConfigError, match="dataset 'image_folder' needs "
+                     'data.manual_dir: a folder of <class>/<image> folders'):
+    distillation.run(image_folder_distill.get_config('runlocal'),
+                     str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run')
