@@ -70,8 +70,12 @@ def base_config():
       device_prefetch=2,     # batches placed on the devices ahead of the step
       # Out-of-distribution unlabeled data: another dataset's train images
       # (resized) replace the unlabeled part; set data.unlabeled=0.
+      # Or `folder`: a folder or glob of your own images without labels.
       unlabeled_from=ml_collections.ConfigDict(dict(
-          name='', manual_dir='', size=-1)),
+          name='', manual_dir='', size=-1, folder='')),
+      test_dir='',           # image_folder: test images ('' : <dir>/test)
+      skip_bad_images=False,  # image_folder: skip (and count) unreadable
+                              # files instead of failing on the first
   ))
 
   c.model_name = 'mlp'
@@ -90,8 +94,12 @@ def base_config():
   # init) or 'guide' (distill/guide.py: PCA of the teacher's embeddings, first
   # block folded and selected). `teacher`: the teacher's workdir ('' inside a
   # distillation config: its teacher).
+  # Or method 'pretrained': a resnet_imagenet from a torchvision, timm or
+  # Hugging Face checkpoint `weights` (.safetensors; .pth with torch), its
+  # head if the class count fits (`head`: auto | new | pretrained).
   c.init = ml_collections.ConfigDict(dict(
-      method='', teacher='', preserve_logit_scale=True))
+      method='', teacher='', preserve_logit_scale=True, weights='',
+      head='auto'))
 
   c.batch_size = 128
   c.eval_batch_size = 500

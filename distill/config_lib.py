@@ -74,13 +74,25 @@ def validate(config):
   init = config.get('init')
   if init is not None and init.get('method'):
     check_choice('init.method', init.method, INIT_METHODS)
-    if config.model_name != 'transformer_lm':
+    if init.method == 'guide' and config.model_name != 'transformer_lm':
       raise ConfigError('init.method=guide projects Transformer LMs; '
                         f'model is {config.model_name!r}')
+    if init.method == 'pretrained':
+      if config.model_name != 'resnet_imagenet':
+        raise ConfigError('init.method=pretrained loads ResNet checkpoints '
+                          'into model_name=resnet_imagenet; model is '
+                          f'{config.model_name!r}')
+      if not init.get('weights'):
+        raise ConfigError('init.method=pretrained needs init.weights (a '
+                          '.safetensors or .pth ResNet checkpoint)')
+      check_choice('init.head', init.get('head') or 'auto',
+                   ('auto', 'new', 'pretrained'))
 
 
-# config.init.method: how a student's parameters start ('' its own init).
-INIT_METHODS = ('guide',)
+# config.init.method: how a model's parameters start ('' its own init):
+# guide (an LM student from its teacher), pretrained (a ResNet from a
+# torchvision/timm/Hugging Face checkpoint, init.weights; init.head).
+INIT_METHODS = ('guide', 'pretrained')
 
 
 def validate_data(data):
@@ -89,6 +101,11 @@ def validate_data(data):
   out-of-distribution set's name, the carving sizes' types."""
   from distill.data import datasets, tokenizers  # pylint: disable=g-import-not-at-top
   spec = datasets.spec(data)
+  if data.name == 'image_folder' and not (
+      isinstance(data.get('image_size'), int) and data.image_size > 0):
+    raise ConfigError('data.name=image_folder needs data.image_size > 0 (the '
+                      f'model\'s input size, e.g. 224), got '
+                      f'{data.get("image_size")!r}')
   if spec.task == 'lm':
     check_choice('data.tokenizer', data.get('tokenizer') or 'char',
                  tokenizers.TOKENIZERS)

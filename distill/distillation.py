@@ -146,8 +146,9 @@ def _teacher_outputs(config, data, parts, model, variables, step, t_dir,
     # The teacher is its parameters (and step), wherever its workdir lives.
     fingerprint = dict(
         teacher_step=int(step), teacher_params=digest,
-        part=name, dataset={k: config.data.get(k) for k in DATASET_KEYS},
-        unlabeled_from=(config.data.unlabeled_from.to_dict()
+        part=name, dataset=_dataset_key(config, data),
+        unlabeled_from=(dict(config.data.unlabeled_from.to_dict(),
+                             source=data.source.get('unlabeled_from'))
                         if name == 'unlabeled' and _is_ood(config) else None),
         split='test' if name == 'test' else 'train',
         ids=teacher_cache.ids_digest(part.indices), n=len(part),
@@ -164,9 +165,18 @@ def _teacher_outputs(config, data, parts, model, variables, step, t_dir,
   return logits
 
 
+def _dataset_key(config, data):
+  """The dataset in a teacher cache's fingerprint; your own images also
+  by their files' hashes and size (another folder, another cache)."""
+  out = {k: config.data.get(k) for k in DATASET_KEYS}
+  if config.data.name == 'image_folder':
+    out.update(source=data.source.get('source'),
+               image_size=config.data.image_size)
+  return out
+
+
 def _is_ood(config):
-  return bool(config.data.get('unlabeled_from') and
-              config.data.unlabeled_from.name)
+  return datasets.has_unlabeled_from(config.data)
 
 
 def teacher_stage(config, workdir, data):

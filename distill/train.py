@@ -39,6 +39,7 @@ from distill import optim
 from distill import preemption
 from distill import sharding
 from distill import workdir as workdir_lib
+from distill.data import builders
 from distill.data import loading
 from distill.data import pipeline
 from distill.logging_utils import MetricWriter
@@ -291,7 +292,10 @@ class Trainer:
       ref, step = ckpt_lib.parse_run_ref(self.config.init_from)
       out['init_from'] = ckpt_lib.run_identity(ref, step)
     init = self.config.get('init')
-    if init and init.method and init.teacher:
+    if init and init.method == 'pretrained':
+      out['init_weights'] = builders.content_hashes(
+          builders.source_files(init.weights))[0]
+    elif init and init.method and init.teacher:
       out['init_teacher'] = ckpt_lib.run_identity(init.teacher)
     return out
 
@@ -302,7 +306,9 @@ class Trainer:
     GUIDE's teacher (`init`)."""
     ref = self.config.get('init_from')
     init = self.config.get('init')
-    if not ref and init and init.method:
+    if not ref and init and init.method == 'pretrained':
+      self._pretrained = self.pretrained_variables(init)
+    elif not ref and init and init.method:
       self.check_init_teacher(init)
     if not ref:
       return
@@ -363,6 +369,36 @@ class Trainer:
     print(f'Continuing {workdir} from its step {step} with this config.',
           flush=True)
     return int(step)
+
+  def pretrained_variables(self, init_cfg):
+    """(params, batch_stats) of a ResNet checkpoint (init.weights, read by
+    models/resnet_weights.py) for this model, checked before this run's
+    workdir is touched; the head is this model's own where init.head says
+    so or the class count differs."""
+    from models import resnet_weights  # pylint: disable=g-import-not-at-top
+    state = jax.device_get({'params': self.state.params,
+                            **self.state.model_state})
+    variables, took_head = resnet_weights.load(
+        init_cfg.weights, state, init_cfg.get('head') or 'auto')
+    print(f'Pretrained weights {init_cfg.weights}: '
+          + ('with their head' if took_head else
+             f'a new {self.data.num_classes}-class head'), flush=True)
+    return variables
+
+  def init_from_weights(self, init_cfg):
+    """Starts from a pretrained checkpoint (`pretrained_variables`): its
+    parameters and batch-norm statistics, a fresh optimizer at step 0."""
+    variables = getattr(self, '_pretrained', None) or (
+        self.pretrained_variables(init_cfg))
+    params = jax.device_put(variables['params'], self.state_sharding.params)
+    model_state = jax.device_put({'batch_stats': variables['batch_stats']},
+                                 self.state_sharding.model_state)
+    with jax.set_mesh(self.mesh):
+      opt_state = jax.jit(self.tx.init, out_shardings=(
+          self.state_sharding.opt_state))(params)
+    self.state = self.state.replace(params=params, model_state=model_state,
+                                    opt_state=opt_state)
+    self._pretrained = None
 
   def check_init_teacher(self, init_cfg):
     """GUIDE's teacher fits this student (its config read, before this
@@ -439,6 +475,8 @@ class Trainer:
       start = self.init_from(config.init_from,
                              config.get('init_from_state', 'params'))
       extra['data']['next_step'] = start
+    elif config.get('init') and config.init.method == 'pretrained':
+      self.init_from_weights(config.init)
     elif config.get('init') and config.init.method:
       self.init_from_teacher(config.init)
     return start, extra

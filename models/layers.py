@@ -110,13 +110,21 @@ def conv_function(impl):
   return kernels_for(impl).conv_general_dilated
 
 
+def torch_pads(kernel):
+  """The explicit padding of a torch/torchvision convolution or pooling of
+  `kernel` (padding = k // 2 on each side; 7x7/2: (3, 3), 3x3/2: (1, 1)),
+  where 'SAME' pads a strided window less before than after."""
+  return tuple((k // 2, k // 2) for k in kernel)
+
+
 def conv(features, kernel, strides=1, dtype=jnp.float32, name=None,
-         use_bias=False, kernels=None):
-  """nn.Conv (SAME padding) with kernel names (None, None, conv_in, conv_out),
-  computed by the `kernels` provider (default: model.conv auto's)."""
+         use_bias=False, kernels=None, padding='SAME'):
+  """nn.Conv (`padding`: 'SAME', or explicit pairs, e.g. `torch_pads`) with
+  kernel names (None, None, conv_in, conv_out), computed by the `kernels`
+  provider (default: model.conv auto's)."""
   kernels = kernels or kernels_for('auto')
   return nn.Conv(
-      features, kernel, strides=strides, padding='SAME', use_bias=use_bias,
+      features, kernel, strides=strides, padding=padding, use_bias=use_bias,
       dtype=dtype, conv_general_dilated=kernels.conv_general_dilated,
       kernel_init=partitioned(nn.initializers.kaiming_normal(),
                               (None,) * len(kernel) + ('conv_in', 'conv_out')),

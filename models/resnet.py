@@ -47,9 +47,15 @@ def _combine(block, shortcut, norm, y, prev):
           residual_lib.push_history(prev, shortcut))
 
 
-def _stem(x, width, kernel, strides, dtype, train, kernels):
+def _pads(kernel, torch_padding):
+  return layers.torch_pads(kernel) if torch_padding else 'SAME'
+
+
+def _stem(x, width, kernel, strides, dtype, train, kernels,
+          torch_padding=False):
   x = layers.conv(width, kernel, strides, dtype, name='stem',
-                  kernels=kernels)(x.astype(dtype))
+                  kernels=kernels, padding=_pads(kernel, torch_padding))(
+                      x.astype(dtype))
   x = layers.batch_norm(train, dtype, name='stem_bn',
                         kernels=kernels)(x, relu=True)
   return layers.constrain(x, IMAGE)
@@ -71,11 +77,13 @@ class BasicBlock(nn.Module):
   residual_kw: tuple = ()
   dtype: jnp.dtype = jnp.float32
   kernels: Any = layers.XlaKernels    # the model's (layers.kernels_for)
+  torch_padding: bool = False         # 3x3 pads (1, 1) also when strided
 
   @nn.compact
   def __call__(self, x, prev=(), train=False):
     y = layers.conv(self.features, (3, 3), self.strides, self.dtype,
-                    name='conv1', kernels=self.kernels)(x)
+                    name='conv1', kernels=self.kernels,
+                    padding=_pads((3, 3), self.torch_padding))(x)
     y = layers.batch_norm(train, self.dtype, name='bn1',
                           kernels=self.kernels)(y, relu=True)
     y = layers.conv(self.features, (3, 3), 1, self.dtype, name='conv2',
@@ -131,6 +139,7 @@ class Bottleneck(nn.Module):
   residual_kw: tuple = ()
   dtype: jnp.dtype = jnp.float32
   kernels: Any = layers.XlaKernels    # the model's (layers.kernels_for)
+  torch_padding: bool = False         # 3x3 pads (1, 1) also when strided
 
   @nn.compact
   def __call__(self, x, prev=(), train=False):
@@ -139,7 +148,8 @@ class Bottleneck(nn.Module):
     y = layers.batch_norm(train, self.dtype, name='bn1',
                           kernels=self.kernels)(y, relu=True)
     y = layers.conv(self.features, (3, 3), self.strides, self.dtype,
-                    name='conv2', kernels=self.kernels)(y)
+                    name='conv2', kernels=self.kernels,
+                    padding=_pads((3, 3), self.torch_padding))(y)
     y = layers.batch_norm(train, self.dtype, name='bn2',
                           kernels=self.kernels)(y, relu=True)
     y = layers.conv(4 * self.features, (1, 1), 1, self.dtype, name='conv3',
@@ -158,7 +168,12 @@ IMAGENET_DEPTHS = {18: ('basic', (2, 2, 2, 2)), 34: ('basic', (3, 4, 6, 3)),
 
 class ImageNetResNet(nn.Module):
   """ResNet-18/34/50/101/152 (He et al. 2016, table 1): 7x7/2 stem and
-  3x3/2 max-pool, four stages of widths (64, 128, 256, 512) x `width`."""
+  3x3/2 max-pool, four stages of widths (64, 128, 256, 512) x `width`.
+
+  Padded like torchvision's (stem (3, 3), strided 3x3 convolutions and the
+  max pool (1, 1)), the stride of a bottleneck in its 3x3 (ResNet v1.5), so
+  torchvision, timm and Hugging Face weights load with the same outputs
+  (models/resnet_weights.py)."""
   num_classes: int
   depth: int = 50
   width: float = 1.0
@@ -178,13 +193,16 @@ class ImageNetResNet(nn.Module):
                          self.remat, static_argnums=(3,))
     widths = [max(1, int(round(w * self.width))) for w in (64, 128, 256, 512)]
     kernels = layers.kernels_for(self.conv)
-    x = _stem(x, widths[0], (7, 7), 2, self.dtype, train, kernels)
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding='SAME')
+    x = _stem(x, widths[0], (7, 7), 2, self.dtype, train, kernels,
+              torch_padding=True)
+    x = nn.max_pool(x, (3, 3), strides=(2, 2),
+                    padding=layers.torch_pads((3, 3)))
     prev = residual_lib.init_history(
         residual_lib.history_length(self.residual, self.residual_kw), x)
     for stage, (w, n) in enumerate(zip(widths, blocks)):
       for b in range(n):
         x, prev = block(w, 2 if stage and not b else 1, self.residual,
                         self.residual_kw, self.dtype, kernels,
+                        torch_padding=True,
                         name=f'stage{stage}_block{b}')(x, prev, train)
     return _head(self, x)

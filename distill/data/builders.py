@@ -29,6 +29,11 @@ class SourceError(ValueError):
   """A builder's local source file exists but holds no usable data."""
 
 
+class SourceMismatch(SourceError):
+  """A readable source that is not what its dataset needs (another class
+  set, a file that is not an image): the user's to change, one line."""
+
+
 CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog',
                    'frog', 'horse', 'ship', 'truck')
 
@@ -238,6 +243,12 @@ class Cifar10Jpeg(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     for s, v in members.items():
       if not v:
         raise SourceError(f'no {s}/<class>/<image> members')
+      for cls in sorted({m[0] for m in v}):
+        if cls not in CIFAR10_CLASSES:
+          raise SourceMismatch(
+              f'{s}/{cls}/ is not a CIFAR-10 class; valid choices: '
+              f'{", ".join(CIFAR10_CLASSES)} (for other classes use '
+              'data.name=image_folder with an extracted folder)')
     return {s: self._generate_examples(sorted(v)) for s, v in members.items()}
 
   def _generate_examples(self, members):
@@ -329,3 +340,191 @@ def text_config(path, seq_len, tokenizer='char', vocab_size=0):
           f'{source_key(files, seq_len, tokenizer, vocab_size)}')
   return TextConfig(name=name, files=files, seq_len=seq_len,
                     tokenizer=tokenizer, vocab_size=vocab_size)
+
+
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png')
+
+
+class BadImage(SourceMismatch):
+  """A file of an image folder that is not a readable JPEG or PNG."""
+
+
+def image_files(path):
+  """The (path, size, mtime_ns) of the JPEG/PNG files under `path` (a folder
+  walked in sorted order, or a glob pattern), and the other files there (a
+  non-image among the images is a fault, not silently left out)."""
+  import glob  # pylint: disable=g-import-not-at-top
+  if os.path.isdir(path):
+    found = [f[0] for f in source_files(path)]
+  else:
+    found = sorted(p for p in glob.glob(path, recursive=True)
+                   if os.path.isfile(p))
+  images, other = [], []
+  for p in found:
+    (images if p.lower().endswith(IMAGE_SUFFIXES) else other).append(p)
+  out = []
+  for p in images:
+    st = os.stat(p)
+    out.append((os.path.abspath(p), st.st_size, st.st_mtime_ns))
+  return tuple(out), tuple(os.path.abspath(p) for p in other)
+
+
+def decode_image(path, size):
+  """The RGB uint8 (size, size, 3) image of a JPEG/PNG file: the shorter
+  side resized to `size` (PIL, bicubic), then the center square. A file
+  PIL cannot read is BadImage naming it."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  try:
+    with Image.open(path) as img:
+      img = img.convert('RGB')
+      w, h = img.size
+      scale = size / min(w, h)
+      nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+      img = img.resize((nw, nh), Image.Resampling.BICUBIC)
+      left, top = (nw - size) // 2, (nh - size) // 2
+      img = img.crop((left, top, left + size, top + size))
+      return np.asarray(img, np.uint8)
+  except Exception as e:  # pylint: disable=broad-except
+    raise BadImage(f'{path} is not a readable image ({type(e).__name__}: '
+                   f'{str(e).splitlines()[0][:80] if str(e) else ""})') from e
+
+
+@dataclasses.dataclass
+class ImageFolderConfig(SourceConfig):
+  root: str = ''
+  test_dir: str = ''         # '' : root/test when it exists
+  image_size: int = 224
+  skip_bad: bool = False     # skip (and count) unreadable files, else fault
+  labeled: bool = True       # False: images without labels, one split
+  class_names: tuple = ()    # the sorted class folders (labeled)
+
+
+class ImageFolder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Your own images: `root/<class>/<image>` (JPEG/PNG, any sizes), and the
+  test images in `root/test/<class>/<image>` (or `test_dir`); without them
+  a fixed seeded 10% of the images is the test split. Unlabeled
+  (`labeled=False`): every JPEG/PNG under a folder, or matching a glob, as
+  one `train` split of images without labels.
+
+  Each image is decoded once here and stored resized (the shorter side to
+  `image_size`, the center square) as uint8: reading needs no decoder.
+  Class names are the sorted class folder names (a test class absent from
+  training is a fault); ids follow the sorted paths, stable across rebuilds.
+  A file that is not a readable image is BadImage naming it, or with
+  `skip_bad` left out and counted (`metadata['skipped']`). The files'
+  paths, sizes and content hashes are stored with the data
+  (`metadata['source']`). Built with `image_folder_config(...)`.
+  """
+  VERSION = tfds.core.Version('1.0.0')
+  MANUAL_DOWNLOAD_INSTRUCTIONS = 'Give the image folder as data.manual_dir.'
+  BUILDER_CONFIGS = []
+
+  def _layout(self):
+    """{split: [(class, path)]}, the class names (None: unlabeled)."""
+    cfg = self.builder_config
+    if not cfg.labeled:
+      images, other = image_files(cfg.root)
+      if other and not cfg.skip_bad:
+        raise BadImage(f'{other[0]} is not a .jpg/.jpeg/.png image')
+      return {'train': [('', p) for p, _, _ in images]}, None
+    test_root = cfg.test_dir or os.path.join(cfg.root, 'test')
+    splits = {}
+    for split, root in (('train', cfg.root), ('test', test_root)):
+      if not os.path.isdir(root):
+        continue
+      items = []
+      for cls in sorted(os.listdir(root)):
+        folder = os.path.join(root, cls)
+        if cls.startswith('.') or not os.path.isdir(folder) or (
+            split == 'train' and os.path.abspath(folder) ==
+            os.path.abspath(test_root)):
+          continue
+        images, other = image_files(folder)
+        if other and not cfg.skip_bad:
+          raise BadImage(f'{other[0]} is not a .jpg/.jpeg/.png image')
+        items += [(cls, p) for p, _, _ in images]
+      splits[split] = items
+    names = cfg.class_names
+    for cls, _ in splits.get('test', []):
+      if cls not in names:
+        raise SourceMismatch(f'test class {cls!r} has no training images; '
+                          f'classes: {", ".join(names)}')
+    if 'test' not in splits:
+      train = splits['train']
+      keep, test = _fixed_split(len(train), max(1, len(train) // 10))
+      splits = {'train': [train[i] for i in keep],
+                'test': [train[i] for i in test]}
+    return splits, names
+
+  def _info(self):
+    s = self.builder_config.image_size
+    features = {'image': tfds.features.Tensor(shape=(s, s, 3),
+                                              dtype=np.uint8),
+                'id': tfds.features.Tensor(shape=(), dtype=np.int64)}
+    if self.builder_config.labeled:
+      features['label'] = tfds.features.ClassLabel(
+          names=self.builder_config.class_names)
+    return tfds.core.DatasetInfo(
+        builder=self, description=self.__doc__, disable_shuffling=True,
+        features=tfds.features.FeaturesDict(features),
+        metadata=tfds.core.MetadataDict())
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    splits, _ = self._layout()
+    self.info.metadata['source'] = content_hashes(self.builder_config.files)
+    self.info.metadata['skipped'] = []
+    return {s: self._generate_examples(v) for s, v in splits.items()}
+
+  def _generate_examples(self, items):
+    cfg = self.builder_config
+    names = cfg.class_names
+    i = 0
+    for cls, path in items:
+      try:
+        image = decode_image(path, cfg.image_size)
+      except BadImage as e:
+        if not cfg.skip_bad:
+          raise
+        self.info.metadata['skipped'].append(str(e))
+        continue
+      example = {'image': image, 'id': i}
+      if cfg.labeled:
+        example['label'] = names.index(cls)
+      yield i, example
+      i += 1
+
+
+def image_folder_config(root, image_size=224, test_dir='', skip_bad=False,
+                        labeled=True):
+  """The ImageFolderConfig of a folder (or, unlabeled, a glob), keyed by its
+  files (path, size, mtime), the test folder's and the options."""
+  if labeled and not os.path.isdir(root):
+    raise SourceError(f'{root} is not a folder of <class>/<image> folders')
+  files, _ = image_files(root)
+  names = ()
+  if labeled:
+    test_root = os.path.abspath(test_dir or os.path.join(root, 'test'))
+    names = tuple(sorted(
+        c for c in os.listdir(root) if not c.startswith('.')
+        and os.path.isdir(os.path.join(root, c))
+        and os.path.abspath(os.path.join(root, c)) != test_root
+        and image_files(os.path.join(root, c))[0]))
+    if not names:
+      raise SourceError(f'{root} holds no <class>/<image> folders '
+                        f'({", ".join(IMAGE_SUFFIXES)} images in class '
+                        'subfolders)')
+  if test_dir:
+    if not os.path.isdir(test_dir):
+      raise SourceError(f'data.test_dir={test_dir} is not a folder')
+    files += image_files(test_dir)[0]
+  if not files:
+    raise SourceError(f'{root} holds no image ({", ".join(IMAGE_SUFFIXES)})')
+  cfg = ImageFolderConfig(
+      name=(f'{"" if labeled else "unlabeled-"}{image_size}px-'
+            f'{source_key(files, test_dir, image_size, skip_bad, labeled)}'),
+      files=files, root=os.path.abspath(root),
+      test_dir=os.path.abspath(test_dir) if test_dir else '',
+      image_size=image_size, skip_bad=skip_bad, labeled=labeled,
+      class_names=names)
+  return cfg

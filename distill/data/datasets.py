@@ -84,6 +84,28 @@ def _text(cfg, data_dir, source):
 
 LM_SPEC = DatasetSpec('tokens', 'lm', label_key=None)
 
+# Your own images are normalised like ImageNet's (pretrained weights' inputs).
+_IMAGENET_MEAN = (123.7, 116.3, 103.5)
+_IMAGENET_STD = (58.4, 57.1, 57.4)
+
+
+def stored_size(image_size):
+  """The square side an image folder is prepared at for model inputs of
+  `image_size`: the evaluation resize (image_size / 0.875, as
+  pipeline.center_crop) so the crops of training and evaluation have
+  margin."""
+  return max(image_size, round(image_size / 0.875))
+
+
+def _image_folder(cfg, data_dir, source, labeled=True):
+  return builders.ImageFolder(
+      config=builders.image_folder_config(
+          source, stored_size(cfg.get('image_size') or 0),
+          test_dir=cfg.get('test_dir') or '' if labeled else '',
+          skip_bad=bool(cfg.get('skip_bad_images', False)),
+          labeled=labeled),
+      data_dir=data_dir)
+
 
 # name -> (factory(data config, data dir, local source path) -> builder,
 # spec, the file data.manual_dir holds ('' for a file or folder of any name;
@@ -104,6 +126,16 @@ OFFLINE: dict[str, tuple[Callable[..., Any], DatasetSpec, Any]] = {
     # Any UTF-8 file or folder (data.manual_dir), tokenized by
     # data.tokenizer into windows of data.seq_len + 1.
     'text': (_text, LM_SPEC, ''),
+    # Your own images: data.manual_dir/<class>/<image> (JPEG/PNG), test
+    # images in <dir>/test/<class>/ or data.test_dir; prepared at
+    # data.image_size / 0.875.
+    'image_folder': (_image_folder,
+                     DatasetSpec('image', 'classification', mean=_IMAGENET_MEAN,
+                                 std=_IMAGENET_STD), ''),
+    # Images without labels (data.unlabeled_from.folder: a folder or glob).
+    'image_files': (lambda cfg, d, s: _image_folder(cfg, d, s, labeled=False),
+                    DatasetSpec('image', 'classification', label_key=None,
+                                mean=_IMAGENET_MEAN, std=_IMAGENET_STD), '*'),
     'tiny_shakespeare': (_text, LM_SPEC, 'tiny_shakespeare.txt'),
 }
 
@@ -123,6 +155,13 @@ def default_data_dir():
                                      'tensorflow_datasets'))
 
 
+_MANUAL_WHAT = {
+    'image_folder': 'a folder of <class>/<image> folders (JPEG/PNG)',
+    'image_files': 'a folder of JPEG/PNG images or a glob (e.g. dir/*.jpg)',
+}
+_MANUAL_KEY = {'image_files': 'data.unlabeled_from.folder'}
+
+
 def _manual_file(cfg):
   """The local source of an offline builder that needs one, checked:
   data.manual_dir is that file or a folder holding it (for `text`, any file
@@ -131,17 +170,23 @@ def _manual_file(cfg):
   if name is None:
     return None
   manual = cfg.get('manual_dir')
+  what = _MANUAL_WHAT.get(cfg.name, 'the path of a UTF-8 text file or folder')
   if not manual:
     raise ConfigError(f'dataset {cfg.name!r} needs data.manual_dir: '
                       + (f'the folder of {name} or its path (e.g. '
-                         '../shared/datasets)' if name else
-                         'the path of a UTF-8 text file or folder'))
+                         '../shared/datasets)' if name else what))
+  if name == '*':             # a folder, or a glob of files
+    if not (os.path.isdir(manual) or glob.glob(manual, recursive=True)):
+      raise ConfigError(f'{_MANUAL_KEY.get(cfg.name, "data.manual_dir")}='
+                        f'{manual} is no folder and matches no file; give '
+                        f'{what}')
+    return manual
   if not os.path.exists(manual):
     raise ConfigError(f'data.manual_dir does not exist: {manual}')
   if not name:
     if os.path.isdir(manual) and not builders.source_files(manual):
-      raise ConfigError(f'data.manual_dir={manual} holds no file; give a '
-                        'UTF-8 text file or a folder of them')
+      raise ConfigError(f'data.manual_dir={manual} holds no file; give '
+                        f'{what}')
     return manual
   path = os.path.join(manual, name) if os.path.isdir(manual) else manual
   if not os.path.isfile(path):
@@ -159,6 +204,12 @@ def _prepare(builder, cfg, source):
         file_format='array_record',
         download_config=tfds.download.DownloadConfig(
             manual_dir=cfg.get('manual_dir') or None))
+  except builders.SourceMismatch as e:
+    raise ConfigError(f'{_MANUAL_KEY.get(cfg.name, "data.manual_dir")}='
+                      f'{cfg.get("manual_dir")}: '
+                      f'{one_line(e, 300)}' + (
+                          '; remove it or set data.skip_bad_images=True'
+                          if isinstance(e, builders.BadImage) else '')) from e
   except (EOFError, tarfile.TarError, zlib.error, UnicodeDecodeError,
           builders.SourceError) as e:
     raise EnvironmentFault(
@@ -283,7 +334,8 @@ def _builder(cfg):
     try:
       return factory(cfg, data_dir, source)
     except builders.SourceError as e:
-      raise ConfigError(f'data.manual_dir={cfg.manual_dir}: {e}') from e
+      raise ConfigError(f'{_MANUAL_KEY.get(cfg.name, "data.manual_dir")}='
+                        f'{cfg.manual_dir}: {e}') from e
 
   builder = make()
   if builder.is_prepared():
@@ -516,7 +568,7 @@ def load_split_in_memory(cfg, split):
   process with the same dataset (experiments run many cells on one split)."""
   key = (split,) + tuple(str(cfg.get(k)) for k in (
       'name', 'data_dir', 'manual_dir', 'num_samples', 'seq_len', 'tokenizer',
-      'vocab_size'))
+      'vocab_size', 'image_size', 'test_dir', 'skip_bad_images'))
   if key not in _IN_MEMORY:
     _IN_MEMORY[key] = ArraySource(load_split(cfg, split))
   return _IN_MEMORY[key]
@@ -560,16 +612,33 @@ def _catalog_source(cfg, split):
       'download it here')
 
 
+def has_unlabeled_from(cfg):
+  """Whether `cfg.unlabeled_from` replaces the unlabeled part (another
+  dataset's images, or a folder or glob of images without labels)."""
+  ood = cfg.get('unlabeled_from')
+  return bool(ood is not None and (ood.get('name') or ood.get('folder')))
+
+
 def ood_config(cfg):
   """The data config of `cfg.unlabeled_from` (another dataset whose train
-  images replace the unlabeled part), or None."""
-  ood = cfg.get('unlabeled_from')
-  if ood is None or not ood.name:
+  images replace the unlabeled part; `folder`: the images of a folder or
+  glob, dataset 'image_files'), or None."""
+  if not has_unlabeled_from(cfg):
     return None
+  ood = cfg.unlabeled_from
+  if ood.get('name') and ood.get('folder'):
+    raise ConfigError('data.unlabeled_from: set name (a dataset) or folder '
+                      '(images without labels), not both')
   out = ml_collections.ConfigDict(cfg.to_dict())
   with out.unlocked():
-    out.name = ood.name
-    out.manual_dir = ood.get('manual_dir', '')
+    if ood.get('folder'):
+      out.name, out.manual_dir = 'image_files', ood.folder
+      if not out.get('image_size'):
+        raise ConfigError('data.unlabeled_from.folder needs data.image_size '
+                          '> 0 (the model\'s input size, e.g. 224)')
+    else:
+      out.name = ood.name
+      out.manual_dir = ood.get('manual_dir', '')
     del out['unlabeled_from']
   return out
 
@@ -612,6 +681,9 @@ def source_record(cfg):
   tok = tokenizer(cfg)
   if tok is not None:
     out['tokenizer'] = tokenizers.digest(tok)
+  ood = ood_config(cfg)
+  if ood is not None and ood.name in OFFLINE:
+    out['unlabeled_from'] = source_record(ood)
   return out
 
 

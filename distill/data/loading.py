@@ -45,7 +45,7 @@ def load_data(data_cfg):
   parts = {k: datasets.Subset(train, v) for k, v in carved.items()}
   parts['test'] = datasets.Subset(test)
   ood = data_cfg.get('unlabeled_from')
-  if ood is not None and ood.name:
+  if datasets.has_unlabeled_from(data_cfg):
     parts['unlabeled'] = _out_of_distribution(data_cfg, ood, load, parts)
   return Data(spec, parts, datasets.num_classes(data_cfg),
               datasets.source_record(data_cfg), datasets.tokenizer(data_cfg))
@@ -60,7 +60,8 @@ def _out_of_distribution(data_cfg, ood, load, parts):
                       f'data.unlabeled=0 (got {data_cfg.unlabeled})')
   ood_cfg = datasets.ood_config(data_cfg)
   if datasets.spec(ood_cfg).input_key != 'image':
-    raise ConfigError(f'data.unlabeled_from.name={ood.name!r} has no images')
+    raise ConfigError(f'data.unlabeled_from.name={ood.get("name")!r} has no '
+                      'images')
   source = load(ood_cfg, 'train')
   idx = (np.arange(len(source)) if ood.size < 0 else
          splits.carve(len(source), labeled=ood.size, validation=0,
