@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -205,6 +206,7 @@ def save_hf_lm(model, params, path, dtype='float32'):
   cfg = hf_layout.hf_config(kw, model.num_classes)
   cfg['dtype'] = dtype
   target = np.dtype(jnp.dtype(dtype))
+  params = nn.meta.unbox(params)
   flat = {tuple(str(getattr(k, 'key', k)) for k in p): v
           for p, v in jax.tree_util.tree_leaves_with_path(params)}
   out = {}

@@ -166,7 +166,8 @@ def hf_config(kw, vocab):
     window = kw.get('sliding_window', 0)
     cfg.update(
         hidden_act=act,
-        query_pre_attn_scalar=kw.get('query_pre_attn_scalar') or head_dim,
+        query_pre_attn_scalar=_int_if_whole(
+            kw.get('query_pre_attn_scalar') or head_dim),
         attn_logit_softcapping=kw.get('attn_softcap') or None,
         final_logit_softcapping=kw.get('logit_softcap') or None,
         sliding_window=window or None,
@@ -176,6 +177,10 @@ def hf_config(kw, vocab):
       raise ConfigError('a gemma2 model needs model.post_norms and '
                         'model.embed_scale')
   return cfg
+
+
+def _int_if_whole(x):
+  return int(x) if float(x).is_integer() else x
 
 
 _ARCHITECTURES = {'llama': 'LlamaForCausalLM', 'qwen2': 'Qwen2ForCausalLM',
