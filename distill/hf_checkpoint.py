@@ -94,6 +94,22 @@ def file_hashes(path):
   return out
 
 
+HF_PREFIX = 'hf:'
+
+
+def hf_ref(ref):
+  """The folder of a teacher reference 'hf:PATH' (GUIDE's init.teacher of
+  an imported model), else ''."""
+  return ref[len(HF_PREFIX):] if ref.startswith(HF_PREFIX) else ''
+
+
+def identity(path):
+  """What identifies an imported model (a run's inputs.json): its folder,
+  config.json and the hashes of its files."""
+  return {'hf': os.path.abspath(path), 'config': read_config(path),
+          'files': file_hashes(path)}
+
+
 def build(path, dtype='float32', **overrides):
   """(model, config.json dict, model kwargs) of a folder; `overrides` set
   model fields the checkpoint does not fix (attention, scan_layers, remat,
