@@ -90,8 +90,7 @@ def validate_data(data):
   from distill.data import datasets, tokenizers  # pylint: disable=g-import-not-at-top
   spec = datasets.spec(data)
   if spec.task == 'lm':
-    check_choice('data.tokenizer', data.get('tokenizer') or 'char',
-                 tokenizers.TOKENIZERS)
+    tokenizers.check(data.get('tokenizer') or 'char')
     if not isinstance(data.get('seq_len'), int) or data.seq_len < 1:
       raise ConfigError(f'data.seq_len must be an integer >= 1, got '
                         f'{data.get("seq_len")!r}')
