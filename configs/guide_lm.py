@@ -23,8 +23,8 @@ Arguments:
   teacher_hf  a Hugging Face model folder (llama, qwen2, qwen3, gemma2) as
            the teacher instead (docs/pretrained-lm.md); the student's
            family fields must be the teacher's (`family`)
-  family   '' (this project's LM) | llama | qwen3 | gemma2: teacher and
-           student of that family's conventions (FAMILIES)
+  family   '' (this project's LM) | plain | llama | qwen3 | gemma2: teacher
+           and student of that family's conventions (common.set_family)
   seq_len  tokens per window (default 64 at cpu scale, 2048 at paper)
   text, tokenizer, vocab  the cpu-scale data: a UTF-8 file or folder (default
            Tiny Shakespeare), char | spm, spm pieces
@@ -48,27 +48,6 @@ SCALES = {
     'cpu': ((4, 128, 4, 512), (2, 64, 2, 256)),
     'paper': ((24, 2048, 16, 8192), (20, 1280, 10, 5120)),
 }
-
-
-# Model fields of each family (models/transformer.py) for teacher and
-# student alike; one K/V head per query group of 2 where a family groups.
-FAMILIES = {
-    '': {},
-    'llama': dict(positions='rope', mlp='swiglu', rope_theta=500000.0),
-    'qwen3': dict(positions='rope', mlp='swiglu', qk_norm=True,
-                  rope_theta=1000000.0),
-    'gemma2': dict(positions='rope', mlp='geglu', norm_plus_one=True,
-                   post_norms=True, embed_scale=True, attn_softcap=50.0,
-                   logit_softcap=30.0, sliding_window=32,
-                   tie_embeddings=True),
-}
-
-
-def _family(model, name):
-  for k, v in FAMILIES[name].items():
-    model[k] = v
-  if name and model.num_heads % 2 == 0:
-    model.num_kv_heads = model.num_heads // 2
 
 
 def _lm(arg, size, steps):
@@ -112,15 +91,15 @@ def get_config(arg=None):
                          rank=16, runlocal=False, teacher_hf='', family='',
                          manual_dir='../shared/datasets')
   check_choice("guide_lm scale", arg.scale, SCALES)
-  check_choice('guide_lm family', arg.family, FAMILIES)
+  check_choice('guide_lm family', arg.family, common.LM_FAMILIES)
   t_size, s_size = SCALES[arg.scale]
   teacher = _lm(arg, t_size, arg.teacher_steps)
   teacher.seed = 0                     # one teacher for every student seed
   c = _lm(arg, s_size, arg.steps)
   if arg.runlocal:                     # the runlocal LM: 1 x 32; teacher 1 x 64
     teacher.model.width, teacher.model.mlp_dim = 64, 128
-  _family(teacher.model, arg.family)
-  _family(c.model, arg.family)
+  common.set_family(teacher.model, arg.family)
+  common.set_family(c.model, arg.family)
   if arg.residual != 'standard':      # the student's (the teacher's: standard)
     common.set_residual(c.model, arg.residual, arg.rank, a_init='colorth')
   c.method = arg.method

@@ -162,3 +162,21 @@ def test_defaults_are_the_plain_lm():
                                       'norm2']
   assert sorted(params['block0']['attn']) == ['key', 'out', 'query', 'value']
   assert set(params['block0']['mlp_in']['dense']) == {'kernel', 'bias'}
+
+
+def test_config_family_presets_are_the_models_fields():
+  """configs/common.py's copy of the defaults is the model's (configs load
+  without models); `family=plain` sets every key at the plain LM's values,
+  a pretrained family its conventions, each building a model."""
+  from configs import common, shakespeare_lm  # pylint: disable=g-import-not-at-top
+  from models import transformer  # pylint: disable=g-import-not-at-top
+  assert common.LM_FAMILY_DEFAULTS == transformer.FAMILY
+  plain = shakespeare_lm.get_config('runlocal,family=plain')
+  assert set(transformer.FAMILY) <= set(plain.model)
+  assert models.build('transformer_lm', VOCAB, **plain.model.to_dict(
+      )).family() == ()
+  assert 'num_kv_heads' not in shakespeare_lm.get_config('runlocal').model
+  for name in ('llama', 'qwen3', 'gemma2'):
+    c = shakespeare_lm.get_config(f'runlocal,family={name}')
+    model = models.build('transformer_lm', VOCAB, **c.model.to_dict())
+    assert model.num_kv_heads == 1 and model.positions == 'rope'
