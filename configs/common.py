@@ -10,7 +10,7 @@ defaults given. Unknown argument names are an error listing the valid ones.
 import ml_collections
 
 from core import defaults as core_defaults
-from core.errors import ConfigError
+from core.errors import ConfigError, check_choice
 
 
 def _autotype(value, default):
@@ -179,6 +179,45 @@ def set_memory(model, remat='none', attention=None):
   model.remat = remat
   if attention is not None:
     model.attention = attention
+  return model
+
+
+# The Transformer LM's family fields at this project's defaults
+# (models/transformer.py: FAMILY; tests/test_model_families.py checks they
+# agree), and the presets of pretrained families (docs/pretrained-lm.md).
+LM_FAMILY_DEFAULTS = dict(
+    num_kv_heads=0, head_dim=0, mlp='gelu', qkv_bias=False, qk_norm=False,
+    norm_eps=1e-6, norm_plus_one=False, post_norms=False, embed_scale=False,
+    rope_theta=10000.0, rope_scaling='', rope_factor=8.0,
+    rope_low_freq_factor=1.0, rope_high_freq_factor=4.0,
+    rope_original_max_len=8192, query_pre_attn_scalar=0.0, attn_softcap=0.0,
+    logit_softcap=0.0, sliding_window=0)
+LM_FAMILIES = {
+    '': None,                      # no family keys in the config
+    'plain': {},                   # every key, at this project's LM's values
+    'llama': dict(positions='rope', mlp='swiglu', rope_theta=500000.0),
+    'qwen3': dict(positions='rope', mlp='swiglu', qk_norm=True,
+                  rope_theta=1000000.0),
+    'gemma2': dict(positions='rope', mlp='geglu', norm_plus_one=True,
+                   post_norms=True, embed_scale=True, attn_softcap=50.0,
+                   logit_softcap=30.0, sliding_window=32,
+                   tie_embeddings=True),
+}
+
+
+def set_family(model, family=''):
+  """A Transformer LM `model` config's family fields, present so the
+  command line can set them (`--config.model.num_kv_heads=2`): '' adds
+  none (the config as before them); 'plain' every one at this project's
+  LM's values; a pretrained family's name its conventions, and one K/V
+  head per two query heads where the heads pair up."""
+  check_choice('model family', family, LM_FAMILIES)
+  if LM_FAMILIES[family] is None:
+    return model
+  for k, v in dict(LM_FAMILY_DEFAULTS, **LM_FAMILIES[family]).items():
+    model[k] = v
+  if family != 'plain' and model.num_heads % 2 == 0:
+    model.num_kv_heads = model.num_heads // 2
   return model
 
 

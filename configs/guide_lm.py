@@ -20,6 +20,11 @@ Arguments:
            FSDP over the slice; global batch 32: 4 windows per chip of an
            8-chip v5e slice, raise it with the slice)
   teacher  a trained teacher's workdir ('' trains it in <workdir>/teacher)
+  teacher_hf  a Hugging Face model folder (llama, qwen2, qwen3, gemma2) as
+           the teacher instead (docs/pretrained-lm.md); the student's
+           family fields must be the teacher's (`family`)
+  family   '' (this project's LM) | plain | llama | qwen3 | gemma2: teacher
+           and student of that family's conventions (common.set_family)
   seq_len  tokens per window (default 64 at cpu scale, 2048 at paper)
   text, tokenizer, vocab  the cpu-scale data: a UTF-8 file or folder (default
            Tiny Shakespeare), char | spm, spm pieces
@@ -83,15 +88,18 @@ def get_config(arg=None):
                          teacher='', steps=600, teacher_steps=1500, seed=0,
                          seq_len=0, trainable_projection=False, text='',
                          tokenizer='char', vocab=0, residual='standard',
-                         rank=16, runlocal=False,
+                         rank=16, runlocal=False, teacher_hf='', family='',
                          manual_dir='../shared/datasets')
   check_choice("guide_lm scale", arg.scale, SCALES)
+  check_choice('guide_lm family', arg.family, common.LM_FAMILIES)
   t_size, s_size = SCALES[arg.scale]
   teacher = _lm(arg, t_size, arg.teacher_steps)
   teacher.seed = 0                     # one teacher for every student seed
   c = _lm(arg, s_size, arg.steps)
   if arg.runlocal:                     # the runlocal LM: 1 x 32; teacher 1 x 64
     teacher.model.width, teacher.model.mlp_dim = 64, 128
+  common.set_family(teacher.model, arg.family)
+  common.set_family(c.model, arg.family)
   if arg.residual != 'standard':      # the student's (the teacher's: standard)
     common.set_residual(c.model, arg.residual, arg.rank, a_init='colorth')
   c.method = arg.method
@@ -99,7 +107,7 @@ def get_config(arg=None):
   if arg.trainable_projection:
     c.model.embed_from = teacher.model.width
     c.optimizer.frozen = 'embed,pos_embed'
-  c.teacher = dict(workdir=arg.teacher, config=teacher)
+  c.teacher = dict(workdir=arg.teacher, config=teacher, hf=arg.teacher_hf)
   c.distill = defaults.distill()
   c.distill.online = True
   if arg.scale == 'paper' and not arg.runlocal:

@@ -11,7 +11,9 @@ manual_dir), tokenizer (char | spm: SentencePiece trained on the text's
 training part when it is prepared), vocab (spm pieces), layers, width,
 heads, mlp (hidden size), positions (learned | rope), seq_len (window),
 steps, residual (standard or a LAuReL variant, e.g. laurel_rw_lr), rank
-(LAuReL's r), scan (layers under nn.scan), runlocal (2 steps), manual_dir
+(LAuReL's r), scan (layers under nn.scan), family ('' | plain | llama |
+qwen3 | gemma2: the model's family fields present and set,
+docs/pretrained-lm.md), runlocal (2 steps), manual_dir
 (folder or path of tiny_shakespeare.txt, default ../shared/datasets).
 Accuracy is next-token accuracy; loss is nats per token.
 """
@@ -22,7 +24,7 @@ def get_config(arg=None):
   arg = common.parse_arg(arg, layers=4, width=128, heads=4, mlp=512,
                          positions='rope', seq_len=128, steps=2000,
                          residual='standard', rank=16, scan=False,
-                         text='', tokenizer='char', vocab=0,
+                         text='', tokenizer='char', vocab=0, family='',
                          runlocal=False, manual_dir='../shared/datasets')
   c = common.base_config()
   c.data.name = 'text' if arg.text else 'tiny_shakespeare'
@@ -63,4 +65,5 @@ def get_config(arg=None):
     c.log_every_steps = 1
     c.batch_size = 8
     c.eval_batch_size = 100
+  common.set_family(c.model, arg.family)
   return c

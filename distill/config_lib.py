@@ -107,8 +107,7 @@ def validate_data(data):
                       f'model\'s input size, e.g. 224), got '
                       f'{data.get("image_size")!r}')
   if spec.task == 'lm':
-    check_choice('data.tokenizer', data.get('tokenizer') or 'char',
-                 tokenizers.TOKENIZERS)
+    tokenizers.check(data.get('tokenizer') or 'char')
     if not isinstance(data.get('seq_len'), int) or data.seq_len < 1:
       raise ConfigError(f'data.seq_len must be an integer >= 1, got '
                         f'{data.get("seq_len")!r}')

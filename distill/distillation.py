@@ -4,7 +4,9 @@
         --workdir=/tmp/distill/digits_slam
 
 1. Teacher: trained first in `<workdir>/teacher` from `config.teacher.config`
-   (resumable, skipped when finished), or loaded from `config.teacher.workdir`.
+   (resumable, skipped when finished), or loaded from `config.teacher.workdir`
+   (online distillation also: a Hugging Face model folder,
+   `config.teacher.hf`; distill/hf_checkpoint.py).
 2. One teacher-labeling pass over the validation, unlabeled, test (and
    labeled) parts, cached beside the teacher in `<teacher>/teacher_cache`,
    keyed by the part's ids and checked by fingerprint
@@ -32,6 +34,7 @@ from core.errors import ConfigError, check_choice
 from distill import checkpoint as ckpt_lib
 from distill import config_lib
 from distill import files
+from distill import hf_checkpoint
 from distill import methods
 from distill import predict
 from distill import sharding
@@ -73,6 +76,28 @@ def online_teacher(config, t_config, num_classes, variables=None,
             x, jax.ShapeDtypeStruct) else x.astype(cast))
         if jnp.issubdtype(x.dtype, jnp.floating) else x, variables)
   return model, variables
+
+
+def hf_teacher(config):
+  """The Hugging Face model folder of an imported teacher, or ''."""
+  return config.teacher.get('hf') or ''
+
+
+def load_hf_teacher(config, num_classes, mesh=None):
+  """(model, variables) of the imported teacher (`teacher.hf`), in
+  `distill.teacher_dtype`, placed on `mesh`; its vocabulary must be the
+  data's."""
+  dtype = config.distill.get('teacher_dtype') or 'float32'
+  check_choice('distill.teacher_dtype', dtype, models.DTYPES)
+  model, params = hf_checkpoint.load_hf_lm(
+      hf_teacher(config), mesh, dtype=dtype, param_dtype=dtype,
+      attention=config.model.get('attention', 'xla'),
+      scan_layers=bool(config.model.get('scan_layers', False)))
+  if model.num_classes != num_classes:
+    raise ConfigError(f'teacher.hf={hf_teacher(config)} has a vocabulary of '
+                      f'{model.num_classes}, the data {num_classes}: give '
+                      "data.tokenizer the teacher's tokenizer")
+  return model, {'params': params}
 
 
 def student_config(config):
@@ -211,7 +236,7 @@ def stage_configs(config):
   sizes = datasets.part_sizes(config.data)
   d = config.distill
   out = {}
-  if not config.teacher.workdir:
+  if not config.teacher.workdir and not hf_teacher(config):
     t = config.teacher.config
     out['teacher'] = (t, datasets.part_sizes(t.data)[t.data.train_on],
                       t.data.train_on)
@@ -259,7 +284,10 @@ def validate_stages(config):
 
 
 def input_runs(config):
-  """The identity of the runs this pipeline reads (an external teacher)."""
+  """The identity of the runs this pipeline reads (an external teacher; an
+  imported one: its folder, config.json and files' hashes)."""
+  if hf_teacher(config):
+    return {'teacher': hf_checkpoint.identity(hf_teacher(config))}
   if config.teacher.workdir:
     return {'teacher': ckpt_lib.run_identity(config.teacher.workdir)}
   return {}
@@ -339,9 +367,11 @@ def _run(config, workdir):
 
 
 def run_online(config, workdir):
-  """Online distillation (and GUIDE initialisation) for language models: the
-  teacher trains first as in `run`, then the student trains on the same data
-  with the teacher's logits computed in its train step. `method='supervised'`
+  """Online distillation (and GUIDE initialisation): the teacher trains
+  first as in `run` (or is imported: `teacher.hf`), then the student trains
+  on the same data with the teacher's logits computed in its train step (a
+  method's fit, fitted on the validation part first, maps them to its
+  state there). `method='supervised'`
   trains the student on the data alone (still GUIDE-initialised if
   `init.method='guide'`). `init.teacher=''` means this config's teacher."""
   check_method(config, 'online')
@@ -350,19 +380,27 @@ def run_online(config, workdir):
   validate_stages(config)
   check_choice('distill.teacher_dtype',
                config.distill.get('teacher_dtype') or 'float32', models.DTYPES)
-  t_data = teacher_config(config).data
-  if t_data.name != config.data.name:
-    raise ConfigError(f'teacher data {t_data.name!r} differs from '
-                      f'student data {config.data.name!r}')
+  if hf_teacher(config):       # its data is unknown: no name or overlap check
+    if config.teacher.workdir:
+      raise ConfigError('teacher.hf and teacher.workdir are both set; give '
+                        'one teacher')
+    hf_checkpoint.build(hf_teacher(config))      # config.json's fields
+  else:
+    t_data = teacher_config(config).data
+    if t_data.name != config.data.name:
+      raise ConfigError(f'teacher data {t_data.name!r} differs from '
+                        f'student data {config.data.name!r}')
   with workdir_lib.claim(workdir, config, input_runs(config)):
+    if hf_teacher(config):
+      return _run_online_hf(config, workdir)
     return _run_online(config, workdir)
 
 
 def _check_online_fit(config):
   """A method with a fit distills online a classifier whose teacher never
   saw the validation part it is fitted on."""
-  if 'transformer_lm' in (teacher_config(config).model_name,
-                         config.model_name):
+  if hf_teacher(config) or 'transformer_lm' in (
+      config.model_name, teacher_config(config).model_name):
     raise ConfigError(
         f'method {config.method!r} fits per-example state on a '
         "classifier's validation outputs; a language model distills online "
@@ -392,6 +430,30 @@ def _online_fit(config, data, t_model, t_vars, t_step, t_dir):
   print('== fitted on validation: ' + json.dumps(
       {k: round(v, 4) for k, v in stats.items()}), flush=True)
   return state_of, stats
+
+
+def _run_online_hf(config, workdir):
+  """`_run_online` with the teacher imported from `teacher.hf`."""
+  data = loading.load_data(config.data)
+  s_config = student_config(config)
+  mesh = sharding.stage_mesh(s_config)
+  t_model, t_vars = load_hf_teacher(config, data.num_classes, mesh)
+  if s_config.init.method and not s_config.init.teacher:
+    s_config.init.teacher = 'hf:' + files.abspath(hf_teacher(config))
+  s_dir = os.path.join(workdir, 'student')
+  print(f'== student ({config.method}, init {config.init.method or "own"}) '
+        f'of the teacher in {hf_teacher(config)}: training in {s_dir}',
+        flush=True)
+  teacher = (t_model, t_vars) if config.method != 'supervised' else None
+  final = train.Trainer(s_config, s_dir, data=data, teacher=teacher,
+                        validated=True).run()
+  if final.get('preempted'):
+    return final
+  summary = {'method': config.method, 'init': config.init.method or 'own',
+             'teacher': files.abspath(hf_teacher(config))}
+  summary.update({f'student/{k}': v for k, v in final.items()})
+  files.write_json(os.path.join(workdir, 'summary.json'), summary)
+  return summary
 
 
 def _run_online(config, workdir):

@@ -21,6 +21,15 @@ For our `TransformerLM` (pre-RMSNorm blocks), with d_T >= d_S:
    sqrt(l_S / l_T) so that attention logits keep the teacher's scale.
 4. Every other parameter keeps the student's own initialisation.
 
+Pretrained families (models/transformer.py; teacher and student of the same
+family, `check_family`): K/V heads are selected uniformly and, within each
+kept K/V head's group, its query heads, so the student's groups are the
+teacher's (h_S / k_S <= h_T / k_T); gated MLPs select the same units of
+gate and up projections; Q/K/V biases and QK-norm gains follow their heads
+and head dimensions; norms scaling by (1 + gain) get gain 0 (`plus_one`).
+Exact only where the plain LM's step is (QK-norm and Gemma's post norms
+see fewer dimensions; their gains are kept or the student's own).
+
 With d_S = d_T and no selection the student's embeddings equal the
 teacher's up to the orthogonal basis, and its first block computes the
 teacher's first block exactly in that basis (tests/test_guide.py).
@@ -74,6 +83,36 @@ def _set_block0(params, block):
   return params
 
 
+# Model fields a GUIDE student must share with its teacher.
+FAMILY_FIELDS = ('mlp', 'qkv_bias', 'qk_norm', 'norm_plus_one', 'post_norms',
+                 'embed_scale', 'positions')
+
+
+def check_family(teacher, student):
+  """One-line ConfigError unless the two TransformerLMs are of one family."""
+  for field in FAMILY_FIELDS:
+    t, s = getattr(teacher, field), getattr(student, field)
+    if t != s:
+      raise ConfigError(f'init.method=guide: the student\'s model.{field}='
+                        f'{s!r} differs from the teacher\'s {t!r}')
+
+
+def kv_heads(params):
+  """The number of K/V heads of a TransformerLM's params."""
+  block = _block0(params)
+  return block['attn']['key']['kernel'].shape[-2]
+
+
+def head_indices(ht, kt, hs, ks):
+  """(query heads, K/V heads) of the teacher a student keeps: K/V heads
+  uniformly, and in each kept K/V head's group of h_T / k_T queries, h_S /
+  k_S of them uniformly (without grouping, k = h: the same indices)."""
+  kv = uniform_indices(kt, ks)
+  within = uniform_indices(ht // kt, hs // ks)
+  query = (kv[:, None] * (ht // kt) + within[None, :]).reshape(-1)
+  return query, kv
+
+
 def dims(params):
   """(vocab, width, heads, head_dim, mlp) of a TransformerLM's params."""
   vocab, width = params['embed']['embedding'].shape
@@ -103,6 +142,11 @@ def check_compatible(teacher_params, student_params, positions='learned'):
       problems.append(f'student {name} {s} is larger than the teacher\'s {t}')
   if positions == 'rope' and (ls % 2 or lt % 2):
     problems.append('RoPE needs even head dimensions')
+  kt, ks = kv_heads(teacher_params), kv_heads(student_params)
+  if ks > kt or (ht // kt) < (hs // ks):
+    problems.append(f'student K/V heads {ks} of {hs} query heads do not fit '
+                    f'the teacher\'s {kt} of {ht} (fewer K/V heads, and '
+                    'at most as many queries per K/V head)')
   if positions == 'learned' and 'pos_embed' in student_params:
     if student_params['pos_embed'].shape[0] > teacher_params[
         'pos_embed'].shape[0]:
@@ -119,9 +163,10 @@ def _head_dim_indices(l_t, l_s, positions):
 
 
 def project(teacher_params, student_params, positions='learned',
-            preserve_logit_scale=True, basis=None):
+            preserve_logit_scale=True, basis=None, plus_one=False):
   """GUIDE's student parameters (see the module docstring). Pure and
-  jit-able; `basis` overrides the PCA basis (d_T x d_S)."""
+  jit-able; `basis` overrides the PCA basis (d_T x d_S); `plus_one`: the
+  norms scale by (1 + gain) (Gemma)."""
   check_compatible(teacher_params, student_params, positions)
   (_, dt, ht, lt, ft) = dims(teacher_params)
   (_, ds, hs, ls, fs) = dims(student_params)
@@ -139,7 +184,8 @@ def project(teacher_params, student_params, positions='learned',
     out['pos_embed'] = (p_t if trainable else p_t @ pm).astype(dtype)
 
   t, s = _block0(teacher_params), _block0(student_params)
-  heads = uniform_indices(ht, hs)
+  heads, kv = head_indices(ht, kv_heads(teacher_params), hs,
+                           kv_heads(student_params))
   hdim = _head_dim_indices(lt, ls, positions)
   units = uniform_indices(ft, fs)
   ratio = math.sqrt(dt / ds)
@@ -147,26 +193,43 @@ def project(teacher_params, student_params, positions='learned',
   def fold_in(gain, kernel):           # (d_T, ...) -> (d_S, ...)
     return ratio * jnp.tensordot(pm.T * gain[None, :], kernel, axes=1)
 
-  g1, g2 = t['norm1']['scale'], t['norm2']['scale']
-  attn = {}
+  def gain(norm):                      # the effective gain of a norm
+    return 1.0 + norm['scale'] if plus_one else norm['scale']
+
+  def unit_gain(norm):                 # the student's norm, gain 1
+    return {'scale': (jnp.zeros_like if plus_one else jnp.ones_like)(
+        norm['scale'])}
+
+  g1, g2 = gain(t['norm1']), gain(t['norm2'])
+  attn = dict(s['attn'])
   for name in ('query', 'key', 'value'):
-    k = fold_in(g1, t['attn'][name]['kernel'])[:, heads][:, :, hdim]
-    if name == 'query' and preserve_logit_scale:
-      k = k * math.sqrt(ls / lt)
-    attn[name] = {'kernel': k}
+    sel = heads if name == 'query' else kv
+    scale = math.sqrt(ls / lt) if (name == 'query' and
+                                   preserve_logit_scale) else 1.0
+    new = {'kernel': scale * fold_in(g1, t['attn'][name]['kernel'])[
+        :, sel][:, :, hdim]}
+    if 'bias' in t['attn'][name]:
+      new['bias'] = scale * t['attn'][name]['bias'][sel][:, hdim]
+    attn[name] = new
+  for name in ('query_norm', 'key_norm'):
+    if name in t['attn']:
+      attn[name] = {'scale': t['attn'][name]['scale'][hdim]}
   o = t['attn']['out']['kernel'][heads][:, hdim]          # (h, l, d_T)
   attn['out'] = {'kernel': jnp.tensordot(o, pm, axes=1)}
-  mlp_in = t['mlp_in']['dense']
   mlp_out = t['mlp_out']['dense']
   block = dict(s)
-  block.update(
-      norm1={'scale': jnp.ones_like(s['norm1']['scale'])},
-      norm2={'scale': jnp.ones_like(s['norm2']['scale'])},
-      attn=attn,
-      mlp_in={'dense': {'kernel': fold_in(g2, mlp_in['kernel'])[:, units],
-                        'bias': mlp_in['bias'][units]}},
-      mlp_out={'dense': {'kernel': mlp_out['kernel'][units] @ pm,
-                         'bias': mlp_out['bias'] @ pm}})
+  block.update(norm1=unit_gain(s['norm1']), norm2=unit_gain(s['norm2']),
+               attn=attn)
+  for name in ('mlp_in', 'mlp_gate'):
+    if name in t:
+      dense = {'kernel': fold_in(g2, t[name]['dense']['kernel'])[:, units]}
+      if 'bias' in t[name]['dense']:
+        dense['bias'] = t[name]['dense']['bias'][units]
+      block[name] = {'dense': dense}
+  dense = {'kernel': mlp_out['kernel'][units] @ pm}
+  if 'bias' in mlp_out:
+    dense['bias'] = mlp_out['bias'] @ pm
+  block['mlp_out'] = {'dense': dense}
   block = jax.tree.map(lambda new, old: new.astype(old.dtype), block,
                        dict(s))
   return _set_block0(out, block)

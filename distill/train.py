@@ -33,6 +33,7 @@ from core.errors import check_choice
 from distill import checkpoint as ckpt_lib
 from distill import config_lib
 from distill import files
+from distill import hf_checkpoint
 from distill import methods
 from distill import monitoring
 from distill import optim
@@ -296,7 +297,9 @@ class Trainer:
       out['init_weights'] = builders.content_hashes(
           builders.source_files(init.weights))[0]
     elif init and init.method and init.teacher:
-      out['init_teacher'] = ckpt_lib.run_identity(init.teacher)
+      hf = hf_checkpoint.hf_ref(init.teacher)
+      out['init_teacher'] = (hf_checkpoint.identity(hf) if hf else
+                             ckpt_lib.run_identity(init.teacher))
     return out
 
   def check_init_from(self):
@@ -411,7 +414,19 @@ class Trainer:
                         f'model is {self.config.model_name!r}')
     if not init_cfg.teacher:
       raise ConfigError('init.method=guide needs init.teacher (a trained '
-                        'teacher workdir)')
+                        "teacher workdir, or 'hf:' and a Hugging Face model "
+                        'folder)')
+    from distill import guide  # pylint: disable=g-import-not-at-top
+    hf = hf_checkpoint.hf_ref(init_cfg.teacher)
+    if hf:
+      t_model = hf_checkpoint.build(hf)[0]
+      if self.config.model.get('positions', 'learned') != 'rope':
+        raise ConfigError(f'init.teacher={init_cfg.teacher} uses rotary '
+                          "positions: set model.positions='rope'")
+      guide.check_family(t_model, models.build(
+          'transformer_lm', t_model.num_classes,
+          **self.config.model.to_dict()))
+      return
     t_config = ckpt_lib.read_config(init_cfg.teacher)
     if t_config.model_name != 'transformer_lm':
       raise ConfigError(f'init.teacher={init_cfg.teacher} is a '
@@ -420,19 +435,28 @@ class Trainer:
     if t_config.model.get('positions', 'learned') != positions:
       raise ConfigError('init.method=guide: teacher and student must use the '
                         'same model.positions')
+    guide.check_family(
+        models.build('transformer_lm', 2, **t_config.model.to_dict()),
+        models.build('transformer_lm', 2, **self.config.model.to_dict()))
 
   def init_from_teacher(self, init_cfg):
     """GUIDE: the student's parameters projected from a trained teacher's
     (distill/guide.py); jitted, output sharded like the student's state."""
     from distill import guide  # pylint: disable=g-import-not-at-top
     self.check_init_teacher(init_cfg)
-    _, variables, step = ckpt_lib.load_trained(init_cfg.teacher)
+    hf = hf_checkpoint.hf_ref(init_cfg.teacher)
+    if hf:
+      t_params = hf_checkpoint.load_hf_lm(hf, self.mesh)[1]
+      step = 'imported'
+    else:
+      _, variables, step = ckpt_lib.load_trained(init_cfg.teacher)
+      t_params = variables['params']
     positions = self.config.model.get('positions', 'learned')
-    t_params = variables['params']
     guide.check_compatible(t_params, self.state.params, positions)
     project = jax.jit(functools.partial(
         guide.project, positions=positions,
-        preserve_logit_scale=init_cfg.preserve_logit_scale),
+        preserve_logit_scale=init_cfg.preserve_logit_scale,
+        plus_one=bool(self.config.model.get('norm_plus_one', False))),
                       out_shardings=self.state_sharding.params)
     with jax.set_mesh(self.mesh):
       params = project(t_params, self.state.params)

@@ -86,4 +86,7 @@ def build(name, num_classes, dtype='float32', **kwargs):
   if 'attention' in kwargs:
     check_choice('model.attention', kwargs['attention'],
                  attention.IMPLEMENTATIONS)
-  return cls(num_classes=num_classes, dtype=DTYPES[dtype], **kwargs)
+  model = cls(num_classes=num_classes, dtype=DTYPES[dtype], **kwargs)
+  if hasattr(model, 'check_family'):     # the LM's family fields fit together
+    model.check_family()
+  return model

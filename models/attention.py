@@ -17,10 +17,17 @@
 - `auto`: pallas on TPU, cudnn on GPU for 16-bit inputs (else xla), flash on
   CPU.
 
-Every implementation takes (batch, length, heads, head_dim) queries, keys
-and values, scales scores by 1/sqrt(head_dim), computes the softmax in
-float32 and returns the queries' dtype; they agree to float tolerance
-(tests/test_attention.py).
+Every implementation takes (batch, length, heads, head_dim) queries and
+(batch, length, kv_heads, head_dim) keys and values (grouped-query
+attention when kv_heads divides heads), scales scores by 1/sqrt(head_dim),
+computes the softmax in float32 and returns the queries' dtype; they agree
+to float tolerance (tests/test_attention.py).
+
+Two features only `xla` has (the others refuse them in one line naming
+`xla`; `auto` picks `xla` when either is asked for):
+- `softcap`: scores become softcap * tanh(scores / softcap) (Gemma 2);
+- `window`: a query sees only the `window` newest keys, itself included (a
+  sliding window; may be a traced scalar, as under `nn.scan`).
 """
 import functools
 import math
@@ -34,11 +41,18 @@ IMPLEMENTATIONS = ('auto', 'xla', 'cudnn', 'pallas', 'flash')
 _MASKED = -1e30
 
 
-def resolve(implementation, dtype):
-  """The concrete implementation `auto` stands for on this backend."""
+# The features of `attend` that only some implementations have.
+XLA_ONLY = {'softcap': 'model.attn_softcap', 'window': 'model.sliding_window'}
+
+
+def resolve(implementation, dtype, xla_only=False):
+  """The concrete implementation `auto` stands for on this backend
+  (`xla` wherever `xla_only` features are used)."""
   check_choice('model.attention', implementation, IMPLEMENTATIONS)
   if implementation != 'auto':
     return implementation
+  if xla_only:
+    return 'xla'
   backend = jax.default_backend()
   if backend == 'tpu':
     return 'pallas'
@@ -47,12 +61,32 @@ def resolve(implementation, dtype):
   return 'flash' if backend == 'cpu' else 'xla'
 
 
-def attend(q, k, v, implementation='auto', block=512):
-  """Causal attention of (B, T, N, H) q, k, v; see the module docstring."""
-  impl = resolve(implementation, q.dtype)
+def check_features(implementation, softcap=0.0, window=None):
+  """One-line ConfigError where `implementation` lacks a feature asked for."""
+  for feature, value in (('softcap', softcap), ('window', window)):
+    if value is not None and not (isinstance(value, (int, float))
+                                  and not value):
+      if implementation not in ('xla', 'auto'):
+        raise ConfigError(f'{XLA_ONLY[feature]} is not supported by '
+                          f'model.attention={implementation!r}; use '
+                          "model.attention='xla' (or 'auto')")
+
+
+def attend(q, k, v, implementation='auto', block=512, softcap=0.0,
+           window=None):
+  """Causal attention of (B, T, N, H) q and (B, T, K, H) k, v; see the
+  module docstring."""
+  check_features(implementation, softcap, window)
+  general = bool(softcap) or window is not None
+  impl = resolve(implementation, q.dtype, general)
+  if impl == 'xla' and general:
+    return _xla_general(q, k, v, softcap, window)
   if impl in ('xla', 'cudnn'):
     return jax.nn.dot_product_attention(q, k, v, is_causal=True,
                                         implementation=impl)
+  if k.shape[2] != q.shape[2]:         # grouped-query: repeat the K/V heads
+    groups = q.shape[2] // k.shape[2]
+    k, v = jnp.repeat(k, groups, axis=2), jnp.repeat(v, groups, axis=2)
   if impl == 'pallas':
     if jax.default_backend() != 'tpu':
       raise ConfigError("model.attention='pallas' runs on TPU only; valid "
@@ -63,6 +97,27 @@ def attend(q, k, v, implementation='auto', block=512):
                               sm_scale=1.0 / math.sqrt(q.shape[-1]))
     return out.transpose(0, 2, 1, 3)
   return flash(q, k, v, block_size(k.shape[1], block))
+
+
+def _xla_general(q, k, v, softcap, window):
+  """Causal attention with soft-capped scores and/or a sliding window, the
+  (B, N, T, T) scores materialised; K/V heads shared by groups of queries."""
+  b, t, n, h = q.shape
+  groups = n // k.shape[2]
+  qg = q.reshape(b, t, k.shape[2], groups, h)
+  s = jnp.einsum('btkgh,bskh->bkgts', qg, k,
+                 preferred_element_type=jnp.float32) / math.sqrt(h)
+  if softcap:
+    s = softcap * jnp.tanh(s / softcap)
+  q_pos = jnp.arange(t)[:, None]
+  k_pos = jnp.arange(k.shape[1])[None, :]
+  mask = q_pos >= k_pos
+  if window is not None:
+    mask = mask & (q_pos - k_pos < window)
+  p = jax.nn.softmax(jnp.where(mask, s, _MASKED), -1)
+  out = jnp.einsum('bkgts,bskh->btkgh', p.astype(v.dtype), v,
+                   preferred_element_type=jnp.float32)
+  return out.reshape(b, t, n, h).astype(q.dtype)
 
 
 def block_size(length, block):

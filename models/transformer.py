@@ -8,7 +8,25 @@ picks the attention implementation (`models/attention.py`), `remat` what a
 block keeps for the backward pass (`models/layers.py: REMAT_POLICIES`).
 Activations are constrained by logical names at the embedding output, each
 block's input and output, inside attention and the MLP, and at the logits.
+
+Pretrained families (Llama 3.x, Qwen2/2.5, Qwen3, Gemma 2; their import:
+`distill/hf_checkpoint.py`) are points of the same space, set by fields
+whose defaults are this project's own LM:
+  num_kv_heads (0: num_heads; fewer: grouped-query attention), head_dim (0:
+  width // num_heads), mlp ('gelu': Dense-GELU-Dense with biases; 'swiglu',
+  'geglu': gated, no biases), qkv_bias, qk_norm (RMSNorm of each head's
+  query and key, Qwen3), norm_eps, norm_plus_one (norms scale by 1 + gain,
+  gains start at 0: Gemma), post_norms (a norm on each branch output too:
+  Gemma 2), embed_scale (embeddings times sqrt(width): Gemma),
+  rope_theta, rope_scaling ('' | 'llama3' with rope_factor,
+  rope_low_freq_factor, rope_high_freq_factor, rope_original_max_len),
+  query_pre_attn_scalar (0: head_dim; scores scale by its -1/2 power),
+  attn_softcap, logit_softcap (c * tanh(x / c); 0: none), sliding_window
+  (0: none; else the even-numbered layers, 0, 2, ..., see only that many
+  newest keys: Gemma 2).
 """
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -23,25 +41,59 @@ HEADS = ('activation_batch', 'activation_length', 'activation_heads',
          'activation_kv')
 
 POSITIONS = ('learned', 'rope')
+MLPS = {'gelu': None, 'swiglu': nn.silu, 'geglu': nn.gelu}
+ROPE_SCALINGS = ('', 'llama3')
+# The family fields of TransformerLM and their defaults (this project's LM).
+FAMILY = dict(num_kv_heads=0, head_dim=0, mlp='gelu', qkv_bias=False,
+              qk_norm=False, norm_eps=1e-6, norm_plus_one=False,
+              post_norms=False, embed_scale=False, rope_theta=10000.0,
+              rope_scaling='', rope_factor=8.0, rope_low_freq_factor=1.0,
+              rope_high_freq_factor=4.0, rope_original_max_len=8192,
+              query_pre_attn_scalar=0.0, attn_softcap=0.0, logit_softcap=0.0,
+              sliding_window=0)
 
 
 class RMSNorm(nn.Module):
+  """RMSNorm; `plus_one` scales by (1 + gain) with gains starting at 0."""
   eps: float = 1e-6
   dtype: jnp.dtype = jnp.float32
+  plus_one: bool = False
+  names: tuple = ('embed',)
 
   @nn.compact
   def __call__(self, x):
-    scale = self.param('scale', layers.partitioned(nn.initializers.ones,
-                                                   ('embed',)), (x.shape[-1],))
+    init = nn.initializers.zeros if self.plus_one else nn.initializers.ones
+    scale = self.param('scale', layers.partitioned(init, self.names),
+                       (x.shape[-1],))
+    if self.plus_one:
+      scale = 1.0 + scale
     x32 = x.astype(jnp.float32)
     x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, -1, keepdims=True) + self.eps)
     return (x32 * scale).astype(self.dtype)
 
 
-def rope(x, positions, base=10000.0):
+def rope_frequencies(half, base=10000.0, scaling=None):
+  """The `half` rotary frequencies; `scaling` a dict of Llama 3's
+  rope_scaling (type 'llama3', factor, low_freq_factor, high_freq_factor,
+  original_max_len) or None."""
+  freq = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+  if not scaling:
+    return freq
+  factor = scaling['factor']
+  low, high = scaling['low_freq_factor'], scaling['high_freq_factor']
+  old = scaling['original_max_len']
+  wavelen = 2 * jnp.pi / freq
+  scaled = jnp.where(wavelen > old / low, freq / factor, freq)
+  smooth = (old / wavelen - low) / (high - low)
+  smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+  medium = (wavelen >= old / high) & (wavelen <= old / low)
+  return jnp.where(medium, smoothed, scaled)
+
+
+def rope(x, positions, base=10000.0, scaling=None):
   """Rotary position embedding on (..., seq, heads, head_dim)."""
   half = x.shape[-1] // 2
-  freq = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+  freq = rope_frequencies(half, base, scaling)
   angles = positions[:, None].astype(jnp.float32) * freq[None]   # (seq, half)
   sin, cos = jnp.sin(angles)[:, None], jnp.cos(angles)[:, None]
   x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
@@ -50,25 +102,50 @@ def rope(x, positions, base=10000.0):
 
 
 class CausalSelfAttention(nn.Module):
+  """Causal self-attention; `fam` the family fields (TransformerLM's
+  docstring) as a sorted tuple of pairs, `window` a sliding window (None:
+  none; may be traced)."""
   num_heads: int
   positions: str = 'learned'
   attention: str = 'xla'
   dtype: jnp.dtype = jnp.float32
+  fam: tuple = ()
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, window=None):
+    f = dict(FAMILY, **dict(self.fam))
     width = x.shape[-1]
-    head_dim = width // self.num_heads
+    head_dim = f['head_dim'] or width // self.num_heads
+    kv_heads = f['num_kv_heads'] or self.num_heads
     init = layers.partitioned(nn.initializers.lecun_normal(),
                               ('embed', 'heads', 'kv'))
-    qkv = [nn.DenseGeneral((self.num_heads, head_dim), dtype=self.dtype,
-                           use_bias=False, kernel_init=init, name=n)(x)
-           for n in ('query', 'key', 'value')]
+    bias = layers.partitioned(nn.initializers.zeros, ('heads', 'kv'))
+    qkv = [nn.DenseGeneral((n, head_dim), dtype=self.dtype,
+                           use_bias=f['qkv_bias'], kernel_init=init,
+                           bias_init=bias, name=name)(x)
+           for name, n in (('query', self.num_heads), ('key', kv_heads),
+                           ('value', kv_heads))]
     q, k, v = (layers.constrain(a, HEADS) for a in qkv)
+    if f['qk_norm']:
+      norm = dict(eps=f['norm_eps'], dtype=self.dtype,
+                  plus_one=f['norm_plus_one'], names=('kv',))
+      q = RMSNorm(**norm, name='query_norm')(q)
+      k = RMSNorm(**norm, name='key_norm')(k)
     if self.positions == 'rope':
       pos = jnp.arange(x.shape[1])
-      q, k = rope(q, pos), rope(k, pos)
-    out = layers.constrain(attention_lib.attend(q, k, v, self.attention),
+      scaling = None
+      if f['rope_scaling']:
+        scaling = dict(factor=f['rope_factor'],
+                       low_freq_factor=f['rope_low_freq_factor'],
+                       high_freq_factor=f['rope_high_freq_factor'],
+                       original_max_len=f['rope_original_max_len'])
+      q = rope(q, pos, f['rope_theta'], scaling)
+      k = rope(k, pos, f['rope_theta'], scaling)
+    if f['query_pre_attn_scalar']:     # every implementation scales by H^-1/2
+      q = q * jnp.asarray(math.sqrt(head_dim / f['query_pre_attn_scalar']),
+                          q.dtype)
+    out = layers.constrain(attention_lib.attend(
+        q, k, v, self.attention, softcap=f['attn_softcap'], window=window),
                            HEADS)
     return nn.DenseGeneral(
         width, axis=(-2, -1), dtype=self.dtype, use_bias=False,
@@ -81,7 +158,9 @@ class DecoderBlock(nn.Module):
   """Pre-norm attention then MLP. The block's branch is
   f(x) = a + m with a = attn(norm(x)) and m = mlp(norm(x + a)), and its output
   is `residual(x, f(x), prev)`: with the standard residual exactly the usual
-  x + a + m, and one LAuReL instance per block (the paper's placement)."""
+  x + a + m, and one LAuReL instance per block (the paper's placement).
+  With `post_norms` a and m are normed once more (Gemma 2). `layer` (an int
+  or a traced index under nn.scan) picks the sliding-window layers."""
   num_heads: int
   mlp_dim: int
   positions: str = 'learned'
@@ -90,22 +169,46 @@ class DecoderBlock(nn.Module):
   residual_kw: tuple = ()
   attention: str = 'xla'
   dtype: jnp.dtype = jnp.float32
+  fam: tuple = ()
 
   @nn.compact
-  def __call__(self, x, prev=(), train=False):
+  def __call__(self, x, prev=(), train=False, layer=0):
+    f = dict(FAMILY, **dict(self.fam))
     x = layers.constrain(x, SEQ)
     drop = nn.Dropout(self.dropout, deterministic=not train)
-    a = drop(CausalSelfAttention(self.num_heads, self.positions,
-                                 self.attention, self.dtype,
-                                 name='attn')(RMSNorm(dtype=self.dtype,
-                                                      name='norm1')(x)))
-    y = RMSNorm(dtype=self.dtype, name='norm2')(x + a)
-    y = layers.Dense(self.mlp_dim, ('embed', 'mlp'), dtype=self.dtype,
-                     name='mlp_in')(y)
-    y = layers.constrain(y, ('activation_batch', 'activation_length',
-                             'activation_mlp'))
-    m = drop(layers.Dense(x.shape[-1], ('mlp', 'embed'), dtype=self.dtype,
-                          name='mlp_out')(nn.gelu(y)))
+    norm = dict(eps=f['norm_eps'], dtype=self.dtype,
+                plus_one=f['norm_plus_one'])
+    window = None
+    if f['sliding_window']:          # the even-numbered layers (Gemma 2)
+      window = jnp.where(jnp.asarray(layer) % 2 == 0, f['sliding_window'],
+                         x.shape[1] + 1)
+    a = CausalSelfAttention(self.num_heads, self.positions, self.attention,
+                            self.dtype, self.fam,
+                            name='attn')(RMSNorm(**norm, name='norm1')(x),
+                                         window)
+    if f['post_norms']:
+      a = RMSNorm(**norm, name='post_norm1')(a)
+    a = drop(a)
+    y = RMSNorm(**norm, name='norm2')(x + a)
+    mlp_act = ('activation_batch', 'activation_length', 'activation_mlp')
+    if f['mlp'] == 'gelu':
+      y = layers.Dense(self.mlp_dim, ('embed', 'mlp'), dtype=self.dtype,
+                       name='mlp_in')(y)
+      y = nn.gelu(layers.constrain(y, mlp_act))
+      m = layers.Dense(x.shape[-1], ('mlp', 'embed'), dtype=self.dtype,
+                       name='mlp_out')(y)
+    else:
+      gate = layers.Dense(self.mlp_dim, ('embed', 'mlp'), use_bias=False,
+                          dtype=self.dtype, name='mlp_gate')(y)
+      up = layers.Dense(self.mlp_dim, ('embed', 'mlp'), use_bias=False,
+                        dtype=self.dtype, name='mlp_in')(y)
+      y = MLPS[f['mlp']](layers.constrain(gate, mlp_act)) * layers.constrain(
+          up, mlp_act)
+      m = layers.Dense(x.shape[-1], ('mlp', 'embed'), use_bias=False,
+                       dtype=self.dtype, name='mlp_out')(y)
+    if f['post_norms']:
+      m = RMSNorm(**norm, name='post_norm2')(m)
+    m = drop(m)
     out = residual_lib.residual_module(
         self.residual, self.residual_kw, dtype=self.dtype,
         name='residual')(x, a + m, prev)
@@ -119,11 +222,12 @@ class ScannedBlocks(nn.Module):
   remat: str = 'none'
 
   @nn.compact
-  def __call__(self, carry, _):
+  def __call__(self, carry, layer):
     x, prev = carry
     block = layers.remat(DecoderBlock, self.remat, static_argnums=(3,),
                          prevent_cse=False)     # inside scan: no CSE to undo
-    x, prev = block(**self.block, name='block')(x, prev, self.train)
+    args = (x, prev, self.train) + (() if layer is None else (layer,))
+    x, prev = block(**self.block, name='block')(*args)
     return (x, prev), None
 
 
@@ -153,10 +257,52 @@ class TransformerLM(nn.Module):
   attention: str = 'xla'
   remat: str = 'none'
   dtype: jnp.dtype = jnp.float32
+  # the family fields (FAMILY; the module docstring)
+  num_kv_heads: int = 0
+  head_dim: int = 0
+  mlp: str = 'gelu'
+  qkv_bias: bool = False
+  qk_norm: bool = False
+  norm_eps: float = 1e-6
+  norm_plus_one: bool = False
+  post_norms: bool = False
+  embed_scale: bool = False
+  rope_theta: float = 10000.0
+  rope_scaling: str = ''
+  rope_factor: float = 8.0
+  rope_low_freq_factor: float = 1.0
+  rope_high_freq_factor: float = 4.0
+  rope_original_max_len: int = 8192
+  query_pre_attn_scalar: float = 0.0
+  attn_softcap: float = 0.0
+  logit_softcap: float = 0.0
+  sliding_window: int = 0
+
+  def family(self):
+    """The family fields that differ from FAMILY, as sorted pairs."""
+    return tuple(sorted((k, getattr(self, k)) for k, v in FAMILY.items()
+                        if getattr(self, k) != v))
+
+  def check_family(self):
+    """One-line ConfigErrors for family fields that do not fit together."""
+    check_choice('model.mlp', self.mlp, MLPS)
+    check_choice('model.rope_scaling', self.rope_scaling, ROPE_SCALINGS)
+    kv = self.num_kv_heads or self.num_heads
+    if kv <= 0 or self.num_heads % kv:
+      raise ConfigError(f'model.num_kv_heads={self.num_kv_heads} must divide '
+                        f'model.num_heads={self.num_heads}')
+    if self.positions != 'rope' and (self.rope_scaling or
+                                     self.rope_theta != FAMILY['rope_theta']):
+      raise ConfigError('model.rope_theta and model.rope_scaling need '
+                        "model.positions='rope'")
+    attention_lib.check_features(
+        self.attention, self.attn_softcap,
+        self.sliding_window if self.sliding_window else None)
 
   @nn.compact
   def __call__(self, tokens, train=False):
     check_choice('model.positions', self.positions, POSITIONS)
+    self.check_family()
     if self.embed_from and self.tie_embeddings:
       raise ConfigError('model.embed_from (a projected embedding table) '
                         'cannot be combined with model.tie_embeddings')
@@ -166,6 +312,8 @@ class TransformerLM(nn.Module):
                          nn.initializers.normal(0.02), ('vocab', 'embed')),
                      name='embed')
     x = embed(tokens)
+    if self.embed_scale:        # Gemma: sqrt(width), rounded to the dtype
+      x = x * jnp.asarray(math.sqrt(self.width), x.dtype)
     if self.positions == 'learned':
       pos = self.param('pos_embed', layers.partitioned(
           nn.initializers.normal(0.02), (None, 'embed')),
@@ -183,24 +331,32 @@ class TransformerLM(nn.Module):
     block = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim,
                  positions=self.positions, dropout=self.dropout,
                  residual=self.residual, residual_kw=self.residual_kw,
-                 attention=self.attention, dtype=self.dtype)
+                 attention=self.attention, dtype=self.dtype,
+                 fam=self.family())
     if self.scan_layers:
       scanned = nn.scan(ScannedBlocks, variable_axes={'params': 0},
                         split_rngs={'params': True, 'dropout': True},
                         length=self.num_layers,
                         metadata_params={nn.PARTITION_NAME: 'layers'})
+      layer = (jnp.arange(self.num_layers) if self.sliding_window
+               else None)
       (x, _), _ = scanned(block, train, self.remat, name='blocks')(
-          (x, prev), None)
+          (x, prev), layer)
     else:
       block_cls = layers.remat(DecoderBlock, self.remat, static_argnums=(3,))
       for i in range(self.num_layers):
-        x, prev = block_cls(**block, name=f'block{i}')(x, prev, train)
-    x = RMSNorm(dtype=self.dtype, name='final_norm')(x)
+        args = (x, prev, train) + ((i,) if self.sliding_window else ())
+        x, prev = block_cls(**block, name=f'block{i}')(*args)
+    x = RMSNorm(eps=self.norm_eps, dtype=self.dtype,
+                plus_one=self.norm_plus_one, name='final_norm')(x)
     self.sow('intermediates', 'pre_logits', x)
     if self.tie_embeddings:
       logits = embed.attend(x)
     else:
       logits = layers.Dense(self.num_classes, ('embed', 'vocab'),
                             use_bias=False, dtype=self.dtype, name='head')(x)
-    return layers.constrain(logits.astype(jnp.float32), (
+    logits = logits.astype(jnp.float32)
+    if self.logit_softcap:
+      logits = self.logit_softcap * jnp.tanh(logits / self.logit_softcap)
+    return layers.constrain(logits, (
         'activation_batch', 'activation_length', 'activation_vocab'))

@@ -336,8 +336,10 @@ def text_config(path, seq_len, tokenizer='char', vocab_size=0):
   files = source_files(path)
   if not files:
     raise SourceError(f'{path} holds no file')
-  name = (f'{tokenizer}{vocab_size or ""}-seq{seq_len}-'
-          f'{source_key(files, seq_len, tokenizer, vocab_size)}')
+  from distill.data import tokenizers  # pylint: disable=g-import-not-at-top
+  kind = tokenizers.key(tokenizer)        # hf:PATH by its file's hash
+  name = (f'{kind}{vocab_size or ""}-seq{seq_len}-'
+          f'{source_key(files, seq_len, kind, vocab_size)}')
   return TextConfig(name=name, files=files, seq_len=seq_len,
                     tokenizer=tokenizer, vocab_size=vocab_size)
 

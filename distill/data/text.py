@@ -67,7 +67,7 @@ def catalog_tokenizer(cfg, documents, data_dir):
   vocab = cfg.get('vocab_size') or 0
   name = cfg.name.replace('/', '_').replace(':', '_')
   path = os.path.join(data_dir, TOKENIZER_DIR,
-                      f'{name}-{kind}{vocab or ""}.json')
+                      f'{name}-{tokenizers.key(kind)}{vocab or ""}.json')
   if files.exists(path):
     return tokenizers.from_json(files.read_json(path))
   chunks, total = [], 0

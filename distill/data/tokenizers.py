@@ -1,4 +1,5 @@
-"""Tokenizers for language-model data: characters or SentencePiece.
+"""Tokenizers for language-model data: characters, SentencePiece, or a
+pretrained model's (a Hugging Face tokenizer folder).
 
     tok = tokenizers.train('spm', text_chunks, vocab_size=8000)
     ids = tok.encode('To be, or not to be')        # int32 numpy array
@@ -10,7 +11,11 @@
 the text it was built from). `spm`: a SentencePiece unigram model trained
 offline on the training text, normalisation off, whitespace and newlines
 kept, and bytes for what it never saw, so `decode(encode(text)) == text` for
-any text. A tokenizer is stored whole (the alphabet, or the model's bytes),
+any text. `hf:PATH`: the tokenizer of a Hugging Face model folder, its
+`tokenizer.json` (read with the `tokenizers` library: pip install
+tokenizers) or else its `tokenizer.model` (SentencePiece), used as it is
+(no special tokens added), so the data shares a pretrained teacher's
+vocabulary. A tokenizer is stored whole (the alphabet, or the model's bytes),
 so a checkpoint is always read with the vocabulary it was trained with.
 """
 import base64
@@ -19,11 +24,15 @@ import io
 import json
 import re
 
+import os
+
 import numpy as np
 
 from core.errors import ConfigError, check_choice
 
 TOKENIZERS = ('char', 'spm')
+HF_PREFIX = 'hf:'
+HF_FILES = ('tokenizer.json', 'tokenizer.model')
 
 
 class Char:
@@ -77,10 +86,76 @@ class SentencePiece:
             'model': base64.b64encode(self.model_bytes).decode('ascii')}
 
 
+class HuggingFace:
+  """A `tokenizers` library tokenizer (the text of its tokenizer.json)."""
+  kind = 'hf'
+
+  def __init__(self, text):
+    try:
+      import tokenizers  # pylint: disable=g-import-not-at-top
+    except ImportError:
+      raise ConfigError('a Hugging Face tokenizer.json needs the tokenizers '
+                        'library: pip install tokenizers') from None
+    self.text = text
+    self._tok = tokenizers.Tokenizer.from_str(text)
+
+  @property
+  def vocab_size(self):
+    return self._tok.get_vocab_size(with_added_tokens=True)
+
+  def encode(self, text):
+    return np.asarray(self._tok.encode(text, add_special_tokens=False).ids,
+                      np.int32)
+
+  def decode(self, ids):
+    return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
+
+  def to_json(self):
+    return {'kind': 'hf', 'tokenizer': self.text}
+
+
+def _hf_file(kind):
+  """The tokenizer file of `hf:PATH` (a one-line error without one)."""
+  folder = kind[len(HF_PREFIX):]
+  for name in HF_FILES:
+    if os.path.isfile(os.path.join(folder, name)):
+      return os.path.join(folder, name)
+  raise ConfigError(f'data.tokenizer={kind!r}: no {" or ".join(HF_FILES)} '
+                    f'in {folder}')
+
+
+def check(kind):
+  """One-line ConfigError unless `kind` is a tokenizer name or `hf:PATH`."""
+  if kind.startswith(HF_PREFIX):
+    _hf_file(kind)
+    return kind
+  return check_choice('data.tokenizer', kind, TOKENIZERS + ('hf:PATH',))
+
+
+def key(kind):
+  """`kind` as a name part: `hf-` and its file's hash for `hf:PATH`."""
+  if not kind.startswith(HF_PREFIX):
+    return kind
+  with open(_hf_file(kind), 'rb') as f:
+    return 'hf-' + hashlib.sha256(f.read()).hexdigest()[:12]
+
+
+def load_hf(kind):
+  """The tokenizer of a Hugging Face folder, `kind` = 'hf:PATH'."""
+  path = _hf_file(kind)
+  if path.endswith('.json'):
+    with open(path, encoding='utf-8') as f:
+      return HuggingFace(f.read())
+  with open(path, 'rb') as f:
+    return SentencePiece(f.read())
+
+
 def from_json(obj):
   """The tokenizer `to_json()` wrote."""
   if obj['kind'] == 'char':
     return Char(obj['alphabet'])
+  if obj['kind'] == 'hf':
+    return HuggingFace(obj['tokenizer'])
   return SentencePiece(base64.b64decode(obj['model']))
 
 
@@ -93,7 +168,10 @@ def digest(tokenizer):
 def train(kind, chunks, vocab_size=0):
   """A tokenizer built from text `chunks` (strings): `char` over their
   characters; `spm` a SentencePiece model of `vocab_size` pieces (a
-  one-line error when the text is too small for it)."""
+  one-line error when the text is too small for it); `hf:PATH` the
+  folder's own, untrained."""
+  if kind.startswith(HF_PREFIX):
+    return load_hf(kind)
   check_choice('data.tokenizer', kind, TOKENIZERS)
   chunks = list(chunks)
   if kind == 'char':
