@@ -59,7 +59,7 @@ from absl import app
 from absl import flags
 
 SECTIONS = ('flops', 'flax', 'torch', 'breakdown', 'profile', 'devices',
-            'malloc', 'compile', 'input', 'methods')
+            'malloc', 'compile', 'input', 'methods', 'generate')
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -745,6 +745,38 @@ def section_methods(steps, rounds):
   if proc.returncode:
     raise RuntimeError(proc.stderr[-2000:])
   return [dict(output=proc.stdout.strip())]
+
+
+def section_generate(steps, rounds, new_tokens=256):
+  """Decoding with the KV cache against recomputing the window for each
+  new token (distill/generate.py): tokens/s at `new_tokens` new tokens
+  after 32-token prompts, batch 8, a CPU-scale LM (shakespeare_lm's 4
+  layers, width 128), compile excluded (each timed after a warm-up)."""
+  del steps
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import models  # pylint: disable=g-import-not-at-top
+  from distill import generate  # pylint: disable=g-import-not-at-top
+  model = models.build('transformer_lm', 96, num_layers=4, width=128,
+                       num_heads=4, mlp_dim=512, max_len=512,
+                       positions='rope', attention='xla')
+  params = model.init(jax.random.PRNGKey(0),
+                      jnp.zeros((1, 8), jnp.int32))['params']
+  prompts = [list(range(1, 33))] * 8
+  times = {True: [], False: []}
+  for cache in (True, False):
+    generate.generate(model, params, prompts, new_tokens, cache=cache)
+  for _ in range(max(1, rounds - 1)):
+    for cache in (True, False):
+      t0 = time.time()
+      generate.generate(model, params, prompts, new_tokens, cache=cache)
+      times[cache].append(time.time() - t0)
+  best = {c: min(t) for c, t in times.items()}
+  n = new_tokens * len(prompts)
+  return [dict(new_tokens=new_tokens, batch=len(prompts),
+               cached_tokens_per_s=n / best[True],
+               uncached_tokens_per_s=n / best[False],
+               cache_speedup=best[False] / best[True])]
 
 
 def markdown(results, seconds):

@@ -102,6 +102,20 @@ def attend(q, k, v, implementation='auto', block=512, softcap=0.0,
 def _xla_general(q, k, v, softcap, window):
   """Causal attention with soft-capped scores and/or a sliding window, the
   (B, N, T, T) scores materialised; K/V heads shared by groups of queries."""
+  t, s = q.shape[1], k.shape[1]
+  return attend_masked(q, k, v, jnp.arange(t)[None], jnp.arange(s)[None],
+                       jnp.ones((1, s), bool), softcap, window)
+
+
+def attend_masked(q, k, v, q_index, k_index, k_valid, softcap=0.0,
+                  window=None):
+  """Causal attention over keys that may be padding or not yet written
+  (left-padded batches, the KV cache of decoding): a query at sequence
+  index `q_index` (B, T) sees the keys at `k_index` (B, S) <= its own
+  that are `k_valid` (B, S), within `window` of it when given; the
+  (B, N, T, S) scores materialised (XLA, any backend), K/V heads shared by
+  groups of queries. A query that sees no key (padding) gets a mean of the
+  values (its output is not read)."""
   b, t, n, h = q.shape
   groups = n // k.shape[2]
   qg = q.reshape(b, t, k.shape[2], groups, h)
@@ -109,12 +123,11 @@ def _xla_general(q, k, v, softcap, window):
                  preferred_element_type=jnp.float32) / math.sqrt(h)
   if softcap:
     s = softcap * jnp.tanh(s / softcap)
-  q_pos = jnp.arange(t)[:, None]
-  k_pos = jnp.arange(k.shape[1])[None, :]
-  mask = q_pos >= k_pos
+  q_pos, k_pos = q_index[:, :, None], k_index[:, None, :]
+  mask = (q_pos >= k_pos) & k_valid[:, None, :]
   if window is not None:
     mask = mask & (q_pos - k_pos < window)
-  p = jax.nn.softmax(jnp.where(mask, s, _MASKED), -1)
+  p = jax.nn.softmax(jnp.where(mask[:, None, None], s, _MASKED), -1)
   out = jnp.einsum('bkgts,bskh->btkgh', p.astype(v.dtype), v,
                    preferred_element_type=jnp.float32)
   return out.reshape(b, t, n, h).astype(q.dtype)

@@ -91,11 +91,12 @@ def rope_frequencies(half, base=10000.0, scaling=None):
 
 
 def rope(x, positions, base=10000.0, scaling=None):
-  """Rotary position embedding on (..., seq, heads, head_dim)."""
+  """Rotary position embedding on (..., seq, heads, head_dim); `positions`
+  (seq,) or, per row, (batch, seq)."""
   half = x.shape[-1] // 2
   freq = rope_frequencies(half, base, scaling)
-  angles = positions[:, None].astype(jnp.float32) * freq[None]   # (seq, half)
-  sin, cos = jnp.sin(angles)[:, None], jnp.cos(angles)[:, None]
+  angles = positions[..., None].astype(jnp.float32) * freq  # (.., seq, half)
+  sin, cos = jnp.sin(angles)[..., None, :], jnp.cos(angles)[..., None, :]
   x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
   return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin],
                          -1).astype(x.dtype)
@@ -104,15 +105,19 @@ def rope(x, positions, base=10000.0, scaling=None):
 class CausalSelfAttention(nn.Module):
   """Causal self-attention; `fam` the family fields (TransformerLM's
   docstring) as a sorted tuple of pairs, `window` a sliding window (None:
-  none; may be traced)."""
+  none; may be traced). `pos` (B, T): the tokens' positions (rope), `valid`
+  (B, T): which are not padding (TransformerLM.__call__). `cache_len` > 0:
+  decoding, the keys and values written to a cache of that length
+  (collection 'cache') and each call's queries attend to all written."""
   num_heads: int
   positions: str = 'learned'
   attention: str = 'xla'
   dtype: jnp.dtype = jnp.float32
   fam: tuple = ()
+  cache_len: int = 0
 
   @nn.compact
-  def __call__(self, x, window=None):
+  def __call__(self, x, window=None, pos=None, valid=None):
     f = dict(FAMILY, **dict(self.fam))
     width = x.shape[-1]
     head_dim = f['head_dim'] or width // self.num_heads
@@ -132,7 +137,7 @@ class CausalSelfAttention(nn.Module):
       q = RMSNorm(**norm, name='query_norm')(q)
       k = RMSNorm(**norm, name='key_norm')(k)
     if self.positions == 'rope':
-      pos = jnp.arange(x.shape[1])
+      pos = jnp.arange(x.shape[1]) if pos is None else pos
       scaling = None
       if f['rope_scaling']:
         scaling = dict(factor=f['rope_factor'],
@@ -144,14 +149,47 @@ class CausalSelfAttention(nn.Module):
     if f['query_pre_attn_scalar']:     # every implementation scales by H^-1/2
       q = q * jnp.asarray(math.sqrt(head_dim / f['query_pre_attn_scalar']),
                           q.dtype)
-    out = layers.constrain(attention_lib.attend(
-        q, k, v, self.attention, softcap=f['attn_softcap'], window=window),
-                           HEADS)
+    if self.cache_len:
+      out = self._decode(q, k, v, valid, f['attn_softcap'], window)
+    elif valid is not None:
+      index = jnp.broadcast_to(jnp.arange(x.shape[1]), valid.shape)
+      out = attention_lib.attend_masked(q, k, v, index, index, valid,
+                                        f['attn_softcap'], window)
+    else:
+      out = attention_lib.attend(q, k, v, self.attention,
+                                 softcap=f['attn_softcap'], window=window)
+    out = layers.constrain(out, HEADS)
     return nn.DenseGeneral(
         width, axis=(-2, -1), dtype=self.dtype, use_bias=False,
         kernel_init=layers.partitioned(nn.initializers.lecun_normal(),
                                        ('heads', 'kv', 'embed')),
         name='out')(out)
+
+  def _decode(self, q, k, v, valid, softcap, window):
+    """Writes k, v (and `valid`) at the cache's index, attends the queries
+    to every key written so far (theirs included), advances the index."""
+    b, t = k.shape[:2]
+    shape = (b, self.cache_len) + k.shape[2:]
+    keys = self.variable('cache', 'cached_key', jnp.zeros, shape, k.dtype)
+    values = self.variable('cache', 'cached_value', jnp.zeros, shape,
+                           v.dtype)
+    written = self.variable('cache', 'cached_valid', jnp.zeros,
+                            (b, self.cache_len), bool)
+    index = self.variable('cache', 'cache_index',
+                          lambda: jnp.zeros((), jnp.int32))
+    i = index.value
+    valid = jnp.ones((b, t), bool) if valid is None else valid
+    keys.value = jax.lax.dynamic_update_slice(keys.value, k, (0, i, 0, 0))
+    values.value = jax.lax.dynamic_update_slice(values.value, v,
+                                                (0, i, 0, 0))
+    written.value = jax.lax.dynamic_update_slice(written.value, valid, (0, i))
+    index.value = i + t
+    q_index = jnp.broadcast_to(i + jnp.arange(t), (b, t))
+    k_index = jnp.broadcast_to(jnp.arange(self.cache_len),
+                               (b, self.cache_len))
+    return attention_lib.attend_masked(q, keys.value, values.value, q_index,
+                                       k_index, written.value, softcap,
+                                       window)
 
 
 class DecoderBlock(nn.Module):
@@ -170,9 +208,10 @@ class DecoderBlock(nn.Module):
   attention: str = 'xla'
   dtype: jnp.dtype = jnp.float32
   fam: tuple = ()
+  cache_len: int = 0
 
   @nn.compact
-  def __call__(self, x, prev=(), train=False, layer=0):
+  def __call__(self, x, prev=(), train=False, layer=0, pos=None, valid=None):
     f = dict(FAMILY, **dict(self.fam))
     x = layers.constrain(x, SEQ)
     drop = nn.Dropout(self.dropout, deterministic=not train)
@@ -181,11 +220,11 @@ class DecoderBlock(nn.Module):
     window = None
     if f['sliding_window']:          # the even-numbered layers (Gemma 2)
       window = jnp.where(jnp.asarray(layer) % 2 == 0, f['sliding_window'],
-                         x.shape[1] + 1)
+                         max(x.shape[1], self.cache_len) + 1)
     a = CausalSelfAttention(self.num_heads, self.positions, self.attention,
-                            self.dtype, self.fam,
+                            self.dtype, self.fam, self.cache_len,
                             name='attn')(RMSNorm(**norm, name='norm1')(x),
-                                         window)
+                                         window, pos, valid)
     if f['post_norms']:
       a = RMSNorm(**norm, name='post_norm1')(a)
     a = drop(a)
@@ -240,6 +279,15 @@ class TransformerLM(nn.Module):
   `tie_embeddings` computes the logits with the embedding table;
   `embed_from=D` keeps a (vocab, D) table (and positions) and a learned
   projection to `width` (GUIDE's trainable-projection reading).
+
+  Padded batches and decoding (distill/generate.py): `valid` (batch, seq)
+  marks the tokens that are not padding (left padding: a prompt's tokens
+  at the end of its row), `positions` (batch, seq) each token's position
+  (0 at its row's first real token); `cache_len` > 0 makes the model a
+  decoder whose attention layers keep the keys and values of every call in
+  the 'cache' collection (apply with mutable=['cache']), each call's tokens
+  following the ones before. These paths attend with XLA's masked
+  attention (models/attention.py: attend_masked), unrolled layers only.
   """
   num_classes: int                # vocabulary size
   num_layers: int = 4
@@ -277,6 +325,7 @@ class TransformerLM(nn.Module):
   attn_softcap: float = 0.0
   logit_softcap: float = 0.0
   sliding_window: int = 0
+  cache_len: int = 0
 
   def family(self):
     """The family fields that differ from FAMILY, as sorted pairs."""
@@ -300,9 +349,17 @@ class TransformerLM(nn.Module):
         self.sliding_window if self.sliding_window else None)
 
   @nn.compact
-  def __call__(self, tokens, train=False):
+  def __call__(self, tokens, train=False, positions=None, valid=None):
     check_choice('model.positions', self.positions, POSITIONS)
     self.check_family()
+    masked = positions is not None or valid is not None or self.cache_len
+    if masked and self.scan_layers:
+      raise ConfigError('padded batches and decoding run unrolled layers: '
+                        'model.scan_layers=False (distill/generate.py: '
+                        'unstack_layers converts the parameters)')
+    if self.cache_len and positions is None:
+      raise ConfigError('a decoding TransformerLM (cache_len > 0) needs each '
+                        "token's positions")
     if self.embed_from and self.tie_embeddings:
       raise ConfigError('model.embed_from (a projected embedding table) '
                         'cannot be combined with model.tie_embeddings')
@@ -318,7 +375,8 @@ class TransformerLM(nn.Module):
       pos = self.param('pos_embed', layers.partitioned(
           nn.initializers.normal(0.02), (None, 'embed')),
                        (self.max_len, table_width))
-      x = x + pos[None, :tokens.shape[1]].astype(self.dtype)
+      x = x + (pos[None, :tokens.shape[1]] if positions is None else
+               pos[positions]).astype(self.dtype)
     if self.embed_from:       # GUIDE's trainable projection of a wider table
       proj = self.param('embed_proj', layers.partitioned(
           nn.initializers.lecun_normal(), (None, 'embed')),
@@ -332,7 +390,7 @@ class TransformerLM(nn.Module):
                  positions=self.positions, dropout=self.dropout,
                  residual=self.residual, residual_kw=self.residual_kw,
                  attention=self.attention, dtype=self.dtype,
-                 fam=self.family())
+                 fam=self.family(), cache_len=self.cache_len)
     if self.scan_layers:
       scanned = nn.scan(ScannedBlocks, variable_axes={'params': 0},
                         split_rngs={'params': True, 'dropout': True},
@@ -345,7 +403,9 @@ class TransformerLM(nn.Module):
     else:
       block_cls = layers.remat(DecoderBlock, self.remat, static_argnums=(3,))
       for i in range(self.num_layers):
-        args = (x, prev, train) + ((i,) if self.sliding_window else ())
+        args = (x, prev, train) + (
+            (i, positions, valid) if masked else
+            (i,) if self.sliding_window else ())
         x, prev = block_cls(**block, name=f'block{i}')(*args)
     x = RMSNorm(eps=self.norm_eps, dtype=self.dtype,
                 plus_one=self.norm_plus_one, name='final_norm')(x)
