@@ -19,7 +19,7 @@ COMMAND_A = ('python3 -m venv .venv && . .venv/bin/activate && pip install -e'
              ' --table=quickstart')
 COMMAND_B = ("bash launch/install_cpu_kernels.sh && python3 -m venv .venv && ."
              " .venv/bin/activate && pip install -q -e '.[test]' && python -m"
-             ' pytest -q tests')
+             ' pytest -q -n auto --dist loadfile tests')
 
 LINK = re.compile(r'!?\[[^\]]*\]\(([^)\s]+)(?:\s+"[^"]*")?\)')
 
