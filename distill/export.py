@@ -42,7 +42,7 @@ FORMAT = 'params'
 VERSION = 1
 # Formats and whether they are built; the others give one line naming
 # FORMAT.
-FORMATS = {'params': True, 'hf': False, 'reference': False}
+FORMATS = {'params': True, 'hf': True, 'reference': False}
 DTYPES = {'f32': 'float32', 'bf16': 'bfloat16'}
 WHICH = ('student', 'teacher')
 EXPORT_FILE = 'export.json'
@@ -62,8 +62,8 @@ def check_format(fmt):
   """Refuses a format that is unknown or not built yet (one line)."""
   check_choice('--format', fmt, FORMATS)
   if not FORMATS[fmt]:
-    raise ConfigError(f'--format={fmt} is not built yet; the format built is '
-                      f'--format={FORMAT} (safetensors + export.json)')
+    raise ConfigError(f'--format={fmt} is not built yet; the formats built '
+                      f'are {", ".join(f for f, b in FORMATS.items() if b)}')
 
 
 # --- which run ---------------------------------------------------------------
@@ -296,6 +296,7 @@ def export(workdir, out, which='student', dtype='f32', fmt=FORMAT,
   export_config['param_dtype'] = DTYPES[dtype]
   export_config['source'] = {'workdir': files.abspath(workdir),
                              'which': which, 'run': run, 'step': step}
+  export_config['format'] = fmt
   held = _same_export(out, export_config)
   if held == 'same':
     print(f'{out} already holds this export (step {step}); nothing written.',
@@ -304,6 +305,8 @@ def export(workdir, out, which='student', dtype='f32', fmt=FORMAT,
   if held is not None:
     raise ConfigError(f'--out={out} exists and holds {held}; give a new '
                       'folder or an empty one (nothing was written)')
+  if fmt == 'hf':
+    return _export_hf(config, variables, export_config, run, out, dtype)
   entries = _entries(variables, dtype)
   shards = _shards(entries, max_shard_bytes)
   parent = os.path.dirname(out)
@@ -332,6 +335,54 @@ def export(workdir, out, which='student', dtype='f32', fmt=FORMAT,
                               'tensors': len(entries), 'bytes': total}
     files.write_json(os.path.join(tmp, EXPORT_FILE), export_config,
                      everywhere=True)
+    if os.path.isdir(out):
+      os.rmdir(out)            # empty (checked above)
+    os.replace(tmp, out)
+  except OSError as e:
+    raise from_os_error(e, f'exporting to {out}') from e
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  return export_config
+
+
+def _export_hf(config, variables, export_config, run, out, dtype):
+  """--format=hf: a language model of a Hugging Face family as a folder
+  `transformers` loads (config.json, model.safetensors; distill/
+  hf_checkpoint.py: save_hf_lm) with its tokenizer (tokenizer.json of a
+  Hugging Face tokenizer, tokenizer.model of a SentencePiece one) and
+  export.json (where it came from)."""
+  from distill import hf_checkpoint  # pylint: disable=g-import-not-at-top
+  from distill.data import tokenizers  # pylint: disable=g-import-not-at-top
+  if config.model_name != 'transformer_lm':
+    raise ConfigError(f'--format=hf holds language models; this run is a '
+                      f'{config.model_name}: use --format={FORMAT}')
+  model = build(export_config)
+  from models import hf_layout  # pylint: disable=g-import-not-at-top
+  hf_layout.family_of({f: getattr(model, f)
+                       for f in model.__dataclass_fields__})  # one line
+  tokenizer = tokenizers.from_json(files.read_json(
+      os.path.join(run, TOKENIZER_FILE), kind=dict))
+  tmp = f'{out}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}'
+  try:
+    hf_checkpoint.save_hf_lm(model, variables['params'], tmp,
+                             DTYPES[dtype])
+    if tokenizer.kind == 'hf':
+      files.write_text(os.path.join(tmp, 'tokenizer.json'), tokenizer.text)
+      export_config['tokenizer'] = 'tokenizer.json'
+    elif tokenizer.kind == 'spm':
+      files.write_bytes(os.path.join(tmp, 'tokenizer.model'),
+                        tokenizer.model_bytes)
+      export_config['tokenizer'] = 'tokenizer.model'
+    else:
+      export_config['tokenizer'] = None
+      print(f'note: the run\'s {tokenizer.kind!r} tokenizer has no Hugging '
+            'Face form; the folder holds the model only', flush=True)
+    names = sorted(n for n in os.listdir(tmp) if n.endswith('.safetensors'))
+    export_config['files'] = {
+        'shards': names, 'tensors': len(jax.tree.leaves(
+            variables['params'])),
+        'bytes': sum(os.path.getsize(os.path.join(tmp, n)) for n in names)}
+    files.write_json(os.path.join(tmp, EXPORT_FILE), export_config)
     if os.path.isdir(out):
       os.rmdir(out)            # empty (checked above)
     os.replace(tmp, out)

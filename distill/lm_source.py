@@ -14,9 +14,9 @@ from distill import files
 
 
 def _is_hf(path):
+  """A Hugging Face folder (launch.export --format=hf writes one too)."""
   config = os.path.join(path, 'config.json')
-  if os.path.isfile(os.path.join(path, export.EXPORT_FILE)) or (
-      not os.path.isfile(config)):
+  if not os.path.isfile(config):
     return False
   try:
     with open(config) as f:

@@ -61,7 +61,9 @@ _OWNED = _SESSION.owned
 WORKER = os.environ.get('PYTEST_XDIST_WORKER', '')
 # The folders this file makes and removes itself, in any process of the
 # session (a worker's are not in the controller's `_OWNED`).
-_OWN_PREFIXES = ('distill-tests-xla-cache-', 'distill-tests-early-')
+# torch (a test reference) keeps its compile cache in $TMPDIR too.
+_OWN_PREFIXES = ('distill-tests-xla-cache-', 'distill-tests-early-',
+                 'torchinductor_')
 
 
 def _own(folder):

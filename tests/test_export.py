@@ -243,9 +243,13 @@ def test_bad_inputs_are_one_line_and_overwrite_nothing(trained, images):
   before = _tree(good)
   proc = _ok(_run('launch.export', f'--workdir={workdir}', f'--out={good}'))
   assert 'nothing written' in proc.stdout and _tree(good) == before
-  # formats not built yet name the one that is
+  # a format not built yet names those that are; hf holds LMs only
+  line = _one_line(_run('launch.export', f'--workdir={workdir}',
+                        f'--out={root / "ref"}', '--format=reference'))
+  assert 'not built yet' in line and 'params, hf' in line, line
   line = _one_line(_run('launch.export', f'--workdir={workdir}',
                         f'--out={root / "hf"}', '--format=hf'))
-  assert 'not built yet' in line and '--format=params' in line, line
+  assert '--format=hf holds language models' in line, line
   assert not os.path.exists(root / 'hf')
+  assert not os.path.exists(root / 'ref')
   assert not [n for n in os.listdir(root) if '.tmp-' in n]

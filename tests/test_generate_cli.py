@@ -4,6 +4,7 @@ its export, with and without the KV cache, and a text scored."""
 import json
 import os
 
+import numpy as np
 import pytest
 
 from test_export import _ok, _one_line, _run, _tree
@@ -86,3 +87,49 @@ def test_bad_inputs_are_one_line_and_overwrite_nothing(lm, tmp_path):
   ]:
     assert message in _one_line(_run('launch.generate', *args))
   assert _tree(str(tmp_path)) == before
+
+
+@pytest.mark.slow
+def test_export_hf_loads_in_transformers_with_equal_logits(tmp_path):
+  """--format=hf of a llama-family LM trained here: transformers'
+  AutoModelForCausalLM gives its logits, and launch.generate samples from
+  the folder; the project's own LM (GELU MLP) is refused in one line."""
+  torch = pytest.importorskip('torch')
+  transformers = pytest.importorskip('transformers')
+  text = tmp_path / 'corpus.txt'
+  text.write_text(TEXT)
+  workdir = str(tmp_path / 'llama')
+  _ok(_run('launch.main', f'--config=configs/shakespeare_lm.py:runlocal,'
+           f'text={text},seq_len=32,steps=3,family=llama',
+           f'--workdir={workdir}', '--config.tensorboard=False',
+           '--config.data.validation=20'))
+  out = str(tmp_path / 'hf')
+  proc = _ok(_run('launch.export', f'--workdir={workdir}', f'--out={out}',
+                  '--format=hf'))
+  assert "'char' tokenizer has no Hugging Face form" in proc.stdout
+  assert os.path.isfile(os.path.join(out, 'config.json'))
+  from distill import export  # pylint: disable=g-import-not-at-top
+  model, variables, _ = export.load_model(workdir)
+  tokens = np.random.default_rng(0).integers(0, model.num_classes, (2, 16))
+  ours = np.asarray(model.apply(variables, tokens))
+  ref = transformers.AutoModelForCausalLM.from_pretrained(
+      out, torch_dtype=torch.float32, attn_implementation='eager')
+  with torch.no_grad():
+    theirs = ref(torch.as_tensor(tokens)).logits.numpy()
+  np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=1e-4)
+  again = _ok(_run('launch.export', f'--workdir={workdir}', f'--out={out}',
+                   '--format=hf'))
+  assert 'already holds this export' in again.stdout
+  _, plain = lm_dirs(tmp_path)
+  message = _one_line(_run('launch.export', f'--workdir={plain}',
+                           f'--out={tmp_path}/plain_hf', '--format=hf'))
+  assert 'not a Hugging Face family' in message and 'model.mlp' in message
+
+
+def lm_dirs(tmp_path):
+  text = tmp_path / 'corpus.txt'
+  workdir = str(tmp_path / 'plain')
+  _ok(_run('launch.main', f'--config=configs/shakespeare_lm.py:runlocal,'
+           f'text={text},seq_len=32,steps=2', f'--workdir={workdir}',
+           '--config.tensorboard=False', '--config.data.validation=20'))
+  return text, workdir
