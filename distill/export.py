@@ -25,6 +25,7 @@ sharded) arrays alone, into a temporary folder renamed to `--out` at the
 end: an interrupted export leaves no `--out`, and an `--out` that exists
 with other content is refused, never overwritten.
 """
+import contextlib
 import json
 import os
 import shutil
@@ -305,18 +306,16 @@ def export(workdir, out, which='student', dtype='f32', fmt=FORMAT,
   if held is not None:
     raise ConfigError(f'--out={out} exists and holds {held}; give a new '
                       'folder or an empty one (nothing was written)')
-  if fmt == 'hf':
-    return _export_hf(config, variables, export_config, run, out, dtype)
-  entries = _entries(variables, dtype)
-  shards = _shards(entries, max_shard_bytes)
   parent = os.path.dirname(out)
   try:
     os.makedirs(parent, exist_ok=True)
   except OSError as e:
     raise from_os_error(e, f'creating {parent}') from e
-  tmp = f'{out}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}'
-  try:
-    os.makedirs(tmp)
+  if fmt == 'hf':
+    return _export_hf(config, variables, export_config, run, out, dtype)
+  entries = _entries(variables, dtype)
+  shards = _shards(entries, max_shard_bytes)
+  with _staged(out) as tmp:
     weight_map, names = {}, []
     for i, group in enumerate(shards):
       name = f'model-{i + 1:05d}-of-{len(shards):05d}.safetensors'
@@ -335,14 +334,24 @@ def export(workdir, out, which='student', dtype='f32', fmt=FORMAT,
                               'tensors': len(entries), 'bytes': total}
     files.write_json(os.path.join(tmp, EXPORT_FILE), export_config,
                      everywhere=True)
+  return export_config
+
+
+@contextlib.contextmanager
+def _staged(out):
+  """A new folder beside `out` to write into, renamed to `out` (absent or
+  empty) when the block ends, removed in every case."""
+  tmp = f'{out}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}'
+  try:
+    os.makedirs(tmp)
+    yield tmp
     if os.path.isdir(out):
-      os.rmdir(out)            # empty (checked above)
+      os.rmdir(out)            # empty (checked by the caller)
     os.replace(tmp, out)
   except OSError as e:
     raise from_os_error(e, f'exporting to {out}') from e
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
-  return export_config
 
 
 def _export_hf(config, variables, export_config, run, out, dtype):
@@ -362,8 +371,7 @@ def _export_hf(config, variables, export_config, run, out, dtype):
                        for f in model.__dataclass_fields__})  # one line
   tokenizer = tokenizers.from_json(files.read_json(
       os.path.join(run, TOKENIZER_FILE), kind=dict))
-  tmp = f'{out}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}'
-  try:
+  with _staged(out) as tmp:
     hf_checkpoint.save_hf_lm(model, variables['params'], tmp,
                              DTYPES[dtype])
     if tokenizer.kind == 'hf':
@@ -383,13 +391,6 @@ def _export_hf(config, variables, export_config, run, out, dtype):
             variables['params'])),
         'bytes': sum(os.path.getsize(os.path.join(tmp, n)) for n in names)}
     files.write_json(os.path.join(tmp, EXPORT_FILE), export_config)
-    if os.path.isdir(out):
-      os.rmdir(out)            # empty (checked above)
-    os.replace(tmp, out)
-  except OSError as e:
-    raise from_os_error(e, f'exporting to {out}') from e
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
   return export_config
 
 

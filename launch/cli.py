@@ -7,7 +7,9 @@ its exit status (core/errors.py: 1 environment, 2 user input, 3 diverged).
       cli.fail(e, debug=_DEBUG.value)
 
 Flag-free, so entry points with flags of their own (launch/main.py,
-launch/export.py, launch/predict.py) import it without clashing.
+launch/export.py, launch/predict.py, launch/generate.py) import it without
+clashing; `run_main(main, required)` parses their flags (a bad flag is one
+line, exit 2) and runs `main`.
 """
 import os
 import sys
@@ -65,3 +67,16 @@ def fail(error, debug=False):
   # Skip interpreter teardown: background checkpoint threads would print
   # their own tracebacks for a fault already reported here.
   os._exit(code)
+
+
+def run_main(main, required=()):
+  """absl's app.run of `main` with the `required` flags, a flag error one
+  line on stderr and exit status 2."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.mark_flags_as_required(list(required))
+  try:
+    remaining = flags.FLAGS(sys.argv)
+  except flags.Error as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  app.run(main, flags_parser=lambda _: remaining)

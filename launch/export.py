@@ -10,7 +10,6 @@ teacher; a single run's workdir exports that run. --format=params (the one
 built): safetensors shards + an index + export.json (docs/export.md).
 """
 import json
-import sys
 
 from absl import app
 from absl import flags
@@ -53,13 +52,7 @@ def main(argv):
 
 
 def run():
-  flags.mark_flags_as_required(['workdir', 'out'])
-  try:
-    remaining = flags.FLAGS(sys.argv)
-  except flags.Error as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
-  app.run(main, flags_parser=lambda _: remaining)
+  cli.run_main(main, ['workdir', 'out'])
 
 
 if __name__ == '__main__':

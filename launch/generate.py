@@ -136,13 +136,7 @@ def main(argv):
 
 
 def run():
-  flags.mark_flags_as_required(['model'])
-  try:
-    remaining = flags.FLAGS(sys.argv)
-  except flags.Error as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
-  app.run(main, flags_parser=lambda _: remaining)
+  cli.run_main(main, ['model'])
 
 
 if __name__ == '__main__':

@@ -11,7 +11,6 @@ a file. --output: .jsonl (or .csv); rerunning appends only the files it does
 not hold yet; a file that does not decode is a row with "error".
 """
 import json
-import sys
 
 from absl import app
 from absl import flags
@@ -47,13 +46,7 @@ def main(argv):
 
 
 def run():
-  flags.mark_flags_as_required(['model', 'input', 'output'])
-  try:
-    remaining = flags.FLAGS(sys.argv)
-  except flags.Error as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
-  app.run(main, flags_parser=lambda _: remaining)
+  cli.run_main(main, ['model', 'input', 'output'])
 
 
 if __name__ == '__main__':
