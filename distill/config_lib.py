@@ -85,8 +85,9 @@ def validate(config):
       if not init.get('weights'):
         raise ConfigError('init.method=pretrained needs init.weights (a '
                           '.safetensors or .pth ResNet checkpoint)')
+      from models import resnet_weights  # pylint: disable=g-import-not-at-top
       check_choice('init.head', init.get('head') or 'auto',
-                   ('auto', 'new', 'pretrained'))
+                   resnet_weights.HEADS)
 
 
 # config.init.method: how a model's parameters start ('' its own init):

@@ -34,7 +34,7 @@ import re
 
 import numpy as np
 
-from core.errors import ConfigError
+from core.errors import ConfigError, check_choice
 
 HEADS = ('auto', 'new', 'pretrained')
 TORCH_SUFFIXES = ('.pth', '.pt', '.bin')
@@ -156,8 +156,7 @@ def convert(state, like, head='auto', name='the checkpoint'):
   their shapes, unboxed) with every array read from `state` (a state dict);
   the head as `head` (HEADS) says. Returns (variables, whether the head was
   read)."""
-  if head not in HEADS:
-    raise ConfigError(f'init.head={head!r}; valid choices: {", ".join(HEADS)}')
+  check_choice('init.head', head, HEADS)
   state = {k[len('module.'):] if k.startswith('module.') else k: v
            for k, v in state.items()}
   kind = layout(state)

@@ -174,3 +174,31 @@ def test_the_wrong_depth_is_one_line(tmp_path):
   with pytest.raises(ConfigError, match='missing key resnet.encoder.stages.0.'
                      'layers.2'):
     resnet_weights.convert(state, _unboxed(like))
+
+
+@pytest.mark.parametrize('kw,match', [
+    (dict(model_name='resnet'), 'init.method=pretrained loads ResNet '
+     'checkpoints into model_name=resnet_imagenet; model is'),
+    (dict(weights=''), 'init.method=pretrained needs init.weights'),
+    (dict(head='old'), "unknown init.head 'old'; valid choices: auto, new, pretrained"),
+])
+def test_pretrained_init_options_are_checked(kw, match):
+  from configs import common  # pylint: disable=g-import-not-at-top
+  from distill import config_lib  # pylint: disable=g-import-not-at-top
+  c = common.base_config()
+  c.model_name = kw.pop('model_name', 'resnet_imagenet')
+  c.total_steps = 1
+  c.init.method = 'pretrained'
+  c.init.weights = 'w.safetensors'
+  c.init.update(kw)
+  with pytest.raises(ConfigError, match=match):
+    config_lib.validate(c)
+
+
+def test_a_missing_weights_file_is_one_line(tmp_path):
+  with pytest.raises(ConfigError, match='no such file'):
+    resnet_weights.load(str(tmp_path / 'nope.safetensors'), {})
+  (tmp_path / 'w.npz').write_bytes(b'x')
+  with pytest.raises(ConfigError, match='unknown file type; valid choices: '
+                     '.safetensors'):
+    resnet_weights.load(str(tmp_path / 'w.npz'), {})
