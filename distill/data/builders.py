@@ -385,8 +385,8 @@ def decode_image(path, size):
       img = img.crop((left, top, left + size, top + size))
       return np.asarray(img, np.uint8)
   except Exception as e:  # pylint: disable=broad-except
-    raise BadImage(f'{path} is not a readable image ({type(e).__name__}: '
-                   f'{str(e).splitlines()[0][:80] if str(e) else ""})') from e
+    raise BadImage(f'{path} is not a readable image '
+                   f'({type(e).__name__})') from e
 
 
 @dataclasses.dataclass
