@@ -186,7 +186,8 @@ def _manual_file(cfg):
   if not name:
     if os.path.isdir(manual) and not builders.source_files(manual):
       raise ConfigError(f'data.manual_dir={manual} holds no file; give '
-                        f'{what}')
+                        + _MANUAL_WHAT.get(cfg.name, 'a UTF-8 text file or a '
+                                           'folder of them'))
     return manual
   path = os.path.join(manual, name) if os.path.isdir(manual) else manual
   if not os.path.isfile(path):
