@@ -103,8 +103,7 @@ def test_hugging_face_and_torchvision_weights_give_the_reference_logits(
   width = hidden[0] / 64 if kind == 'basic' else hidden[0] / 256
   model, like = _ours(depth, width, 5)
   like = _unboxed(like)
-  variables, took_head = resnet_weights.load(
-      str(tmp_path / 'hf' / 'model.safetensors'), like)
+  variables, took_head = resnet_weights.load(str(tmp_path / 'hf'), like)
   assert took_head
   np.testing.assert_allclose(_logits(model, variables, images), want,
                              atol=1e-4, rtol=1e-4)
@@ -202,3 +201,6 @@ def test_a_missing_weights_file_is_one_line(tmp_path):
   with pytest.raises(ConfigError, match='unknown file type; valid choices: '
                      '.safetensors'):
     resnet_weights.load(str(tmp_path / 'w.npz'), {})
+  with pytest.raises(ConfigError, match='a folder without model.safetensors '
+                     'or pytorch_model.bin'):
+    resnet_weights.load(str(tmp_path), {})
