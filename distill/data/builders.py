@@ -419,13 +419,21 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   MANUAL_DOWNLOAD_INSTRUCTIONS = 'Give the image folder as data.manual_dir.'
   BUILDER_CONFIGS = []
 
+  def _not_images(self, paths):
+    """Files that are not .jpg/.jpeg/.png: BadImage, or skipped and
+    counted (`skip_bad`)."""
+    for path in paths:
+      message = f'{path} is not a .jpg/.jpeg/.png image'
+      if not self.builder_config.skip_bad:
+        raise BadImage(message)
+      self.info.metadata['skipped'].append(message)
+
   def _layout(self):
     """{split: [(class, path)]}, the class names (None: unlabeled)."""
     cfg = self.builder_config
     if not cfg.labeled:
       images, other = image_files(cfg.root)
-      if other and not cfg.skip_bad:
-        raise BadImage(f'{other[0]} is not a .jpg/.jpeg/.png image')
+      self._not_images(other)
       return {'train': [('', p) for p, _, _ in images]}, None
     test_root = cfg.test_dir or os.path.join(cfg.root, 'test')
     splits = {}
@@ -440,8 +448,7 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             os.path.abspath(test_root)):
           continue
         images, other = image_files(folder)
-        if other and not cfg.skip_bad:
-          raise BadImage(f'{other[0]} is not a .jpg/.jpeg/.png image')
+        self._not_images(other)
         items += [(cls, p) for p, _, _ in images]
       splits[split] = items
     names = cfg.class_names
@@ -471,9 +478,9 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _split_generators(self, dl_manager):
     del dl_manager
+    self.info.metadata['skipped'] = []
     splits, _ = self._layout()
     self.info.metadata['source'] = content_hashes(self.builder_config.files)
-    self.info.metadata['skipped'] = []
     return {s: self._generate_examples(v) for s, v in splits.items()}
 
   def _generate_examples(self, items):

@@ -345,6 +345,11 @@ def _builder(cfg):
     builder = make()        # as another process may have prepared it
     if not builder.is_prepared():
       _prepare(builder, cfg, source or cfg.name)
+      skipped = builder.info.metadata.get('skipped')
+      if skipped:
+        print(f'Prepared {cfg.name!r} without {len(skipped)} file(s) '
+              f'(data.skip_bad_images): {skipped[0]}'
+              + (' ...' if len(skipped) > 1 else ''), flush=True)
   return builder
 
 
