@@ -345,7 +345,7 @@ def _builder(cfg):
     builder = make()        # as another process may have prepared it
     if not builder.is_prepared():
       _prepare(builder, cfg, source or cfg.name)
-      skipped = builder.info.metadata.get('skipped')
+      skipped = (builder.info.metadata or {}).get('skipped')
       if skipped:
         print(f'Prepared {cfg.name!r} without {len(skipped)} file(s) '
               f'(data.skip_bad_images): {skipped[0]}'
