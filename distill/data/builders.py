@@ -418,7 +418,8 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   paths, sizes and content hashes are stored with the data
   (`metadata['source']`). Built with `image_folder_config(...)`.
   """
-  VERSION = tfds.core.Version('1.0.0')
+  # 1.1.0: images stored as raw bytes (1.0.0: one protobuf int per pixel)
+  VERSION = tfds.core.Version('1.1.0')
   MANUAL_DOWNLOAD_INSTRUCTIONS = 'Give the image folder as data.manual_dir.'
   BUILDER_CONFIGS = []
 
