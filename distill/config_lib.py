@@ -85,8 +85,9 @@ def validate(config):
       if not init.get('weights'):
         raise ConfigError('init.method=pretrained needs init.weights (a '
                           '.safetensors or .pth ResNet checkpoint)')
+      from models import resnet_weights  # pylint: disable=g-import-not-at-top
       check_choice('init.head', init.get('head') or 'auto',
-                   ('auto', 'new', 'pretrained'))
+                   resnet_weights.HEADS)
 
 
 # config.init.method: how a model's parameters start ('' its own init):
@@ -145,6 +146,9 @@ def validate_stage(config, part_size=None, part='', prefix=''):
     validate(config)
     models.build(config.model_name, 2, config.model_dtype,
                  **config.model.to_dict())
+    init = config.get('init')
+    if init is not None and init.get('method') == 'pretrained':
+      check_pretrained(config)
     mesh = sharding.stage_mesh(config)
     validate_for_mesh(config, sharding.batch_shards(mesh),
                       jax.process_count())
@@ -154,6 +158,25 @@ def validate_stage(config, part_size=None, part='', prefix=''):
     if prefix:
       raise ConfigError(prefix + str(e)) from e
     raise
+
+
+def check_pretrained(config):
+  """init.weights fit the model (every key, every shape; the head as
+  init.head says), checked against its variables' shapes before any
+  workdir is made (models/resnet_weights.py)."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import models  # pylint: disable=g-import-not-at-top
+  from distill.data import datasets  # pylint: disable=g-import-not-at-top
+  from models import resnet_weights  # pylint: disable=g-import-not-at-top
+  model = models.build(config.model_name, datasets.num_classes(config.data),
+                       config.model_dtype, **config.model.to_dict())
+  shape = (1,) + tuple(datasets.input_shape(config.data))
+  like = nn.meta.unbox(jax.eval_shape(
+      lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(shape))))
+  resnet_weights.load(config.init.weights, like,
+                      config.init.get('head') or 'auto')
 
 
 def validate_for_mesh(config, batch_shards, process_count):

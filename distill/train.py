@@ -294,8 +294,9 @@ class Trainer:
       out['init_from'] = ckpt_lib.run_identity(ref, step)
     init = self.config.get('init')
     if init and init.method == 'pretrained':
-      out['init_weights'] = builders.content_hashes(
-          builders.source_files(init.weights))[0]
+      from models import resnet_weights  # pylint: disable=g-import-not-at-top
+      out['init_weights'] = builders.content_hashes(builders.source_files(
+          resnet_weights.weights_file(init.weights)))[0]
     elif init and init.method and init.teacher:
       hf = hf_checkpoint.hf_ref(init.teacher)
       out['init_teacher'] = (hf_checkpoint.identity(hf) if hf else

@@ -11,7 +11,8 @@ Layouts (told apart by their keys; a `module.` prefix is dropped):
     resnet.encoder.stages.0.layers.0.layer.0.convolution.weight,
     ...shortcut.convolution/normalization.*, classifier.1.weight / bias.
 Files: .safetensors (read with `safetensors`, no torch), or a torch pickle
-(.pth, .pt, .bin) when torch is installed (imported here only then).
+(.pth, .pt, .bin) when torch is installed (imported here only then); a
+Hugging Face folder (save_pretrained) names its model.safetensors.
 
 The model's own variables (`like`: shapes, or arrays) say which keys are
 read: every one must be in the file with the transposed shape (a missing or
@@ -34,15 +35,30 @@ import re
 
 import numpy as np
 
-from core.errors import ConfigError
+from core.errors import ConfigError, check_choice
 
 HEADS = ('auto', 'new', 'pretrained')
 TORCH_SUFFIXES = ('.pth', '.pt', '.bin')
 
 
+HF_FILES = ('model.safetensors', 'pytorch_model.bin')
+
+
+def weights_file(path):
+  """`path`, or the checkpoint file of a Hugging Face folder (HF_FILES)."""
+  if os.path.isdir(path):
+    for name in HF_FILES:
+      if os.path.isfile(os.path.join(path, name)):
+        return os.path.join(path, name)
+    raise ConfigError(f'pretrained weights {path}: a folder without '
+                      f'{" or ".join(HF_FILES)}')
+  return path
+
+
 def read_state_dict(path):
   """{key: numpy array} of a checkpoint file (.safetensors, or a torch
-  pickle when torch is installed)."""
+  pickle when torch is installed), or of a Hugging Face folder's."""
+  path = weights_file(path)
   if not os.path.isfile(path):
     raise ConfigError(f'pretrained weights {path}: no such file')
   if path.endswith('.safetensors'):
@@ -156,8 +172,7 @@ def convert(state, like, head='auto', name='the checkpoint'):
   their shapes, unboxed) with every array read from `state` (a state dict);
   the head as `head` (HEADS) says. Returns (variables, whether the head was
   read)."""
-  if head not in HEADS:
-    raise ConfigError(f'init.head={head!r}; valid choices: {", ".join(HEADS)}')
+  check_choice('init.head', head, HEADS)
   state = {k[len('module.'):] if k.startswith('module.') else k: v
            for k, v in state.items()}
   kind = layout(state)
@@ -205,5 +220,5 @@ def convert(state, like, head='auto', name='the checkpoint'):
 
 
 def load(path, like, head='auto'):
-  """`convert` of the file at `path`."""
-  return convert(read_state_dict(path), like, head, name=path)
+  """`convert` of the file (or Hugging Face folder) at `path`."""
+  return convert(read_state_dict(path), like, head, name=weights_file(path))

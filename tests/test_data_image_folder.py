@@ -102,7 +102,7 @@ def test_a_test_dir_elsewhere(tmp_path):
     ('dog/notes.txt', r'dog/notes.txt is not a .jpg/.jpeg/.png image'),
 ])
 def test_a_bad_file_is_one_line_naming_it_or_skipped_and_counted(
-    tmp_path, bad, match):
+    tmp_path, capsys, bad, match):
   root = write_folder(str(tmp_path / 'pets'))
   with open(os.path.join(root, bad), 'wb') as f:
     f.write(b'not an image')
@@ -111,10 +111,11 @@ def test_a_bad_file_is_one_line_naming_it_or_skipped_and_counted(
     datasets.load_split(cfg, 'train')
   assert not os.path.exists(tmp_path / 'tfds' / 'image_folder')  # nothing left
   cfg = data_cfg(root, tmp_path / 'tfds', skip_bad_images=True)
+  capsys.readouterr()
   assert len(datasets.load_split(cfg, 'train')) == 8
-  if bad.endswith('.jpg'):
-    skipped = datasets._builder(cfg).info.metadata['skipped']
-    assert len(skipped) == 1 and 'broken.jpg' in skipped[0]
+  assert "Prepared 'image_folder' without 1 file(s)" in capsys.readouterr().out
+  skipped = datasets._builder(cfg).info.metadata['skipped']
+  assert len(skipped) == 1 and os.path.basename(bad) in skipped[0]
 
 
 @pytest.mark.parametrize('kw,match', [

@@ -49,7 +49,7 @@ def _args(*args, **more):
                                       for a in args], **more)
 
 
-def _tiny_cifar_archive(path):
+def _tiny_cifar_archive(path, cls='cat'):
   """A small valid image-folder archive, for damaging."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
   buf = io.BytesIO()
@@ -58,7 +58,7 @@ def _tiny_cifar_archive(path):
   with tarfile.open(path, 'w:gz') as tar:
     for split in ('train', 'test'):
       for i in range(200):
-        info = tarfile.TarInfo(f'{split}/cat/{i:04d}.jpg')
+        info = tarfile.TarInfo(f'{split}/{cls}/{i:04d}.jpg')
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
 
@@ -68,6 +68,49 @@ def _truncated_archive(tmp, pipe):
   os.makedirs(f'{tmp}/src')
   _tiny_cifar_archive(f'{tmp}/src/cifar10_jpeg.tar.gz')
   faultlib.truncate(f'{tmp}/src/cifar10_jpeg.tar.gz')
+  return dict(args=['--config=configs/cifar10_teacher.py:runlocal',
+                    f'--config.data.manual_dir={tmp}/src',
+                    f'--config.data.data_dir={tmp}/tfds',
+                    f'--workdir={tmp}/w'], watch=[f'{tmp}/src'])
+
+
+def _image_folder(tmp, bad=None, weights=None):
+  """A tiny labeled folder (<tmp>/imgs, two classes) and an unlabeled one
+  (<tmp>/unl), with `bad` bytes as imgs/dog/broken.jpg; the arguments of
+  configs/image_folder_distill.py on them."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  for folder in ('imgs/cat', 'imgs/dog', 'imgs/test/cat', 'unl'):
+    os.makedirs(f'{tmp}/{folder}')
+    for i in range(4):
+      Image.fromarray(np.full((9, 12, 3), 40 * i, np.uint8)).save(
+          f'{tmp}/{folder}/{i}.png')
+  if bad is not None:
+    with open(f'{tmp}/imgs/dog/broken.jpg', 'wb') as f:
+      f.write(bad)
+  arg = (f'labeled_dir={tmp}/imgs,unlabeled={tmp}/unl,validation=2,'
+         'teacher_arch=resnet18,student_arch=resnet18,runlocal'
+         + (f',weights={weights}' if weights else ''))
+  return dict(args=[f'--config=configs/image_folder_distill.py:{arg}',
+                    f'--workdir={tmp}/w'],
+              env={'TFDS_DATA_DIR': f'{tmp}/tfds'},
+              watch=[f'{tmp}/imgs'])
+
+
+def _weights_missing_key(tmp, pipe):
+  del pipe
+  from safetensors import numpy as st  # pylint: disable=g-import-not-at-top
+  st.save_file({'conv1.weight': np.zeros((8, 3, 7, 7), np.float32),
+                'bn1.weight': np.ones(8, np.float32)}, f'{tmp}/w.safetensors')
+  spec = _image_folder(tmp, weights=f'{tmp}/w.safetensors')
+  os.makedirs(f'{tmp}/tfds')
+  spec['live'] = [f'{tmp}/tfds']       # the folders are prepared first
+  return spec
+
+
+def _cifar_of_other_classes(tmp, pipe):
+  del pipe
+  os.makedirs(f'{tmp}/src')
+  _tiny_cifar_archive(f'{tmp}/src/cifar10_jpeg.tar.gz', 'tulip')
   return dict(args=['--config=configs/cifar10_teacher.py:runlocal',
                     f'--config.data.manual_dir={tmp}/src',
                     f'--config.data.data_dir={tmp}/tfds',
@@ -338,6 +381,23 @@ CASES = [
          _truncated_archive, 1,
          r'error: \S+/cifar10_jpeg.tar.gz is unreadable \(EOFError: .*\); '
          r'restore the file .*'),
+    Case('cifar10_jpeg_other_classes',
+         'a cifar10_jpeg.tar.gz of classes other than CIFAR-10\'s',
+         _cifar_of_other_classes, 2,
+         r'error: data.manual_dir=\S+/src: train/tulip/ is not a CIFAR-10 '
+         r'class; valid choices: airplane, .*, truck \(for other classes use '
+         r'data.name=image_folder with an extracted folder\)'),
+    Case('image_not_readable', 'a file of an image folder that is not an '
+         'image', lambda tmp, pipe: _image_folder(tmp, bad=b'not a jpeg'), 2,
+         r'error: data.manual_dir=\S+/imgs: \S+/imgs/dog/broken.jpg is not a '
+         r'readable image \(UnidentifiedImageError\); remove it or set '
+         r'data.skip_bad_images=True'),
+    Case('weights_missing_key', 'pretrained ResNet weights without a key the '
+         'model needs', _weights_missing_key, 2,
+         r'error: teacher.config: \S+/w.safetensors: missing key '
+         r'layer1.0.bn1.bias \(for '
+         r'params/stage0_block0/bn1/bias\); is it a ResNet of this depth and '
+         r'width\?'),
     Case('text_empty', 'an empty text file', _empty_text, 1,
          r'error: \S+/tiny_shakespeare.txt is unreadable \(SourceError: 0 '
          r'characters.*'),
@@ -426,7 +486,7 @@ def _run_case(case, tmp, pipe):
     before = {w: faultlib.snapshot(w) for w in watch}
     made = faultlib.paths(tmp, live)
     result = faultlib.launch(spec['args'], module=spec.get(
-        'module', 'launch.main'))
+        'module', 'launch.main'), env=spec.get('env'))
     after = {w: faultlib.snapshot(w) for w in watch}
     if case.code == 2:               # a refused config makes nothing
       before[tmp], after[tmp] = made, faultlib.paths(tmp, live)

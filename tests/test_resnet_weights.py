@@ -103,8 +103,7 @@ def test_hugging_face_and_torchvision_weights_give_the_reference_logits(
   width = hidden[0] / 64 if kind == 'basic' else hidden[0] / 256
   model, like = _ours(depth, width, 5)
   like = _unboxed(like)
-  variables, took_head = resnet_weights.load(
-      str(tmp_path / 'hf' / 'model.safetensors'), like)
+  variables, took_head = resnet_weights.load(str(tmp_path / 'hf'), like)
   assert took_head
   np.testing.assert_allclose(_logits(model, variables, images), want,
                              atol=1e-4, rtol=1e-4)
@@ -174,3 +173,34 @@ def test_the_wrong_depth_is_one_line(tmp_path):
   with pytest.raises(ConfigError, match='missing key resnet.encoder.stages.0.'
                      'layers.2'):
     resnet_weights.convert(state, _unboxed(like))
+
+
+@pytest.mark.parametrize('kw,match', [
+    (dict(model_name='resnet'), 'init.method=pretrained loads ResNet '
+     'checkpoints into model_name=resnet_imagenet; model is'),
+    (dict(weights=''), 'init.method=pretrained needs init.weights'),
+    (dict(head='old'), "unknown init.head 'old'; valid choices: auto, new, pretrained"),
+])
+def test_pretrained_init_options_are_checked(kw, match):
+  from configs import common  # pylint: disable=g-import-not-at-top
+  from distill import config_lib  # pylint: disable=g-import-not-at-top
+  c = common.base_config()
+  c.model_name = kw.pop('model_name', 'resnet_imagenet')
+  c.total_steps = 1
+  c.init.method = 'pretrained'
+  c.init.weights = 'w.safetensors'
+  c.init.update(kw)
+  with pytest.raises(ConfigError, match=match):
+    config_lib.validate(c)
+
+
+def test_a_missing_weights_file_is_one_line(tmp_path):
+  with pytest.raises(ConfigError, match='no such file'):
+    resnet_weights.load(str(tmp_path / 'nope.safetensors'), {})
+  (tmp_path / 'w.npz').write_bytes(b'x')
+  with pytest.raises(ConfigError, match='unknown file type; valid choices: '
+                     '.safetensors'):
+    resnet_weights.load(str(tmp_path / 'w.npz'), {})
+  with pytest.raises(ConfigError, match='a folder without model.safetensors '
+                     'or pytorch_model.bin'):
+    resnet_weights.load(str(tmp_path), {})

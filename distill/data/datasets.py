@@ -186,7 +186,8 @@ def _manual_file(cfg):
   if not name:
     if os.path.isdir(manual) and not builders.source_files(manual):
       raise ConfigError(f'data.manual_dir={manual} holds no file; give '
-                        f'{what}')
+                        + _MANUAL_WHAT.get(cfg.name, 'a UTF-8 text file or a '
+                                           'folder of them'))
     return manual
   path = os.path.join(manual, name) if os.path.isdir(manual) else manual
   if not os.path.isfile(path):
@@ -344,6 +345,11 @@ def _builder(cfg):
     builder = make()        # as another process may have prepared it
     if not builder.is_prepared():
       _prepare(builder, cfg, source or cfg.name)
+      skipped = (builder.info.metadata or {}).get('skipped')
+      if skipped:
+        print(f'Prepared {cfg.name!r} without {len(skipped)} file(s) '
+              f'(data.skip_bad_images): {skipped[0]}'
+              + (' ...' if len(skipped) > 1 else ''), flush=True)
   return builder
 
 
