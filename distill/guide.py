@@ -99,7 +99,8 @@ def check_family(teacher, student):
 
 def kv_heads(params):
   """The number of K/V heads of a TransformerLM's params."""
-  block = _block0(params)
+  block = params['block0'] if 'block0' in params else params['blocks'][
+      'block']                         # shapes only: works on abstract params
   return block['attn']['key']['kernel'].shape[-2]
 
 
