@@ -55,6 +55,7 @@ def test_gradients_equal_xla(batch, size, cin, cout, kernel, stride, padding):
                                * float(jnp.max(jnp.abs(e))))
 
 
+@pytest.mark.slow
 @needs_onednn
 @pytest.mark.parametrize('cin,cout,kernel,stride', [
     (4, 8, 1, 2),     # oneDNN 2.6's own strided 1x1 weight gradient

@@ -36,6 +36,7 @@ def _model(kind):
 PROMPTS = [[3, 5, 7, 11, 13], [2], [17, 19, 23]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('kind', sorted(FAMILIES))
 def test_cached_and_uncached_greedy_decoding_give_the_same_tokens(kind):
   model, params = _model(kind)
@@ -45,6 +46,7 @@ def test_cached_and_uncached_greedy_decoding_give_the_same_tokens(kind):
   assert len(np.unique(cached)) > 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('kind', sorted(FAMILIES))
 def test_a_left_padded_row_gets_what_its_prompt_gets_alone(kind):
   model, params = _model(kind)
@@ -65,6 +67,7 @@ def test_padded_logits_equal_each_prompt_alone():
                                atol=1e-5)
 
 
+@pytest.mark.slow
 def test_sampling_is_seeded_and_stays_in_the_top_k():
   model, params = _model('learned')
   a = generate.generate(model, params, PROMPTS, 10, temperature=1.0,

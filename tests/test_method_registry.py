@@ -137,6 +137,7 @@ def test_the_fit_online_gives_the_cached_state_of_the_same_outputs(name, kw):
   assert len(np.unique(cached[next(iter(cached))])) > 1
 
 
+@pytest.mark.slow
 def test_a_classifier_distills_online_with_a_fitted_method(tmp_path):
   """weighted online: the teacher labels each augmented view and w(x) is
   the fit's map of that view's outputs, fitted on validation first."""
