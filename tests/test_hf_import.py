@@ -240,3 +240,27 @@ def test_import_places_each_tensor_on_its_sharding(tmp_path, scan):
   assert proc.returncode == 0, proc.stderr[-3000:]
   spread = int(proc.stdout.split()[1])
   assert spread >= 10, proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('family', ['llama', 'gemma2'])
+def test_left_padded_logits_equal_transformers(tmp_path, family):
+  """A left-padded batch with its positions and padding mask (the model's
+  `positions`, `valid`; distill/generate.py) gives transformers' logits
+  with the same attention mask and position ids."""
+  torch = pytest.importorskip('torch')
+  ref_model = hf_model(family)
+  ref_model.save_pretrained(tmp_path, safe_serialization=True)
+  tokens, right = batch()
+  mask = right[:, ::-1].copy()                      # the padding on the left
+  positions = np.maximum(np.cumsum(mask, 1) - 1, 0)
+  with torch.no_grad():
+    want = ref_model(input_ids=torch.tensor(tokens),
+                     attention_mask=torch.tensor(mask),
+                     position_ids=torch.tensor(positions)).logits.numpy()
+  model, params = hf_checkpoint.load_hf_lm(str(tmp_path))
+  got = np.asarray(model.apply({'params': params}, jnp.asarray(tokens),
+                               positions=jnp.asarray(positions),
+                               valid=jnp.asarray(mask.astype(bool))))
+  valid = mask.astype(bool)
+  np.testing.assert_allclose(got[valid], want[valid], atol=1e-4, rtol=0)
