@@ -122,7 +122,7 @@ def _read_done(cell, method, teacher_accuracy):
   out = {'teacher': teacher_accuracy,
          'student': summary['student/test/accuracy'],
          'validation': summary.get('student/validation/accuracy'),
-         'agreement': summary['student/test_agreement']}
+         'agreement': summary.get('student/test_agreement')}  # not online
   out.update({k: v for k, v in summary.items() if k.startswith('fit/')})
   return out
 
