@@ -61,6 +61,20 @@ MOVED_TO_METHOD_KW = ('weight_mode', 'alpha_floor', 'k', 'k_delta', 'k_bins')
 ADDED_TO_METHOD_KW = ('alpha', 'beta', 'teacher_top_k', 'teacher_top_p',
                       'truncation')
 
+# Keys that a stage config (one with a `method_kw` block: the config, its
+# teacher's, ...) gained after cells were recorded, with the default that
+# computes what ran before them: a recorded identity leaves each out while
+# at that default (distill/workdir.py: legacy_layout), and a workdir made
+# before resumes (distill/workdir.py: differences). Add a key here when a
+# config block gains one.
+ADDED_KEYS = {
+    'data.unlabeled_from.folder': '',    # your own unlabeled images
+    'data.test_dir': '',                 # image_folder's test images
+    'data.skip_bad_images': False,
+    'init.weights': '',                  # init.method=pretrained
+    'init.head': 'auto',
+}
+
 
 def moved_key(key):
   """Dotted config key `key`, or where it is now if it moved:

@@ -66,7 +66,8 @@ def differences(old, new, prefix=''):
     key = f'{prefix}{k}'
     if isinstance(a, dict) and isinstance(b, dict):
       out += differences(a, b, key + '.')
-    elif a != b and not _operational(key) and not _added_option(key, a, b):
+    elif a != b and not _operational(key) and not _added_option(key, a, b) \
+        and not _added_key(key, a, b):
       out.append((key, a, b))
   return out
 
@@ -83,6 +84,16 @@ def _added_option(key, old, new):
     return False
   options = defaults.method_options()
   return parts[-1] in options and new == options[parts[-1]]
+
+
+def _added_key(key, old, new):
+  """Whether `key` is a config key added since (core/defaults.py:
+  ADDED_KEYS), absent from a stored config and at its default here."""
+  from core import defaults  # pylint: disable=g-import-not-at-top
+  if not isinstance(old, _Missing):
+    return False
+  return any((key == k or key.endswith('.' + k)) and new == default
+             for k, default in defaults.ADDED_KEYS.items())
 
 
 class _Missing:
@@ -322,7 +333,7 @@ def legacy_layout(tree):
   to `method_kw`: back in the `distill` block where a config has one, and
   left out of a stage config without one (a student's or a teacher's, which
   had none) while at their defaults; the options added since
-  (ADDED_TO_METHOD_KW) left out while at their defaults. What
+  (ADDED_TO_METHOD_KW, ADDED_KEYS) left out while at their defaults. What
   experiments/records.py hashes, so the cells recorded before keep their
   identity."""
   from core import defaults  # pylint: disable=g-import-not-at-top
@@ -340,6 +351,13 @@ def legacy_layout(tree):
     for key in defaults.ADDED_TO_METHOD_KW:
       if key in kw and kw[key] == options[key]:
         del kw[key]
+    for key, default in defaults.ADDED_KEYS.items():
+      *path, last = key.split('.')
+      block = config
+      for part in path:
+        block = block.get(part) if isinstance(block, dict) else None
+      if isinstance(block, dict) and last in block and block[last] == default:
+        del block[last]
   return tree
 
 

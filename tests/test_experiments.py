@@ -372,3 +372,33 @@ def test_committed_records_keep_their_identity_after_the_fit_options_moved(
   moved = exp._method_config(get_config, root, 10000, 0,
                              'slam[distill.alpha_floor=0.6]', spec['extra'])
   assert moved.method_kw.alpha_floor == 0.6
+
+
+def test_keys_added_since_leave_identities_and_old_workdirs_alone():
+  """A key a config gained after runs were recorded (core/defaults.py:
+  ADDED_KEYS) is out of the recorded identity at its default, and a stored
+  config without it is no difference while it is at its default here."""
+  # pylint: disable=g-import-not-at-top
+  from configs import digits_distill
+  from core import defaults
+  from distill import workdir
+  c = digits_distill.get_config('method=vanilla,runlocal')
+  tree = workdir.resolved(c)
+  legacy = workdir.legacy_layout(tree)
+  # a config.json written before them, read as _check_identity reads it
+  old = workdir.current_layout(workdir.legacy_layout(tree))
+  for key, default in defaults.ADDED_KEYS.items():
+    *path, last = key.split('.')
+    block = tree
+    for part in path:
+      block = block[part]
+    assert block[last] == default, key   # present in today's config
+    block = legacy
+    for part in path:
+      block = block[part]
+    assert last not in block, key
+  assert not workdir.differences({'config': old}, {'config': tree})
+  c.data.test_dir = '/elsewhere'
+  diff = workdir.differences({'config': old},
+                             {'config': workdir.resolved(c)})
+  assert [k for k, _, _ in diff] == ['config.data.test_dir']

@@ -421,7 +421,7 @@ CASES = [
          r'rerun the same command to resume', _no_partial_checkpoint),
     Case('unknown_tokenizer', 'an unknown data.tokenizer',
          lambda tmp, pipe: _text_file(tmp, '--config.data.tokenizer=bpe'), 2,
-         r"error: unknown data.tokenizer 'bpe'; valid choices: char, spm"),
+         r"error: unknown data.tokenizer 'bpe'; valid choices: char, hf:PATH, spm"),
     Case('spm_without_vocab', 'a SentencePiece tokenizer without a size',
          lambda tmp, pipe: _text_file(tmp, '--config.data.tokenizer=spm'), 2,
          r'error: data.tokenizer=spm needs data.vocab_size > 0 \(e.g. '
