@@ -4,6 +4,8 @@ from it (GUIDE) and/or distilled from its logits, on Tiny Shakespeare.
     python -m launch.main --config=configs/guide_lm.py:init=guide,method=vanilla \
         --workdir=/tmp/distill/guide_kd
     python -m experiments.guide        # the four regimes x 3 seeds, one table
+    python -m launch.main --config=configs/guide_lm.py:offline_topk=8,method=forward_kl \
+        --workdir=/tmp/distill/lm_offline    # the teacher's top-8 cached
 
 Arguments:
   init     '' (random) | guide (distill/guide.py)
@@ -36,7 +38,7 @@ optimizer and token budget per step.
 from core import defaults
 from configs import common
 from configs import shakespeare_lm
-from core.errors import check_choice
+from core.errors import ConfigError, check_choice
 
 SCALES = {
     # (layers, width, heads, mlp) of teacher and student
@@ -83,7 +85,8 @@ def get_config(arg=None):
                          teacher='', steps=600, teacher_steps=1500, seed=0,
                          seq_len=0, trainable_projection=False, text='',
                          tokenizer='char', vocab=0, residual='standard',
-                         rank=16, runlocal=False,
+                         rank=16, runlocal=False, offline_topk=0,
+                         cache_dtype='float32',
                          manual_dir='../shared/datasets')
   check_choice("guide_lm scale", arg.scale, SCALES)
   t_size, s_size = SCALES[arg.scale]
@@ -101,7 +104,13 @@ def get_config(arg=None):
     c.optimizer.frozen = 'embed,pos_embed'
   c.teacher = dict(workdir=arg.teacher, config=teacher)
   c.distill = defaults.distill()
-  c.distill.online = True
+  c.distill.online = not arg.offline_topk
+  if arg.offline_topk:                 # distill/lm_cache.py
+    if arg.offline_topk < 0:
+      raise ConfigError(f'guide_lm offline_topk={arg.offline_topk} must be '
+                        '>= 1 (0: online distillation)')
+    c.distill.cache_topk = arg.offline_topk
+    c.distill.cache_dtype = arg.cache_dtype
   if arg.scale == 'paper' and not arg.runlocal:
     c.distill.teacher_dtype = 'bfloat16'
   return c
