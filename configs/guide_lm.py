@@ -86,7 +86,8 @@ def get_config(arg=None):
                          seq_len=0, trainable_projection=False, text='',
                          tokenizer='char', vocab=0, residual='standard',
                          rank=16, runlocal=False, offline_topk=0,
-                         cache_dtype='float32',
+                         cache_dtype='float32', alpha=-1.0, beta=-1.0,
+                         temperature=-1.0,
                          manual_dir='../shared/datasets')
   check_choice("guide_lm scale", arg.scale, SCALES)
   t_size, s_size = SCALES[arg.scale]
@@ -98,6 +99,9 @@ def get_config(arg=None):
   if arg.residual != 'standard':      # the student's (the teacher's: standard)
     common.set_residual(c.model, arg.residual, arg.rank, a_init='colorth')
   c.method = arg.method
+  for key in ('alpha', 'beta', 'temperature'):   # -1: the method's default
+    if getattr(arg, key) >= 0:
+      c.method_kw[key] = float(getattr(arg, key))
   c.init.method = arg.init
   if arg.trainable_projection:
     c.model.embed_from = teacher.model.width
