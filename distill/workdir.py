@@ -340,6 +340,9 @@ def legacy_layout(tree):
     for key in defaults.ADDED_TO_METHOD_KW:
       if key in kw and kw[key] == options[key]:
         del kw[key]
+    # distill.cache_dtype (offline LMs) is left out at its default.
+    if isinstance(block, dict) and block.get('cache_dtype') == 'float32':
+      del block['cache_dtype']
   return tree
 
 
