@@ -4,6 +4,8 @@ from it (GUIDE) and/or distilled from its logits, on Tiny Shakespeare.
     python -m launch.main --config=configs/guide_lm.py:init=guide,method=vanilla \
         --workdir=/tmp/distill/guide_kd
     python -m experiments.guide        # the four regimes x 3 seeds, one table
+    python -m launch.main --config=configs/guide_lm.py:offline_topk=8,method=forward_kl \
+        --workdir=/tmp/distill/lm_offline    # the teacher's top-8 cached
 
 Arguments:
   init     '' (random) | guide (distill/guide.py)
@@ -41,7 +43,7 @@ optimizer and token budget per step.
 from core import defaults
 from configs import common
 from configs import shakespeare_lm
-from core.errors import check_choice
+from core.errors import ConfigError, check_choice
 
 SCALES = {
     # (layers, width, heads, mlp) of teacher and student
@@ -89,6 +91,8 @@ def get_config(arg=None):
                          seq_len=0, trainable_projection=False, text='',
                          tokenizer='char', vocab=0, residual='standard',
                          rank=16, runlocal=False, teacher_hf='', family='',
+                         offline_topk=0, cache_dtype='float32', alpha=-1.0,
+                         beta=-1.0, temperature=-1.0,
                          manual_dir='../shared/datasets')
   check_choice("guide_lm scale", arg.scale, SCALES)
   check_choice('guide_lm family', arg.family, common.LM_FAMILIES)
@@ -103,13 +107,22 @@ def get_config(arg=None):
   if arg.residual != 'standard':      # the student's (the teacher's: standard)
     common.set_residual(c.model, arg.residual, arg.rank, a_init='colorth')
   c.method = arg.method
+  for key in ('alpha', 'beta', 'temperature'):   # -1: the method's default
+    if getattr(arg, key) >= 0:
+      c.method_kw[key] = float(getattr(arg, key))
   c.init.method = arg.init
   if arg.trainable_projection:
     c.model.embed_from = teacher.model.width
     c.optimizer.frozen = 'embed,pos_embed'
   c.teacher = dict(workdir=arg.teacher, config=teacher, hf=arg.teacher_hf)
   c.distill = defaults.distill()
-  c.distill.online = True
+  c.distill.online = not arg.offline_topk
+  if arg.offline_topk:                 # distill/lm_cache.py
+    if arg.offline_topk < 0:
+      raise ConfigError(f'guide_lm offline_topk={arg.offline_topk} must be '
+                        '>= 1 (0: online distillation)')
+    c.distill.cache_topk = arg.offline_topk
+    c.distill.cache_dtype = arg.cache_dtype
   if arg.scale == 'paper' and not arg.runlocal:
     c.distill.teacher_dtype = 'bfloat16'
   return c

@@ -73,6 +73,7 @@ ADDED_KEYS = {
     'data.skip_bad_images': False,
     'init.weights': '',                  # init.method=pretrained
     'init.head': 'auto',
+    'distill.cache_dtype': 'float32',    # offline LM top-k cache values
 }
 
 
@@ -114,6 +115,9 @@ def distill():
       finetune_steps=200,
       finetune_lr=1e-3,
       cache_topk=0,              # >0: cache only the top-k teacher logits
+      # Offline LMs (distill/lm_cache.py): the storage dtype of the cached
+      # per-token top-k log-probabilities: float32 | bfloat16 | float16.
+      cache_dtype='float32',
       predict_batch_size=500,
       # Online: the teacher runs inside every student step on the student's
       # own training data (LMs: per-token outputs too large to cache); no

@@ -35,6 +35,7 @@ from distill import checkpoint as ckpt_lib
 from distill import config_lib
 from distill import files
 from distill import hf_checkpoint
+from distill import lm_cache
 from distill import methods
 from distill import predict
 from distill import sharding
@@ -241,7 +242,7 @@ def stage_configs(config):
     out['teacher'] = (t, datasets.part_sizes(t.data)[t.data.train_on],
                       t.data.train_on)
   student = student_config(config)
-  if d.get('online'):
+  if d.get('online') or is_lm(config):   # LMs offline: the same data
     out['student'] = (student, sizes[student.data.train_on],
                       student.data.train_on)
     return out
@@ -297,6 +298,8 @@ def run(config, workdir):
   """The whole pipeline; returns (and writes) the summary."""
   if config.distill.get('online'):
     return run_online(config, workdir)
+  if is_lm(config):
+    return run_lm_offline(config, workdir)
   check(config)
   with workdir_lib.claim(workdir, config, input_runs(config)):
     return _run(config, workdir)
@@ -490,6 +493,126 @@ def _run_online(config, workdir):
     summary.update({f'teacher/{k}': v
                     for k, v in files.read_json(t_final).items()})
   summary.update({f'student/{k}': v for k, v in final.items()})
+  files.write_json(os.path.join(workdir, 'summary.json'), summary)
+  return summary
+
+
+def is_lm(config):
+  return config.get('model_name', '').endswith('_lm')
+
+
+LM_OFFLINE_METHODS = ('vanilla', 'forward_kl', 'reverse_kl', 'jsd')
+
+
+def check_lm_offline(config):
+  """The offline LM path's options (one line naming the valid ones)."""
+  d = config.distill
+  k = d.get('cache_topk', 0)
+  if config.method not in LM_OFFLINE_METHODS:
+    raise ConfigError(
+        f'method {config.method!r} has no offline language-model path; valid '
+        f'choices: {", ".join(LM_OFFLINE_METHODS)} (or distill.online=True)')
+  if not k or k < 1:
+    raise ConfigError(
+        'offline language-model distillation caches the teacher\'s per-token '
+        'top-k: set distill.cache_topk to k >= 1 (configs/guide_lm.py:'
+        'offline_topk=8), or distill.online=True')
+  check_choice('distill.cache_dtype', d.get('cache_dtype', 'float32'),
+               lm_cache.DTYPES)
+  options = methods.get(config.method).options_of(
+      config.method_kw.to_dict())[0]
+  if options.get('teacher_top_k', 0) > k:
+    raise ConfigError(
+        f'method_kw.teacher_top_k={options["teacher_top_k"]} exceeds '
+        f'distill.cache_topk={k}, the teacher tokens cached; set it to at '
+        f'most {k}')
+  if options.get('teacher_top_p', 1.0) < 1.0 or options.get(
+      'truncation', 'renormalize') != 'renormalize':
+    raise ConfigError(
+        'the top-k teacher cache keeps no mass outside its k tokens: '
+        'method_kw.teacher_top_p must be 1.0 and truncation renormalize '
+        'offline (distill.online=True serves top_p and other_bucket)')
+
+
+def run_lm_offline(config, workdir):
+  """Offline distillation for language models: the teacher trains first
+  (as online), one labeling pass writes its per-token top-k
+  (distill.cache_topk tokens, log-probabilities in distill.cache_dtype) to
+  `<teacher>/teacher_cache/<part>-top<k>-<dtype>` (distill/lm_cache.py),
+  then the student trains on the same data, reading the cache by example
+  id, its objective on the sparse support.
+
+      python -m launch.main --config=configs/guide_lm.py:offline_topk=8,method=forward_kl --workdir=/tmp/lm_off
+  """
+  check_method(config, 'online')
+  check_lm_offline(config)
+  validate_stages(config)
+  t_data = teacher_config(config).data
+  if t_data.name != config.data.name:
+    raise ConfigError(f'teacher data {t_data.name!r} differs from '
+                      f'student data {config.data.name!r}')
+  with workdir_lib.claim(workdir, config, input_runs(config)):
+    return _run_lm_offline(config, workdir)
+
+
+def _run_lm_offline(config, workdir):
+  data = loading.load_data(config.data)
+  t_dir = config.teacher.workdir or os.path.join(workdir, 'teacher')
+  if not config.teacher.workdir:
+    print(f'== teacher: training in {t_dir}', flush=True)
+    if train.train(config.teacher.config, t_dir,
+                   validated=True).get('preempted'):
+      return {'preempted': True}
+  t_config, t_vars, t_step = ckpt_lib.load_trained(t_dir)
+  if t_config.data.name != config.data.name:
+    raise ConfigError(f'teacher data {t_config.data.name!r} differs from '
+                      f'student data {config.data.name!r}')
+  d = config.distill
+  k, dtype = int(d.cache_topk), d.get('cache_dtype') or 'float32'
+  part_name = config.data.train_on
+  part = data.parts[part_name]
+  t_model = models.build(t_config.model_name, data.num_classes,
+                         t_config.model_dtype, **t_config.model.to_dict())
+  inputs = pipeline.Inputs(data.spec, image_size=config.data.image_size)
+  mesh = sharding.stage_mesh(config)
+  ids = lm_cache.part_ids(part)
+  meta = dict(teacher_step=int(t_step),
+              teacher_params=teacher_cache.params_digest(t_vars),
+              part=part_name,
+              dataset={k_: config.data.get(k_) for k_ in DATASET_KEYS},
+              ids=teacher_cache.ids_digest(ids), n=len(part), k=k,
+              dtype=dtype, vocab=int(data.num_classes))
+  cache = lm_cache.SparseCache(os.path.join(
+      files.abspath(t_dir), 'teacher_cache', f'{part_name}-top{k}-{dtype}'))
+  seq_len = int(np.asarray(part.get([0])['tokens']).shape[-1]) - 1
+  targets, built = cache.get_or_build(
+      meta, ids, lambda: predict.topk_logprobs(
+          t_model, t_vars, part, inputs, mesh, d.predict_batch_size, k),
+      seq_len)
+  print(f'== teacher cache: {"rebuilt" if built else "reused"} '
+        f'{cache.directory} ({lm_cache.bytes_per_token(k, dtype)} bytes per '
+        'token)', flush=True)
+  s_config = student_config(config)
+  if s_config.init.method and not s_config.init.teacher:
+    s_config.init.teacher = files.abspath(t_dir)
+  s_dir = os.path.join(workdir, 'student')
+  print(f'== student ({config.method}, offline top-{k}, init '
+        f'{s_config.init.method or "own"}): training in {s_dir}', flush=True)
+  trainer = train.Trainer(
+      s_config, s_dir, data=data,
+      train_part=lm_cache.WithSparseTeacher(part, targets), validated=True)
+  final = trainer.run()
+  if final.get('preempted'):
+    return final
+  summary = {'method': config.method, 'init': config.init.method or 'own',
+             'teacher_cache/topk': k, 'teacher_cache/dtype': dtype,
+             'teacher_cache/bytes_per_token': lm_cache.bytes_per_token(
+                 k, dtype)}
+  t_final = os.path.join(t_dir, 'final_metrics.json')
+  if files.exists(t_final):
+    summary.update({f'teacher/{k_}': v
+                    for k_, v in files.read_json(t_final).items()})
+  summary.update({f'student/{k_}': v for k_, v in final.items()})
   files.write_json(os.path.join(workdir, 'summary.json'), summary)
   return summary
 

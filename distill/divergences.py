@@ -132,3 +132,33 @@ def divergence(name, teacher_logits, student_logits, temperature=1.0,
   bucket = _terms(name, lp_out, jnp.where(dropped, lq_out, 0.0), dropped,
                   beta)
   return d + bucket[..., 0], kept_mass
+
+
+def sparse_divergence(name, topk_ids, topk_logp, student_logits,
+                      temperature=1.0, beta=0.5, top_k=0):
+  """(D(P_T, Q_T), ones) per row from a sparse teacher: its top-k token ids
+  (..., k) int and log-probabilities at temperature 1 (..., k), best first
+  (an offline cache, distill/lm_cache.py), truncated to the first `top_k`
+  (0: all k) with `renormalize`. Equals `divergence(name, teacher_logits,
+  student_logits, temperature, beta, top_k or k, 1.0, 'renormalize')` on the
+  teacher's logits (ties at the k-th value aside): P_S at temperature T is
+  softmax(log p / T) over S, since log p and the logits differ by a
+  constant. The student's log-probabilities are gathered at the ids; JSD's
+  terms outside S (P_S = 0 there) sum to -(1 - beta) log(1 - beta) Q(not S).
+  The kept mass P(S) is unknown offline: ones are returned."""
+  k = topk_ids.shape[-1]
+  if top_k and top_k < k:
+    topk_ids, topk_logp = topk_ids[..., :top_k], topk_logp[..., :top_k]
+  lp = jax.nn.log_softmax(topk_logp.astype(jnp.float32) / temperature)
+  lq_all = jax.nn.log_softmax(student_logits / temperature)
+  lq = jnp.take_along_axis(lq_all, topk_ids.astype(jnp.int32), -1)
+  valid = jnp.ones(lp.shape, bool)
+  ones = jnp.ones(lp.shape[:-1])
+  if name == 'reverse_kl':
+    lq_s = lq - jax.nn.logsumexp(lq, -1, keepdims=True)
+    return jnp.sum(_terms(name, lp, lq_s, valid, beta), -1), ones
+  d = jnp.sum(_terms(name, lp, lq, valid, beta), -1)
+  if name == 'jsd':
+    q_out = jnp.clip(1.0 - jnp.sum(jnp.exp(lq), -1), 0.0, 1.0)
+    d = d - (1.0 - beta) * jnp.log1p(-beta) * q_out
+  return d, ones

@@ -307,10 +307,18 @@ def _soft_ce(student_logits, target_probs, temperature=1.0):
   return -jnp.sum(target_probs * logp, -1)
 
 
-def _distill_metrics(student_out, teacher_logits, batch):
+def teacher_argmax(teacher):
+  """The teacher's top class: from its dense 'logits', or the first of a
+  sparse top-k cache's 'topk_ids' (distill/lm_cache.py)."""
+  if 'topk_ids' in teacher:
+    return teacher['topk_ids'][..., 0]
+  return jnp.argmax(teacher['logits'], -1)
+
+
+def _distill_metrics(student_out, teacher, batch):
   """Agreement with the teacher, and true-label accuracy where the batch
   carries labels (never used for training on the unlabeled part)."""
-  agree = (jnp.argmax(student_out, -1) == jnp.argmax(teacher_logits, -1))
+  agree = (jnp.argmax(student_out, -1) == teacher_argmax(teacher))
   w = example_weights(batch, student_out)
   metrics = {'teacher_agreement': (jnp.sum(agree * w), jnp.sum(w))}
   if 'targets' in batch:              # a language model's next tokens
@@ -330,13 +338,21 @@ def finish(per_example, weights, student_out, teacher, batch):
     weights = _per_position(weights, batch, per_example.shape)
   loss, total = weighted_mean(per_example, weights)
   metrics = {'loss': (loss * total, total)}
-  metrics.update(_distill_metrics(student_out, teacher['logits'], batch))
+  metrics.update(_distill_metrics(student_out, teacher, batch))
   return loss, metrics
 
 
 @register('vanilla', needs_teacher=True)
 def vanilla(student_out, teacher_targets, batch, *, temperature):
-  """Soft distillation: CE(softmax(t/T), softmax(s/T)) * T^2 (Hinton)."""
+  """Soft distillation: CE(softmax(t/T), softmax(s/T)) * T^2 (Hinton); on
+  a sparse top-k cache, the teacher renormalised on its k tokens."""
+  if 'topk_ids' in teacher_targets:
+    t = jax.nn.softmax(teacher_targets['topk_logp'].astype(jnp.float32)
+                       / temperature)
+    logq = jnp.take_along_axis(jax.nn.log_softmax(student_out / temperature),
+                               teacher_targets['topk_ids'], -1)
+    ce = -jnp.sum(t * logq, -1) * temperature ** 2
+    return finish(ce, batch['mask'], student_out, teacher_targets, batch)
   t = jax.nn.softmax(teacher_targets['logits'] / temperature)
   ce = _soft_ce(student_out, t, temperature) * temperature ** 2
   return finish(ce, batch['mask'], student_out, teacher_targets, batch)
@@ -508,9 +524,19 @@ def _objective(divergence, student_out, teacher_targets, batch, *, alpha,
                temperature, beta, teacher_top_k, teacher_top_p, truncation):
   """(1 - alpha) CE(labels) + alpha T^2 D(teacher_T, student_T), per token
   (see above), ended by `finish`, with the terms' metrics."""
-  d, kept = divergences.divergence(
-      divergence, teacher_targets['logits'], student_out, temperature, beta,
-      teacher_top_k, teacher_top_p, truncation)
+  if 'topk_ids' in teacher_targets:     # a sparse offline cache
+    if teacher_top_p < 1.0 or truncation != 'renormalize':
+      raise ConfigError(
+          'a sparse top-k teacher cache supports method_kw.teacher_top_p=1.0 '
+          "and truncation='renormalize' only (got teacher_top_p="
+          f'{teacher_top_p!r}, truncation={truncation!r})')
+    d, kept = divergences.sparse_divergence(
+        divergence, teacher_targets['topk_ids'], teacher_targets['topk_logp'],
+        student_out, temperature, beta, teacher_top_k)
+  else:
+    d, kept = divergences.divergence(
+        divergence, teacher_targets['logits'], student_out, temperature,
+        beta, teacher_top_k, teacher_top_p, truncation)
   kd = d * temperature ** 2
   weights = example_weights(batch, student_out)
   terms = {'kd': kd}

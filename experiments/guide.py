@@ -9,7 +9,10 @@ regimes with the same token budget, for each seed.
 
 A table of this kind (experiments/tables/) gives `scale` (of
 configs/guide_lm.py), `seeds`, `steps` and `teacher_steps`, and `cells`
-(the runs' folder under the workdir; '' for the workdir itself).
+(the runs' folder under the workdir; '' for the workdir itself), and
+optionally `regimes` ({name: dict(init, method, and configs/guide_lm.py's
+alpha, beta, temperature)}; one named `random`, the gap's reference;
+default: the four below; experiments/tables/guide_objectives.py).
 
 Regimes: `random` (the student's own init, trained on the data), `kd`
 (online logit distillation from the teacher), `guide` (GUIDE init, trained
@@ -50,12 +53,15 @@ _SCALE = flags.DEFINE_enum('scale', 'cpu', list(guide_lm.SCALES),
                            'Model sizes (configs/guide_lm.py).')
 
 
-def _arg(regime, seed, steps, teacher_steps, scale, manual_dir, teacher=''):
-  r = REGIMES[regime]
+def _arg(regime, seed, steps, teacher_steps, scale, manual_dir, teacher='',
+         regimes=None):
+  r = (regimes or REGIMES)[regime]
+  extra = ''.join(f',{k}={v}' for k, v in r.items()
+                  if k not in ('init', 'method'))   # alpha, beta (guide_lm)
   return (f'init={r["init"]},method={r["method"]},seed={seed},steps={steps},'
           f'teacher_steps={teacher_steps},scale={scale},'
-          f'manual_dir={manual_dir}' + (f',teacher={teacher}' if teacher
-                                        else ''))
+          f'manual_dir={manual_dir}' + extra + (f',teacher={teacher}'
+                                                if teacher else ''))
 
 
 def _json(path):
@@ -64,13 +70,14 @@ def _json(path):
 
 
 def run_cells(workdir, seeds, steps, teacher_steps, scale, manual_dir,
-              report_only=False):
+              report_only=False, regimes=None):
   """The teacher's final metrics and {(regime, seed): summary and curve};
   None when `report_only` and a cell is unfinished."""
+  regimes = regimes or REGIMES
   teacher_dir = os.path.join(workdir, 'teacher')
   if report_only and not all(os.path.exists(os.path.join(
       workdir, r.replace('+', '_'), f'seed={s}', 'summary.json'))
-                             for r in REGIMES for s in seeds):
+                             for r in regimes for s in seeds):
     return None, None
   if not os.path.exists(os.path.join(teacher_dir, 'final_metrics.json')):
     print('-- teacher', flush=True)
@@ -80,13 +87,14 @@ def run_cells(workdir, seeds, steps, teacher_steps, scale, manual_dir,
       sys.exit(143)
   cells = {}
   for seed in seeds:
-    for regime in REGIMES:
+    for regime in regimes:
       cell = os.path.join(workdir, regime.replace('+', '_'), f'seed={seed}')
       done = os.path.join(cell, 'summary.json')
       if not os.path.exists(done):
         print(f'-- {regime} seed={seed}', flush=True)
         config = guide_lm.get_config(_arg(regime, seed, steps, teacher_steps,
-                                          scale, manual_dir, teacher_dir))
+                                          scale, manual_dir, teacher_dir,
+                                          regimes))
         if distillation.run(config, cell).get('preempted'):
           sys.exit(143)
       curve = [(r['step'], r['validation/loss'])
@@ -109,7 +117,7 @@ def markdown(teacher, cells, seeds, args, seconds):
            f'{first_step} (%) |', '|---|---|---|---|---|']
   t_loss = teacher['test/loss']
   t_val = teacher['validation/loss']
-  for regime in REGIMES:
+  for regime in dict.fromkeys(r for r, _ in cells):   # the table's regimes
     final = [cells[(regime, s)]['summary']['student/test/loss'] for s in seeds]
     early = [cells[(regime, s)]['curve'][0][1] for s in seeds]
     gaps = [gap_reduction(cells[('random', s)]['summary']['student/test/loss'],
@@ -136,7 +144,7 @@ def plot(teacher, cells, seeds, path):
   if plt is None:
     return
   fig, ax = plt.subplots(figsize=(6.5, 4))
-  for regime in REGIMES:
+  for regime in dict.fromkeys(r for r, _ in cells):
     curves = [cells[(regime, s)]['curve'] for s in seeds]
     steps = [p[0] for p in curves[0]]
     ys = np.array([[p[1] for p in c] for c in curves])
@@ -158,7 +166,8 @@ def run_table(name, table, workdir, results, manual_dir='../shared/datasets',
   start = time.time()
   teacher, cells = run_cells(os.path.join(workdir, table.get('cells', name)),
                              seeds, table['steps'], table['teacher_steps'],
-                             scale, manual_dir, report_only)
+                             scale, manual_dir, report_only,
+                             table.get('regimes'))
   if teacher is None:
     print(f'{name}: not every cell has finished; nothing to report yet')
     return None
