@@ -19,7 +19,6 @@ inside the student's step (online distillation of augmented views).
 import dataclasses
 
 import numpy as np
-from sklearn.isotonic import IsotonicRegression
 
 from core.errors import check_choice
 
@@ -35,6 +34,8 @@ def margin(probs, xp=np):
 def fit_correctness(probs_v, labels_v):
   """Isotonic map margin -> P[teacher's argmax is the true label]."""
   correct = (np.argmax(probs_v, -1) == labels_v).astype(np.float64)
+  # sklearn takes a second to import: only runs that fit pay for it.
+  from sklearn.isotonic import IsotonicRegression  # pylint: disable=g-import-not-at-top
   iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True,
                            out_of_bounds='clip')
   iso.fit(margin(probs_v), correct)

@@ -94,3 +94,17 @@ print('ok')
                         capture_output=True, text=True, timeout=300,
                         check=False, env=dict(os.environ, JAX_PLATFORMS='cpu'))
   assert proc.returncode == 0 and 'ok' in proc.stdout, proc.stderr[-2000:]
+
+
+def test_the_launcher_does_not_import_what_only_some_runs_need():
+  """Every run, test subprocess and refused config pays for what
+  `launch.main` imports: sklearn (a second; only fitted methods need it,
+  distill/fitting.py) and torch are imported where they are used."""
+  code = ('import sys, launch.main, distill.run; '
+          'print(sorted(m for m in ("sklearn", "torch", "transformers") '
+          'if m in sys.modules))')
+  proc = subprocess.run([sys.executable, '-c', code], cwd=REPO,
+                        capture_output=True, text=True, timeout=300,
+                        check=False, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert proc.stdout.strip() == '[]', proc.stdout
