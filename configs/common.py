@@ -96,10 +96,12 @@ def base_config():
   # distillation config: its teacher).
   # Or method 'pretrained': a resnet_imagenet from a torchvision, timm or
   # Hugging Face checkpoint `weights` (.safetensors; .pth with torch), its
-  # head if the class count fits (`head`: auto | new | pretrained).
+  # head if the class count fits (`head`: auto | new | pretrained);
+  # `pretrained_on`: the dataset those weights were trained on, as declared
+  # ('' unknown): recorded in inputs.json, never checked.
   c.init = ml_collections.ConfigDict(dict(
       method='', teacher='', preserve_logit_scale=True, weights='',
-      head='auto'))
+      head='auto', pretrained_on=''))
 
   c.batch_size = 128
   c.eval_batch_size = 500

@@ -13,7 +13,9 @@ or glob of images without labels ('' : the labeled folder's images beyond
 `labeled` and `validation`, their labels hidden). `weights`: a torchvision,
 timm or Hugging Face ResNet checkpoint of `teacher_arch` (.safetensors; .pth
 with torch; '' trains the teacher from scratch); its head is replaced when
-the class count differs (`head`: auto | new | pretrained). Architectures:
+the class count differs (`head`: auto | new | pretrained); `pretrained_on`
+declares the dataset those weights were trained on (recorded in the
+teacher's inputs.json, not checked: docs/own_images.md). Architectures:
 resnet18, resnet34, resnet50, resnet101, resnet152 (resnet_imagenet,
 torchvision's padding). Methods: any; the teacher's statistics are fitted on
 `validation` labeled images (default 20, held out of its training). Other arguments: labeled (-1 all
@@ -75,7 +77,8 @@ def _stage(arg, arch, key, epochs, lr):
 def get_config(arg=None):
   arg = common.parse_arg(
       arg, labeled_dir='', unlabeled='', teacher_arch='resnet50',
-      student_arch='resnet18', weights='', head='auto', method='vanilla',
+      student_arch='resnet18', weights='', head='auto', pretrained_on='',
+      method='vanilla',
       image_size=224, labeled=-1, validation=20, teacher_epochs=10.0,
       student_epochs=10.0, batch=64, lr=0.01, teacher='', seed=0,
       runlocal=False)
@@ -94,6 +97,7 @@ def get_config(arg=None):
     teacher.init.method = 'pretrained'
     teacher.init.weights = arg.weights
     teacher.init.head = arg.head
+    teacher.init.pretrained_on = arg.pretrained_on
   c = _stage(arg, arg.student_arch, 'student_arch', arg.student_epochs,
              10 * arg.lr)
   c.data.train_on = 'unlabeled'

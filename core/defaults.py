@@ -73,6 +73,7 @@ ADDED_KEYS = {
     'data.skip_bad_images': False,
     'init.weights': '',                  # init.method=pretrained
     'init.head': 'auto',
+    'init.pretrained_on': '',            # declared, recorded, not checked
     'distill.cache_dtype': 'float32',    # offline LM top-k cache values
 }
 

@@ -88,6 +88,12 @@ def validate(config):
       from models import resnet_weights  # pylint: disable=g-import-not-at-top
       check_choice('init.head', init.get('head') or 'auto',
                    resnet_weights.HEADS)
+  if (init is not None and init.get('pretrained_on') and
+      init.get('method') != 'pretrained'):
+    raise ConfigError(f'init.pretrained_on={init.pretrained_on!r} declares '
+                      'where init.weights were trained; it needs '
+                      'init.method=pretrained (valid choices: set both, or '
+                      'neither)')
 
 
 # config.init.method: how a model's parameters start ('' its own init):

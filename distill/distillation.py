@@ -158,6 +158,21 @@ def _check_teacher_data(t_config, config, data):
         '(data.labeled, validation, unlabeled, carve, carve_seed)')
 
 
+def pretrained_note(t_config):
+  """The log line of a teacher started from weights trained elsewhere
+  (init.method=pretrained), or None: the data checks cover its fine-tuning
+  here; its pretraining data is as declared (init.pretrained_on, recorded
+  in its inputs.json) or unknown, and is not checked."""
+  init = t_config.get('init')
+  if not init or init.get('method') != 'pretrained':
+    return None
+  declared = init.get('pretrained_on') or ''
+  return (f'== teacher: started from {init.weights} (pretrained on '
+          f'{repr(declared) + ", as declared" if declared else "unknown data"}'
+          f'; not checked): the data checks cover its fine-tuning on '
+          f'{t_config.data.name!r} here')
+
+
 def _teacher_outputs(config, data, parts, model, variables, step, t_dir,
                      mesh):
   """Teacher logits of each part: from the cache beside the teacher when its
@@ -208,7 +223,11 @@ def _is_ood(config):
 def teacher_stage(config, workdir, data):
   """(teacher config, variables, step, workdir), training it if needed."""
   t_dir = config.teacher.workdir or os.path.join(workdir, 'teacher')
-  _check_teacher_data(teacher_config(config), config, data)
+  t_config = teacher_config(config)
+  _check_teacher_data(t_config, config, data)
+  note = pretrained_note(t_config)
+  if note:
+    print(note, flush=True)
   if not config.teacher.workdir:
     print(f'== teacher: training in {t_dir}', flush=True)
     if train.train(config.teacher.config, t_dir,

@@ -6,7 +6,8 @@ its workdir.
     logits = model.apply(variables, export.preprocess(images, config),
                          train=False)
 
-An export folder (`--format=params`, the one format built) holds
+An export folder (`--format=params`, the default; hf and reference:
+docs/export.md) holds
 - `model-00001-of-0000N.safetensors`: the model's variables (parameters and
   model state such as batch-norm statistics; no optimizer state), one shard
   per at most `max_shard_bytes`, keys the '/'-joined flax paths
@@ -43,7 +44,9 @@ FORMAT = 'params'
 VERSION = 1
 # Formats and whether they are built; the others give one line naming
 # FORMAT.
-FORMATS = {'params': True, 'hf': True, 'reference': False}
+FORMATS = {'params': True, 'hf': True, 'reference': True}
+REFERENCE_FILE = 'model.safetensors'
+REFERENCE_CONFIG = 'config.json'
 DTYPES = {'f32': 'float32', 'bf16': 'bfloat16'}
 WHICH = ('student', 'teacher')
 EXPORT_FILE = 'export.json'
@@ -313,6 +316,9 @@ def export(workdir, out, which='student', dtype='f32', fmt=FORMAT,
     raise from_os_error(e, f'creating {parent}') from e
   if fmt == 'hf':
     return _export_hf(config, variables, export_config, run, out, dtype)
+  if fmt == 'reference':
+    check_reference(config.model_name, config.model.to_dict())
+    return write_reference(variables, export_config, out, dtype)
   entries = _entries(variables, dtype)
   shards = _shards(entries, max_shard_bytes)
   with _staged(out) as tmp:
@@ -390,6 +396,69 @@ def _export_hf(config, variables, export_config, run, out, dtype):
         'shards': names, 'tensors': len(jax.tree.leaves(
             variables['params'])),
         'bytes': sum(os.path.getsize(os.path.join(tmp, n)) for n in names)}
+    files.write_json(os.path.join(tmp, EXPORT_FILE), export_config)
+  return export_config
+
+
+def check_reference(model_name, model):
+  """One line unless the model (`model_name`, its options `model`) has a
+  torchvision equivalent: an ImageNet ResNet with standard residuals."""
+  from models import resnet  # pylint: disable=g-import-not-at-top
+  if model_name != 'resnet_imagenet':
+    raise ConfigError(f'--format=reference holds the ImageNet ResNets '
+                      f'(model_name=resnet_imagenet, torchvision\'s layout); '
+                      f'this run is a {model_name}, which has no reference '
+                      f'equivalent: use --format={FORMAT}')
+  residual = model.get('residual', 'standard')
+  if residual != 'standard':
+    raise ConfigError(f'--format=reference: model.residual={residual} has no '
+                      'torchvision equivalent (standard residuals only); use '
+                      f'--format={FORMAT}')
+  depth = model.get('depth', 50)
+  if depth not in resnet.IMAGENET_DEPTHS:
+    raise ConfigError(f'--format=reference: model.depth={depth} is not a '
+                      'torchvision ResNet; valid choices: 18, 34, 50, 101, '
+                      f'152; use --format={FORMAT}')
+
+
+def write_reference(variables, export_config, out, dtype='f32'):
+  """--format=reference: `out` holds model.safetensors (torchvision's
+  resnet state dict: `torchvision.models.resnetN(num_classes=...)
+  .load_state_dict(strict=True)` reads it at width 1; timm's resnet too),
+  config.json (architecture, num_classes, preprocessing; for a width other
+  than 1 the stage widths, as Hugging Face's ResNetConfig.hidden_sizes) and
+  export.json (where it came from)."""
+  from safetensors import numpy as st  # pylint: disable=g-import-not-at-top
+  from models import resnet  # pylint: disable=g-import-not-at-top
+  from models import resnet_weights  # pylint: disable=g-import-not-at-top
+  model = export_config['model']
+  depth, width = model.get('depth', 50), float(model.get('width', 1.0))
+  kind, blocks = resnet.IMAGENET_DEPTHS[depth]
+  state = resnet_weights.to_state_dict(
+      {c: jax.device_get(variables[c]) for c in ('params', 'batch_stats')})
+  target = DTYPES[dtype]
+  state = {k: (v if v.dtype == np.int64 else
+               np.asarray(jax.numpy.asarray(v).astype(target)))
+           for k, v in state.items()}
+  reference = {
+      'architecture': f'resnet{depth}',
+      'layout': 'torchvision',
+      'num_classes': export_config['num_classes'],
+      'width': width, 'block': kind, 'depths': list(blocks),
+      'hidden_sizes': [max(1, int(round(w * width)))
+                       * (4 if kind == 'bottleneck' else 1)
+                       for w in (64, 128, 256, 512)],
+      'preprocessing': export_config['preprocessing'],
+      'dtype': target}
+  with _staged(out) as tmp:
+    st.save_file(state, os.path.join(tmp, REFERENCE_FILE),
+                 metadata={'format': 'pt'})
+    files.write_json(os.path.join(tmp, REFERENCE_CONFIG), reference)
+    export_config['reference'] = reference
+    export_config['files'] = {'shards': [REFERENCE_FILE],
+                              'tensors': len(state),
+                              'bytes': os.path.getsize(
+                                  os.path.join(tmp, REFERENCE_FILE))}
     files.write_json(os.path.join(tmp, EXPORT_FILE), export_config)
   return export_config
 

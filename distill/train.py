@@ -297,6 +297,8 @@ class Trainer:
       from models import resnet_weights  # pylint: disable=g-import-not-at-top
       out['init_weights'] = builders.content_hashes(builders.source_files(
           resnet_weights.weights_file(init.weights)))[0]
+      if init.get('pretrained_on'):     # declared, not checked
+        out['init_weights']['pretrained_on'] = init.pretrained_on
     elif init and init.method and init.teacher:
       hf = hf_checkpoint.hf_ref(init.teacher)
       out['init_teacher'] = (hf_checkpoint.identity(hf) if hf else

@@ -3,11 +3,13 @@ be loaded back without its workdir (distill/export.py: load_exported).
 
     python -m launch.export --workdir=/tmp/distill/digits_slam \
         --out=/tmp/digits_slam_student [--which=student|teacher] \
-        [--dtype=f32|bf16] [--format=params]
+        [--dtype=f32|bf16] [--format=params|hf|reference]
 
 For a distillation workdir --which picks its student (the default) or its
-teacher; a single run's workdir exports that run. --format=params (the one
-built): safetensors shards + an index + export.json (docs/export.md).
+teacher; a single run's workdir exports that run. --format=params:
+safetensors shards + an index + export.json; hf: a Hugging Face LM folder;
+reference: an ImageNet ResNet as torchvision's state dict + config.json
+(docs/export.md).
 """
 import json
 
@@ -19,8 +21,8 @@ from launch import cli
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a finished run.')
 _OUT = flags.DEFINE_string('out', None, 'Folder to write (new or empty).')
 _FORMAT = flags.DEFINE_string(
-    'format', 'params', 'params (safetensors + export.json); hf and '
-    'reference are not built yet.')
+    'format', 'params', 'params (safetensors + export.json) | hf (a '
+    'Hugging Face LM folder) | reference (torchvision ResNet state dict).')
 _DTYPE = flags.DEFINE_string('dtype', 'f32', 'Parameter dtype: f32 | bf16.')
 _WHICH = flags.DEFINE_string(
     'which', 'student', 'student | teacher, for a distillation workdir.')

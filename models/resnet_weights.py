@@ -27,6 +27,10 @@ Weights must be of the v1.5 ResNet (the stride of a bottleneck in its 3x3
 convolution): torchvision's, timm's `resnet*` and Hugging Face's
 `microsoft/resnet-*` with downsample_in_bottleneck=False are.
 
+The inverse, `to_state_dict(variables)`, writes the same keys and shapes
+(conv OIHW, fc (out, in), BN running statistics and num_batches_tracked):
+`python -m launch.export --format=reference` (distill/export.py).
+
 Tested by tests/test_resnet_weights.py:
     python -m pytest -q tests/test_resnet_weights.py
 """
@@ -143,6 +147,32 @@ def _ours(value, leaf):
   if leaf == 'kernel' and value.ndim == 2:
     return value.T
   return value
+
+
+def _theirs(value, leaf):
+  """The inverse of `_ours`: HWIO -> OIHW, (in, out) -> (out, in)."""
+  value = np.asarray(value, np.float32)
+  if leaf == 'kernel' and value.ndim == 4:
+    return np.ascontiguousarray(value.transpose(3, 2, 0, 1))
+  if leaf == 'kernel' and value.ndim == 2:
+    return np.ascontiguousarray(value.T)
+  return value
+
+
+def to_state_dict(variables, kind='torchvision'):
+  """{key: numpy array}: the state dict of the reference ResNet (`kind`:
+  'torchvision', timm's too, or 'hf') holding `variables` (params and
+  batch_stats of models/resnet_imagenet, unboxed) -- `convert`'s inverse,
+  through the same key mapping (`_key`)."""
+  check_choice('kind', kind, ('torchvision', 'hf'))
+  out = {}
+  for collection in ('params', 'batch_stats'):
+    for path, leaf in _flat(dict(variables[collection])).items():
+      out[_key(path, kind)] = _theirs(leaf, path.split('/')[-1])
+      if path.endswith('/mean'):      # torch BatchNorm2d's counter
+        out[_key(path, kind)[:-len('running_mean')] + 'num_batches_tracked'
+            ] = np.zeros((), np.int64)
+  return out
 
 
 def _flat(tree, prefix=''):

@@ -243,10 +243,12 @@ def test_bad_inputs_are_one_line_and_overwrite_nothing(trained, images):
   before = _tree(good)
   proc = _ok(_run('launch.export', f'--workdir={workdir}', f'--out={good}'))
   assert 'nothing written' in proc.stdout and _tree(good) == before
-  # a format not built yet names those that are; hf holds LMs only
+  # a model with no reference equivalent names the format that holds it;
+  # hf holds LMs only
   line = _one_line(_run('launch.export', f'--workdir={workdir}',
                         f'--out={root / "ref"}', '--format=reference'))
-  assert 'not built yet' in line and 'params, hf' in line, line
+  assert 'no reference equivalent' in line, line
+  assert '--format=params' in line, line
   line = _one_line(_run('launch.export', f'--workdir={workdir}',
                         f'--out={root / "hf"}', '--format=hf'))
   assert '--format=hf holds language models' in line, line

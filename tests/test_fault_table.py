@@ -277,6 +277,43 @@ def _unreadable_teacher(tmp, pipe):
   return dict(args=args, watch=[f'{tmp}/teacher'])
 
 
+def _out_taken(tmp, pipe):
+  """An export --out folder that holds another file (kept as it is)."""
+  os.makedirs(f'{tmp}/taken')
+  with open(f'{tmp}/taken/notes.txt', 'w') as f:
+    f.write('mine')
+  return dict(args=[f'--workdir={pipe}', f'--out={tmp}/taken'],
+              module='launch.export', watch=[f'{tmp}/taken'])
+
+
+def _empty_prompts(tmp, pipe):
+  open(f'{tmp}/prompts.txt', 'w').close()
+  return dict(args=[f'--model={pipe}', f'--prompts={tmp}/prompts.txt'],
+              module='launch.generate', watch=[tmp])
+
+
+def _no_images(tmp, pipe):
+  """A predict --input folder whose only file is not an image."""
+  os.makedirs(f'{tmp}/imgs')
+  with open(f'{tmp}/imgs/notes.txt', 'w') as f:
+    f.write('not an image')
+  return dict(args=[f'--model={pipe}', f'--input={tmp}/imgs',
+                    f'--output={tmp}/labels.jsonl'],
+              module='launch.predict', watch=[tmp])
+
+
+def _not_a_model(tmp, pipe):
+  """launch.predict of a real image with a --model folder that is
+  neither an export nor a workdir."""
+  del pipe
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  os.makedirs(f'{tmp}/imgs')
+  Image.new('L', (8, 8)).save(f'{tmp}/imgs/a.png')
+  return dict(args=[f'--model={tmp}/imgs', f'--input={tmp}/imgs',
+                    f'--output={tmp}/p.jsonl'], module='launch.predict',
+              watch=[tmp])
+
+
 def _no_partial_checkpoint(tmp, result):
   del result
   left = [d for d in os.listdir(f'{tmp}/mnt/w/checkpoints')
@@ -464,6 +501,52 @@ CASES = [
          _unreadable_teacher, 1,
          r'error: no readable checkpoint in \S+/teacher/checkpoints \(steps '
          r'10, 20 all fail to read\); retrain that run or restore its files'),
+    Case('export_unknown_format', 'launch.export: an unknown --format',
+         _args('--workdir={pipe}', '--out={tmp}/o', '--format=onnx',
+               module='launch.export'), 2,
+         r"error: unknown --format 'onnx'; valid choices: hf, params, "
+         r'reference'),
+    Case('export_no_run', 'launch.export: a workdir with no run',
+         _args('--workdir={tmp}/none', '--out={tmp}/o',
+               module='launch.export'), 2,
+         r'error: no trained run at \S+/none: no such directory'),
+    Case('export_out_taken', 'launch.export: an --out folder holding other '
+         'files (kept)', _out_taken, 2,
+         r'error: --out=\S+/taken exists and holds other files \(notes.txt\);'
+         r' give a new folder or an empty one \(nothing was written\)'),
+    Case('export_reference_of_an_mlp', 'launch.export: --format=reference '
+         'of a model without a torchvision equivalent',
+         _args('--workdir={pipe}', '--out={tmp}/o', '--format=reference',
+               module='launch.export'), 2,
+         r'error: --format=reference holds the ImageNet ResNets '
+         r"\(model_name=resnet_imagenet, torchvision's layout\); this run is "
+         r'a mlp, which has no reference equivalent: use --format=params'),
+    Case('generate_no_prompt', 'launch.generate: no prompt',
+         _args('--model={pipe}', module='launch.generate'), 2,
+         r'error: give one of --prompt, --prompts=FILE or --score=FILE'),
+    Case('generate_empty_prompts', 'launch.generate: an empty prompts file',
+         _empty_prompts, 2,
+         r'error: --prompts=\S+/prompts.txt holds no prompt'),
+    Case('generate_not_an_lm', 'launch.generate: a workdir of an image '
+         'classifier', _args('--model={pipe}', '--prompt=hi',
+                             module='launch.generate'), 2,
+         r'error: --model=\S+ is a mlp classifier, not a language model; '
+         r'label its inputs with python -m launch.predict'),
+    Case('predict_no_images', 'launch.predict: a folder whose only file is '
+         'not an image', _no_images, 2,
+         r'error: --input=\S+/imgs names no image file \(a folder of '
+         r'png/jpg/jpeg/bmp... files, a glob or a file\)'),
+    Case('predict_not_a_model', 'launch.predict: a --model that is neither '
+         'an export nor a workdir',
+         _not_a_model, 2,
+         r'error: --model=\S+ is neither an export folder \(no export.json\) '
+         r'nor a workdir \(no config.json\)'),
+    Case('sample_images_unknown_split', 'launch.sample_images: an unknown '
+         '--split', _args('--config=configs/digits_distill.py:runlocal',
+                          '--split=nope', '--out={tmp}/o',
+                          module='launch.sample_images'), 2,
+         r"error: unknown --split 'nope'; valid choices: labeled, test, "
+         r'unlabeled, validation'),
 ]
 
 

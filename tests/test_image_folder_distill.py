@@ -46,10 +46,13 @@ def test_pretrained_teacher_labels_an_unlabeled_folder_for_a_student(
   config = image_folder_distill.get_config(
       f'labeled_dir={labeled},unlabeled={tmp_path / "unlabeled"},'
       f'weights={weights},teacher_arch=resnet18,student_arch=resnet18,'
-      'validation=2,runlocal')
+      'validation=2,runlocal,pretrained_on=imagenet')
   summary = distillation.run(config, str(tmp_path / 'run'))
   out = capsys.readouterr().out
   assert 'a new 2-class head' in out
+  # pretrained elsewhere: declared, recorded, not checked; one line says so
+  assert (f"== teacher: started from {weights} (pretrained on 'imagenet', "
+          'as declared; not checked)') in out
   assert summary['student/step'] == 2
   assert summary['teacher/unlabeled_accuracy'] is None   # no labels there
   assert 0 <= summary['student/test_agreement'] <= 1
@@ -59,7 +62,8 @@ def test_pretrained_teacher_labels_an_unlabeled_folder_for_a_student(
   text = json.dumps(inputs)
   assert text.count('sha256') >= 6 + 16 and 'unlabeled_from' in text
   t_inputs = json.load(open(tmp_path / 'run' / 'teacher' / 'inputs.json'))
-  assert 'init_weights' in json.dumps(t_inputs)
+  assert t_inputs['init_weights']['pretrained_on'] == 'imagenet'
+  assert t_inputs['init_weights']['path'] == weights
 
 
 @pytest.mark.parametrize('arg,match', [
@@ -78,3 +82,30 @@ def test_without_a_folder_the_run_names_data_manual_dir(tmp_path):
     distillation.run(image_folder_distill.get_config('runlocal'),
                      str(tmp_path / 'run'))
   assert not os.path.exists(tmp_path / 'run')
+
+
+def test_a_pretrained_teacher_s_data_is_declared_and_the_checks_cover_its_fine_tuning():
+  """distillation.pretrained_note: the one log line; the data-name check
+  still applies to the fine-tuning run; pretrained_on needs a pretrained
+  init."""
+  from distill import config_lib  # pylint: disable=g-import-not-at-top
+  config = image_folder_distill.get_config(
+      'labeled_dir=x,labeled=4,weights=w.safetensors,runlocal')
+  t_config = config.teacher.config
+  note = distillation.pretrained_note(t_config)
+  assert note.startswith('== teacher: started from w.safetensors '
+                         '(pretrained on unknown data; not checked)'), note
+  assert "fine-tuning on 'image_folder' here" in note
+  assert distillation.pretrained_note(
+      image_folder_distill.get_config('labeled_dir=x,labeled=4,runlocal')
+      .teacher.config) is None
+  t_config.init.pretrained_on = 'imagenet'
+  assert "pretrained on 'imagenet', as declared" in (
+      distillation.pretrained_note(t_config))
+  t_config.data.name = 'mnist'          # fine-tuned on other data: refused
+  with pytest.raises(ConfigError, match="teacher data 'mnist' differs"):
+    distillation._check_teacher_data(t_config, config, None)  # pylint: disable=protected-access
+  t_config.init.method = ''
+  with pytest.raises(ConfigError, match='init.pretrained_on=.imagenet. '
+                     'declares .*needs init.method=pretrained'):
+    config_lib.validate(t_config)

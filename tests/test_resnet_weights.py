@@ -3,6 +3,8 @@ reference's logits (models/resnet_weights.py).
 
     python -m pytest -q tests/test_resnet_weights.py
 """
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -204,3 +206,44 @@ def test_a_missing_weights_file_is_one_line(tmp_path):
   with pytest.raises(ConfigError, match='a folder without model.safetensors '
                      'or pytorch_model.bin'):
     resnet_weights.load(str(tmp_path), {})
+
+
+def test_reference_export_loads_strictly_into_the_reference(tmp_path):
+  """--format=reference (distill/export.py: write_reference): a ResNet-18
+  initialised here, with random BN statistics, written in torchvision's
+  layout, loads with strict=True into the reference -- transformers'
+  ResNetForImageClassification, torchvision not being installed; its keys
+  are renamed by this file's own _to_torchvision, not by the library -- and
+  gives the same logits in eval mode."""
+  torch = pytest.importorskip('torch')
+  from distill import export  # pylint: disable=g-import-not-at-top
+  from safetensors import numpy as st  # pylint: disable=g-import-not-at-top
+  model, like = _ours(18, 8 / 64, 5)
+  rng = np.random.default_rng(3)
+  variables = _unboxed(like)
+  variables['batch_stats'] = jax.tree.map(
+      lambda a: rng.uniform(0.5, 2.0, a.shape).astype(np.float32),
+      variables['batch_stats'])
+  variables['params'] = jax.tree.map(
+      lambda a: a + rng.normal(0, 0.1, a.shape).astype(np.float32),
+      variables['params'])
+  export_config = {'model': {'depth': 18, 'width': 8 / 64},
+                   'num_classes': 5, 'preprocessing': {'task': 'classify'}}
+  export.write_reference(variables, export_config, str(tmp_path / 'ref'))
+  state = st.load_file(str(tmp_path / 'ref' / 'model.safetensors'))
+  ref = _hf_model('basic', (8, 16, 32, 64), (2, 2, 2, 2), num_labels=5)
+  theirs = _to_torchvision({k: k for k in ref.state_dict()})
+  assert sorted(theirs) == sorted(state)     # the same keys, no others
+  ref.load_state_dict({hf: torch.from_numpy(state[tv].copy())
+                       for tv, hf in theirs.items()}, strict=True)
+  images = rng.normal(size=(3, 33, 32, 3)).astype(np.float32)
+  np.testing.assert_allclose(_logits(model, variables, images),
+                             _torch_logits(ref.eval(), images),
+                             atol=1e-4, rtol=1e-4)
+  config = json.load(open(tmp_path / 'ref' / 'config.json'))
+  assert config['architecture'] == 'resnet18'
+  assert config['hidden_sizes'] == [8, 16, 32, 64]
+  with pytest.raises(ConfigError, match='no reference equivalent.*params'):
+    export.check_reference('cnn', {})
+  with pytest.raises(ConfigError, match='residual=laurel.*params'):
+    export.check_reference('resnet_imagenet', {'residual': 'laurel'})
