@@ -74,6 +74,7 @@ ADDED_KEYS = {
     'init.weights': '',                  # init.method=pretrained
     'init.head': 'auto',
     'distill.cache_dtype': 'float32',    # offline LM top-k cache values
+    'loss_chunk_len': 0,                 # LM loss in sequence chunks
 }
 
 
