@@ -84,6 +84,11 @@ def base_config():
 
   c.method = 'supervised'
   c.method_kw = core_defaults.method_kw()  # options of every method
+  # LMs: the loss over the sequence in chunks of this many positions, each
+  # chunk's logits computed (and recomputed in the backward pass) inside
+  # the loop, so no model's float32 logits for the whole batch are held at
+  # once (distill/chunked.py); 0: off, the whole batch's logits.
+  c.loss_chunk_len = 0
   # Start from another run's checkpoint: 'WORKDIR[:STEP]' (default its
   # newest). init_from_state: params (its parameters and model state, a fresh
   # optimizer at step 0: fine-tuning) | all (its whole train state: continue

@@ -29,7 +29,11 @@ Arguments:
            and student of that family's conventions (common.set_family)
   seq_len  tokens per window (default 64 at cpu scale, 2048 at paper)
   text, tokenizer, vocab  the cpu-scale data: a UTF-8 file or folder (default
-           Tiny Shakespeare), char | spm, spm pieces
+           Tiny Shakespeare), char | spm, spm pieces; at paper scale `vocab`
+           is the SentencePiece vocabulary (default 32768; 256000: Gemma 2's)
+  loss_chunk  sequence positions per loss chunk, teacher and student (config
+           loss_chunk_len: each chunk's logits computed inside the loss loop,
+           distill/chunked.py; 0: off, the whole batch's logits at once)
   steps, teacher_steps, seed, trainable_projection (GUIDE's learned-M
   reading: frozen teacher table, trainable projection), runlocal (2 steps),
   manual_dir (folder of tiny_shakespeare.txt); residual, rank: the
@@ -39,6 +43,7 @@ Teacher and student read the same data and vocabulary and use the same
 optimizer and token budget per step.
 
     python -m launch.compile_check --config=configs/guide_lm.py:scale=paper,method=vanilla --devices=8
+    python -m launch.compile_check --config=configs/guide_lm.py:scale=paper,method=forward_kl,vocab=256000,loss_chunk=256 --devices=8
 """
 from core import defaults
 from configs import common
@@ -62,6 +67,7 @@ def _lm(arg, size, steps):
       f'tokenizer={arg.tokenizer},vocab={arg.vocab},'
       f'manual_dir={arg.manual_dir}' + (',runlocal' if arg.runlocal else ''))
   c.seed = arg.seed
+  c.loss_chunk_len = arg.loss_chunk
   c.batch_size = 32
   c.eval_every_steps = max(1, steps // 8) if not arg.runlocal else -1
   c.log_every_steps = min(c.log_every_steps, max(1, steps // 8))
@@ -71,7 +77,7 @@ def _lm(arg, size, steps):
     c.data.name = 'c4/en'
     c.data.manual_dir = ''
     c.data.tokenizer = 'spm'
-    c.data.vocab_size = 32768
+    c.data.vocab_size = arg.vocab or 32768   # 256000: Gemma 2's
     c.data.validation = 0
     c.data.test_split = 'validation'
     c.eval_splits = 'test'
@@ -92,7 +98,7 @@ def get_config(arg=None):
                          tokenizer='char', vocab=0, residual='standard',
                          rank=16, runlocal=False, teacher_hf='', family='',
                          offline_topk=0, cache_dtype='float32', alpha=-1.0,
-                         beta=-1.0, temperature=-1.0,
+                         beta=-1.0, temperature=-1.0, loss_chunk=0,
                          manual_dir='../shared/datasets')
   check_choice("guide_lm scale", arg.scale, SCALES)
   check_choice('guide_lm family', arg.family, common.LM_FAMILIES)

@@ -31,6 +31,7 @@ import optax
 from core.errors import ConfigError, EnvironmentFault
 from core.errors import check_choice
 from distill import checkpoint as ckpt_lib
+from distill import chunked
 from distill import config_lib
 from distill import files
 from distill import hf_checkpoint
@@ -45,6 +46,7 @@ from distill.data import loading
 from distill.data import pipeline
 from distill.logging_utils import MetricWriter
 import models
+from models import transformer
 
 
 # The augmentation's random stream: fold_in(PRNGKey(seed), this), then the step.
@@ -109,6 +111,9 @@ class Trainer:
                               config.model_dtype, **config.model.to_dict())
     method = methods.get(config.method)
     self.loss_fn = method.loss_fn(config.method_kw.to_dict())
+    # LMs: the loss over the sequence in chunks (distill/chunked.py; 0: off).
+    self.loss_chunk = config.get('loss_chunk_len', 0)
+    chunked.check(self.loss_chunk, config.model_name, method)
     if train_part is None:
       train_part = self.data.parts[config.data.train_on]
       if teacher is None:
@@ -160,13 +165,13 @@ class Trainer:
       self.state = init(rng)
 
   # --- steps ----------------------------------------------------------------
-  def _apply(self, params, model_state, inputs, train, rng=None):
+  def _apply(self, params, model_state, inputs, train, rng=None, **kw):
     variables = {'params': params, **model_state}
     if train:
       return self.model.apply(variables, inputs, train=True,
                               mutable=list(model_state),
-                              rngs={'dropout': rng})
-    return self.model.apply(variables, inputs, train=False), model_state
+                              rngs={'dropout': rng}, **kw)
+    return self.model.apply(variables, inputs, train=False, **kw), model_state
 
   def step_function(self, state, batch, teacher_vars=None):
     with sharding.activation_rules():
@@ -176,6 +181,8 @@ class Trainer:
     rng = jax.random.fold_in(state.rng, state.step)
     inputs = self.inputs.device(batch['inputs'], jax.random.fold_in(
         self._augment_key, state.step))         # augmented on the device
+    if self.loss_chunk:
+      return self._chunked_step_body(state, batch, teacher_vars, rng, inputs)
     if teacher_vars is not None:
       t_logits = self.teacher[0].apply(teacher_vars, inputs, train=False)
       t_logits = jax.lax.stop_gradient(t_logits)
@@ -188,6 +195,34 @@ class Trainer:
       loss, metrics = self.loss_fn(out, batch.get('teacher'), batch)
       return loss, (metrics, new_model_state)
 
+    return self._update(state, loss_of)
+
+  def _chunked_step_body(self, state, batch, teacher_vars, rng, inputs):
+    """The train step with the loss over the sequence in chunks of
+    config.loss_chunk_len positions, each chunk's logits computed inside
+    the loop from the models' final hidden states (distill/chunked.py)."""
+    teacher = batch.get('teacher')
+    if teacher_vars is not None:
+      t_model = self.teacher[0]
+      t_hidden, t_head = jax.lax.stop_gradient(
+          t_model.apply(teacher_vars, inputs, train=False, hidden=True))
+      teacher = (t_hidden, t_head,
+                 functools.partial(transformer.project, t_model))
+
+    def loss_of(params):
+      (hidden, head), new_model_state = self._apply(
+          params, state.model_state, inputs, True, rng, hidden=True)
+      student = (hidden, head, functools.partial(transformer.project,
+                                                 self.model))
+      loss, metrics = chunked.loss(self.loss_fn, student, teacher, batch,
+                                   self.loss_chunk)
+      return loss, (metrics, new_model_state)
+
+    return self._update(state, loss_of)
+
+  def _update(self, state, loss_of):
+    """The step's gradient of `loss_of(params) -> (loss, (metrics, model
+    state))` and its optimizer update."""
     (_, (metrics, model_state)), grads = jax.value_and_grad(
         loss_of, has_aux=True)(state.params)
     updates, opt_state = self.tx.update(grads, state.opt_state, state.params)

@@ -22,6 +22,12 @@ Every paper-scale config on its own default mesh, 8 and 32 devices, one
 process each, as a markdown table:
 
     python -m launch.compile_check --suite=paper --out=experiments/results/compile_check.md
+
+Only the configs whose spec contains a text, their rows replaced in the
+table there (e.g. the 256k-vocabulary rows, dense and chunked):
+
+    python -m launch.compile_check --suite=paper --suite_match=vocab=256000 \
+        --out=experiments/results/compile_check.md
 """
 import json
 import os
@@ -55,10 +61,20 @@ _SUITE_DEVICES = flags.DEFINE_list('suite_devices', ['8', '32'],
                                    'Device counts for --suite.')
 _OUT = flags.DEFINE_string('out', '', 'With --suite: also write the table '
                            'here (markdown).')
+_SUITE_MATCH = flags.DEFINE_string(
+    'suite_match', '', 'With --suite: check only the configs whose spec '
+    'contains this text; with --out, their rows replace (or join) those of '
+    'the table already there, the others kept.')
 
 # The paper-scale configs, each checked on its own default mesh.
 PAPER_SUITE = (
     ('configs/guide_lm.py:scale=paper,method=vanilla', 'student'),
+    # Gemma 2's 256k vocabulary: the whole batch's logits, then the loss
+    # over the sequence in chunks of 128 positions (distill/chunked.py)
+    ('configs/guide_lm.py:scale=paper,method=forward_kl,vocab=256000',
+     'student'),
+    ('configs/guide_lm.py:scale=paper,method=forward_kl,vocab=256000,'
+     'loss_chunk=128', 'student'),
     ('configs/laurel_lm.py:scale=paper', 'train'),
     ('configs/tfds_distill.py', 'teacher'),
     ('configs/tfds_distill.py', 'student'),
@@ -201,11 +217,36 @@ def format_report(r, memory_gib=0.0):
   return '\n'.join(lines)
 
 
-def run_suite(devices_list, out=''):
-  """Every PAPER_SUITE config at every device count, each in its own
-  process (the device count is fixed per process); returns the table."""
+def _row_key(spec, stage, devices):
+  """How a suite table's row starts (suite_table)."""
+  return f'| `{spec}` ({stage}) | {devices} |'
+
+
+def merge_rows(old_table, new_table, suite, devices_list):
+  """The suite's table from `new_table`'s rows where it has them, else
+  `old_table`'s, in suite order (rows neither has are left out)."""
+  def rows(table):
+    return {line.split(' | ', 2)[0] + ' | ' + line.split(' | ', 2)[1] + ' |':
+            line for line in table.splitlines()[2:] if line.startswith('| `')}
+  old, new = rows(old_table), rows(new_table)
+  out = new_table.splitlines()[:2]
+  for spec, stage in suite:
+    for devices in devices_list:
+      key = _row_key(spec, stage, devices)
+      if key in new or key in old:
+        out.append(new.get(key, old.get(key)))
+  return '\n'.join(out)
+
+
+def run_suite(devices_list, out='', match=''):
+  """Every PAPER_SUITE config (those whose spec contains `match`) at every
+  device count, each in its own process (the device count is fixed per
+  process); returns the table, and writes it to `out` (with `match`, merged
+  into the table there: merge_rows)."""
   rows = []
   for spec, stage in PAPER_SUITE:
+    if match not in spec:
+      continue
     for devices in devices_list:
       proc = subprocess.run(
           [sys.executable, '-m', 'launch.compile_check', f'--config={spec}',
@@ -222,6 +263,9 @@ def run_suite(devices_list, out=''):
       print(f'{spec} ({stage}) on {devices} devices: '
             + ('ok' if rows[-1][3] else rows[-1][4]), flush=True)
   table = suite_table(rows)
+  if out and match and os.path.exists(out):
+    with open(out) as f:
+      table = merge_rows(f.read(), table, PAPER_SUITE, devices_list)
   if out:
     with open(out, 'w') as f:
       f.write(table + '\n')
@@ -255,7 +299,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if _SUITE.value:
-    print(run_suite([int(d) for d in _SUITE_DEVICES.value], _OUT.value))
+    print(run_suite([int(d) for d in _SUITE_DEVICES.value], _OUT.value,
+                    _SUITE_MATCH.value))
     return
   if _CONFIG.value is None:
     raise app.UsageError('give --config=FILE[:ARG] (or --suite=paper)')

@@ -349,7 +349,12 @@ class TransformerLM(nn.Module):
         self.sliding_window if self.sliding_window else None)
 
   @nn.compact
-  def __call__(self, tokens, train=False, positions=None, valid=None):
+  def __call__(self, tokens, train=False, positions=None, valid=None,
+               hidden=False):
+    """Logits (batch, seq, vocab) in float32; `hidden=True`: (the final
+    normed hidden states (batch, seq, width), the unembedding (width,
+    vocab)) instead, whose `project` is the logits, so a loss can compute
+    them a chunk of tokens at a time (distill/chunked.py)."""
     check_choice('model.positions', self.positions, POSITIONS)
     self.check_family()
     masked = positions is not None or valid is not None or self.cache_len
@@ -410,6 +415,10 @@ class TransformerLM(nn.Module):
     x = RMSNorm(eps=self.norm_eps, dtype=self.dtype,
                 plus_one=self.norm_plus_one, name='final_norm')(x)
     self.sow('intermediates', 'pre_logits', x)
+    if hidden:
+      return x, nn.meta.unbox(
+          embed.embedding.T if self.tie_embeddings else
+          self.variables['params']['head']['dense']['kernel'])
     if self.tie_embeddings:
       logits = embed.attend(x)
     else:
@@ -420,3 +429,15 @@ class TransformerLM(nn.Module):
       logits = self.logit_softcap * jnp.tanh(logits / self.logit_softcap)
     return layers.constrain(logits, (
         'activation_batch', 'activation_length', 'activation_vocab'))
+
+
+def project(model, x, head):
+  """A TransformerLM's float32 logits from its final hidden states `x`
+  (..., width) and unembedding `head` (width, vocab), as `hidden=True`
+  returns them: what its plain call computes, in the model's dtype, then
+  the soft cap."""
+  logits = jnp.dot(x.astype(model.dtype), head.astype(model.dtype))
+  logits = logits.astype(jnp.float32)
+  if model.logit_softcap:
+    logits = model.logit_softcap * jnp.tanh(logits / model.logit_softcap)
+  return logits
