@@ -39,6 +39,8 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from launch.suite_rows import merge_rows
+
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file, optionally FILE:ARG.',
     lock_config=True)
@@ -215,27 +217,6 @@ def format_report(r, memory_gib=0.0):
       lines.append(f'  {"fits" if fits else "DOES NOT FIT"} in '
                    f'{memory_gib:g} GiB per device')
   return '\n'.join(lines)
-
-
-def _row_key(spec, stage, devices):
-  """How a suite table's row starts (suite_table)."""
-  return f'| `{spec}` ({stage}) | {devices} |'
-
-
-def merge_rows(old_table, new_table, suite, devices_list):
-  """The suite's table from `new_table`'s rows where it has them, else
-  `old_table`'s, in suite order (rows neither has are left out)."""
-  def rows(table):
-    return {line.split(' | ', 2)[0] + ' | ' + line.split(' | ', 2)[1] + ' |':
-            line for line in table.splitlines()[2:] if line.startswith('| `')}
-  old, new = rows(old_table), rows(new_table)
-  out = new_table.splitlines()[:2]
-  for spec, stage in suite:
-    for devices in devices_list:
-      key = _row_key(spec, stage, devices)
-      if key in new or key in old:
-        out.append(new.get(key, old.get(key)))
-  return '\n'.join(out)
 
 
 def run_suite(devices_list, out='', match=''):

@@ -213,14 +213,14 @@ def test_entry_point_needs_gcsfs_for_a_gcs_workdir():
 def test_suite_rows_of_a_matched_run_replace_only_theirs():
   """--suite_match: the new rows replace theirs in the table already
   there, the others kept, in suite order."""
-  from launch import compile_check  # pylint: disable=g-import-not-at-top
+  from launch import suite_rows  # pylint: disable=g-import-not-at-top
   head = '| config (stage) | devices | x |\n|---|---|---|\n'
   suite = (('a.py', 'student'), ('b.py:v=1', 'train'), ('c.py', 'teacher'))
   old = head + ('| `a.py` (student) | 8 | old a |\n'
                 '| `b.py:v=1` (train) | 8 | old b |\n')
   new = head + ('| `c.py` (teacher) | 8 | new c |\n'
                 '| `b.py:v=1` (train) | 8 | new b |\n')
-  merged = compile_check.merge_rows(old, new, suite, [8]).splitlines()
+  merged = suite_rows.merge_rows(old, new, suite, [8]).splitlines()
   assert merged[2:] == ['| `a.py` (student) | 8 | old a |',
                         '| `b.py:v=1` (train) | 8 | new b |',
                         '| `c.py` (teacher) | 8 | new c |']
