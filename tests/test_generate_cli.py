@@ -90,7 +90,7 @@ def test_bad_inputs_are_one_line_and_overwrite_nothing(lm, tmp_path):
 
 
 @pytest.mark.slow
-def test_export_hf_loads_in_transformers_with_equal_logits(tmp_path):
+def test_export_hf_loads_in_transformers_with_equal_logits(lm, tmp_path):
   """--format=hf of a llama-family LM trained here: transformers'
   AutoModelForCausalLM gives its logits, and launch.generate samples from
   the folder; the project's own LM (GELU MLP) is refused in one line."""
@@ -120,16 +120,7 @@ def test_export_hf_loads_in_transformers_with_equal_logits(tmp_path):
   again = _ok(_run('launch.export', f'--workdir={workdir}', f'--out={out}',
                    '--format=hf'))
   assert 'already holds this export' in again.stdout
-  _, plain = lm_dirs(tmp_path)
+  _, plain = lm                # the project's own LM (GELU MLP)
   message = _one_line(_run('launch.export', f'--workdir={plain}',
                            f'--out={tmp_path}/plain_hf', '--format=hf'))
   assert 'not a Hugging Face family' in message and 'model.mlp' in message
-
-
-def lm_dirs(tmp_path):
-  text = tmp_path / 'corpus.txt'
-  workdir = str(tmp_path / 'plain')
-  _ok(_run('launch.main', f'--config=configs/shakespeare_lm.py:runlocal,'
-           f'text={text},seq_len=32,steps=2', f'--workdir={workdir}',
-           '--config.tensorboard=False', '--config.data.validation=20'))
-  return text, workdir
