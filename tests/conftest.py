@@ -105,6 +105,24 @@ if os.environ.get('DISTILL_TEST_CACHE', '1') != '0' and (
 os.environ.setdefault('DISTILL_CPU_DEVICES', '1')
 
 
+def normal(seed, shape, scale=1.0):
+  """Standard normal float32 test inputs (times `scale`) from numpy's
+  generator: jax.random compiles its generator once per shape (about
+  0.5 s each here), numpy draws at once. `seed`: an int or a tuple."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  return jnp.asarray(scale * np.random.default_rng(seed).standard_normal(
+      shape), jnp.float32)
+
+
+def randint(seed, shape, low, high):
+  """Integers in [low, high) as int32 test inputs (numpy: see `normal`)."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  return jnp.asarray(np.random.default_rng(seed).integers(low, high, shape),
+                     jnp.int32)
+
+
 def shared_file(name):
   """Path of a file of ../shared/datasets, or skip the test with a reason."""
   path = os.path.join(SHARED_DATASETS, name)

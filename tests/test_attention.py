@@ -8,6 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import normal, randint
+
 from core.errors import ConfigError
 from distill import flops
 from models import attention
@@ -27,8 +29,7 @@ def einsum_attention(q, k, v):
                                         ('flash', 16), ('flash', 7),
                                         ('auto', 512)])
 def test_implementations_equal_the_einsum_path(impl, block):
-  keys = jax.random.split(jax.random.PRNGKey(0), 4)
-  q, k, v, w = (jax.random.normal(key, (2, 48, 3, 8)) for key in keys)
+  q, k, v, w = (normal((0, i), (2, 48, 3, 8)) for i in range(4))
 
   def loss(fn, *qkv):
     return jnp.sum(fn(*qkv) * w)
@@ -111,9 +112,8 @@ def test_analytic_flops_of_a_resnet8_equal_a_hand_count():
     ('resnet', dict(depth=8, width=0.25), (2, 8, 8, 3), 'dots'),
 ])
 def test_remat_changes_no_numbers(name, kw, shape, policy):
-  x = (jax.random.randint(jax.random.PRNGKey(1), shape, 0, 10)
-       if name == 'transformer_lm' else jax.random.normal(
-           jax.random.PRNGKey(1), shape))
+  x = (randint(1, shape, 0, 10)
+       if name == 'transformer_lm' else normal(1, shape))
   plain = models.build(name, 10, **kw)
   remat = models.build(name, 10, remat=policy, **kw)
   variables = plain.init(jax.random.PRNGKey(0), x)

@@ -11,6 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import normal, randint
+
 from core.errors import ConfigError
 from distill import chunked
 from distill import methods
@@ -27,15 +29,14 @@ def _project(x, head, softcap=0.0):
 def _case(seed=0):
   """Student and teacher hidden states and heads, and an LM batch with
   padding (target_mask 0 at the end of two rows, one example masked)."""
-  ks = jax.random.split(jax.random.PRNGKey(seed), 5)
-  s_h = jax.random.normal(ks[0], (B, T, D))
-  s_w = jax.random.normal(ks[1], (D, V))
-  t_h = jax.random.normal(ks[2], (B, T, D))
-  t_w = 2.0 * jax.random.normal(ks[3], (D, V))
+  s_h = normal((seed, 0), (B, T, D))
+  s_w = normal((seed, 1), (D, V))
+  t_h = normal((seed, 2), (B, T, D))
+  t_w = normal((seed, 3), (D, V), scale=2.0)
   target_mask = np.ones((B, T), np.float32)
   target_mask[0, 5:] = 0
   target_mask[2, 2:] = 0
-  batch = {'targets': jax.random.randint(ks[4], (B, T), 0, V),
+  batch = {'targets': randint((seed, 4), (B, T), 0, V),
            'target_mask': jnp.asarray(target_mask),
            'mask': jnp.asarray([1.0, 1.0, 0.0]),
            'inputs': jnp.zeros((B, T), jnp.int32), 'id': jnp.arange(B)}

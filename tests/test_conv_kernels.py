@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+from conftest import normal
 from jax import lax
 
 from core.errors import ConfigError
@@ -41,9 +43,8 @@ def _grads(conv, x, w, strides, padding):
     (3, 9, 48, 40, 3, 1, 'VALID'),      # Winograd, channels not x16
 ])
 def test_gradients_equal_xla(batch, size, cin, cout, kernel, stride, padding):
-  kx, kw = jax.random.split(jax.random.PRNGKey(batch + size + cout))
-  x = jax.random.normal(kx, (batch, size, size, cin))
-  w = jax.random.normal(kw, (kernel, kernel, cin, cout))
+  x = normal((batch + size + cout, 0), (batch, size, size, cin))
+  w = normal((batch + size + cout, 1), (kernel, kernel, cin, cout))
   expected = _grads(lax.conv_general_dilated, x, w, (stride, stride), padding)
   got = _grads(onednn.conv_general_dilated, x, w, (stride, stride), padding)
   # Winograd's transforms round about twice as much as a direct sum (its
@@ -72,9 +73,9 @@ def test_repeated_calls_equal_xla(cin, cout, kernel, stride):
     return jax.jit(jax.grad(loss, argnums=(0, 1)))
   expected, got = grads(lax.conv_general_dilated), grads(
       onednn.conv_general_dilated)
-  w = jax.random.normal(jax.random.PRNGKey(cout), (kernel, kernel, cin, cout))
+  w = normal(cout, (kernel, kernel, cin, cout))
   for seed in range(20):
-    x = jax.random.normal(jax.random.PRNGKey(seed), (2, 8, 8, cin))
+    x = normal(seed, (2, 8, 8, cin))
     for e, g in zip(expected(x, w), got(x, w)):
       np.testing.assert_allclose(g, e, rtol=0,
                                  atol=2e-5 * float(jnp.max(jnp.abs(e))))
@@ -88,9 +89,8 @@ def test_every_layout_computes_the_same_convolution(monkeypatch, layout,
   """DISTILL_ONEDNN_LAYOUT forces one kind of kernel; Winograd where the
   shape has none (stride 2) is the direct kernel."""
   monkeypatch.setenv('DISTILL_ONEDNN_LAYOUT', layout)
-  kx, kw = jax.random.split(jax.random.PRNGKey(stride + cin))
-  x = jax.random.normal(kx, (4, 12, 12, cin))
-  w = jax.random.normal(kw, (3, 3, cin, 32))
+  x = normal((stride + cin, 0), (4, 12, 12, cin))
+  w = normal((stride + cin, 1), (3, 3, cin, 32))
   expected = _grads(lax.conv_general_dilated, x, w, (stride, stride), 'SAME')
   got = _grads(onednn.conv_general_dilated, x, w, (stride, stride), 'SAME')
   for e, g in zip(expected, got):
@@ -104,9 +104,8 @@ def test_winograd_asked_where_the_library_has_none_runs_direct(monkeypatch):
   Winograd one (here a strided 5x5; on CPUs without AVX-512, every one)."""
   monkeypatch.setenv('DISTILL_ONEDNN_LAYOUT', 'winograd')
   monkeypatch.setattr(onednn, 'winograd_shape', lambda *_: True)
-  kx, kw = jax.random.split(jax.random.PRNGKey(5))
-  x = jax.random.normal(kx, (2, 11, 11, 8))
-  w = jax.random.normal(kw, (5, 5, 8, 8))
+  x = normal((5, 0), (2, 11, 11, 8))
+  w = normal((5, 1), (5, 5, 8, 8))
   expected = _grads(lax.conv_general_dilated, x, w, (2, 2), 'SAME')
   got = _grads(onednn.conv_general_dilated, x, w, (2, 2), 'SAME')
   for e, g in zip(expected, got):
@@ -160,7 +159,7 @@ def test_falls_back_to_xla_where_it_does_not_apply(x_shape, w_shape, dtype):
 
 def _resnet_grads(conv):
   model = build('resnet', num_classes=10, depth=8, conv=conv)
-  x = jax.random.normal(jax.random.PRNGKey(0), (4, 16, 16, 3))
+  x = normal(0, (4, 16, 16, 3))
   variables = model.init(jax.random.PRNGKey(1), x)
 
   def loss(params):
@@ -204,11 +203,11 @@ def test_unknown_or_unavailable_implementation_is_one_line(monkeypatch):
 def test_max_pool_equals_flax(shape, window, impl):
   """The reshape max-pool and (model.conv auto, 2-D, where built) the library's
   equal nn.max_pool's output and gradient exactly (no ties here)."""
-  x = jax.random.normal(jax.random.PRNGKey(0), shape)  # no ties
+  x = normal(0, shape)  # no ties
   ours = jax.jit(lambda x: layers.max_pool(x, window, kernels=_kernels(impl)))
   flax_ = lambda x: nn.max_pool(x, window, strides=window)
   np.testing.assert_array_equal(ours(x), flax_(x))
-  weights = jax.random.normal(jax.random.PRNGKey(1), ours(x).shape)
+  weights = normal(1, ours(x).shape)
   grad = lambda f: jax.jit(jax.grad(lambda x: jnp.sum(f(x) * weights)))(x)
   np.testing.assert_array_equal(grad(ours), grad(flax_))
   library = impl == 'auto' and len(window) == 2 and onednn.available()
@@ -227,7 +226,7 @@ def test_library_max_pool_gives_a_tie_s_gradient_to_its_first_maximum():
 
 
 def test_max_pool_falls_back_when_windows_do_not_tile():
-  x = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 7, 3))
+  x = normal(0, (2, 7, 7, 3))
   np.testing.assert_array_equal(layers.max_pool(x, (2, 2)),
                                 nn.max_pool(x, (2, 2), strides=(2, 2)))
 
@@ -238,9 +237,8 @@ def test_max_pool_falls_back_when_windows_do_not_tile():
     (4, 16, 16, 32, 3, 2), (3, 9, 3, 8, 3, 1), (2, 8, 8, 4, 1, 1)])
 def test_forward_equals_xla_and_all_three_are_library_calls(
     batch, size, cin, cout, kernel, stride):
-  kx, kw = jax.random.split(jax.random.PRNGKey(size))
-  x = jax.random.normal(kx, (batch, size, size, cin))
-  w = jax.random.normal(kw, (kernel, kernel, cin, cout))
+  x = normal((size, 0), (batch, size, size, cin))
+  w = normal((size, 1), (kernel, kernel, cin, cout))
   conv = lambda f: jax.jit(lambda x, w: f(
       x, w, (stride, stride), 'SAME', dimension_numbers=NHWC))
   expected = conv(lax.conv_general_dilated)(x, w)
@@ -274,8 +272,8 @@ def _bn_run(impl, x, train=True, add=False, relu=False):
   variables = bn.init(jax.random.PRNGKey(0), x)
   params = {'scale': jnp.linspace(0.5, 1.5, x.shape[-1]),
             'bias': jnp.linspace(-1.0, 1.0, x.shape[-1])}
-  weights = jax.random.normal(jax.random.PRNGKey(3), x.shape)
-  residual = jax.random.normal(jax.random.PRNGKey(4), x.shape)
+  weights = normal(3, x.shape)
+  residual = normal(4, x.shape)
 
   def loss(params, x, residual):
     y, new = bn.apply({**variables, 'params': params}, x, mutable=[
@@ -296,7 +294,7 @@ def _bn_run(impl, x, train=True, add=False, relu=False):
 def test_batch_norm_equals_flax(shape, add, relu):
   """Output, batch stats and the gradients in the parameters, x and the
   residual, with the residual add and ReLU fused or not."""
-  x = jax.random.normal(jax.random.PRNGKey(1), shape) * 3 + 2
+  x = normal(1, shape) * 3 + 2
   y0, s0, g0, j0 = _bn_run('xla', x, add=add, relu=relu)
   y1, s1, g1, j1 = _bn_run('auto', x, add=add, relu=relu)
   assert 'ffi_call' not in j0 and onednn._BN_TARGETS['backward'] in j1

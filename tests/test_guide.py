@@ -7,6 +7,8 @@ import ml_collections
 import numpy as np
 import pytest
 
+from conftest import normal, randint
+
 from core.errors import ConfigError
 from distill import guide, optim
 from models import transformer
@@ -26,9 +28,9 @@ def init(model, seed):
   params = nn.meta.unbox(model.init(jax.random.PRNGKey(seed),
                                     tokens))['params']
   # Non-trivial norm gains and biases, so that folding them is exercised.
-  key = iter(jax.random.split(jax.random.PRNGKey(seed + 100), 100))
+  rng = np.random.default_rng(seed + 100)
   return jax.tree_util.tree_map_with_path(
-      lambda p, a: a + 0.3 * jax.random.normal(next(key), a.shape)
+      lambda p, a: a + 0.3 * rng.standard_normal(a.shape).astype(np.float32)
       if any(n in jax.tree_util.keystr(p) for n in ('scale', 'bias'))
       else a, params)
 
@@ -76,7 +78,7 @@ def test_equal_width_reproduces_the_teacher_exactly():
                              tp['embed']['embedding'], atol=1e-5)
   np.testing.assert_allclose(out['pos_embed'] @ pm.T, tp['pos_embed'],
                              atol=1e-5)
-  x_s = jax.random.normal(jax.random.PRNGKey(7), (2, 8, 16))
+  x_s = normal(7, (2, 8, 16))
   block = transformer.DecoderBlock(2, 32)
   y_s, _ = block.apply({'params': out['block0']}, x_s)
   y_t, _ = block.apply({'params': tp['block0']}, x_s @ pm.T)
@@ -106,7 +108,7 @@ def test_folding_is_exact_for_rmsnorm_at_a_smaller_width(positions):
       'key': {'kernel': tp['block0']['attn']['key']['kernel'][:, heads]},
       'value': {'kernel': tp['block0']['attn']['value']['kernel'][:, heads]},
       'out': {'kernel': tp['block0']['attn']['out']['kernel'][heads]}}
-  x_s = jax.random.normal(jax.random.PRNGKey(7), (2, 8, 16))
+  x_s = normal(7, (2, 8, 16))
   np.testing.assert_allclose(
       attn_sublayer(out['block0'], positions, x_s),
       attn_sublayer(t_block, positions, x_s @ pm.T) @ pm,
@@ -203,7 +205,7 @@ def test_trainable_projection_folds_into_a_plain_table():
   np.testing.assert_array_equal(sp['embed']['embedding'],
                                 tp['embed']['embedding'])
   assert sp['embed_proj'].shape == (32, 16)
-  tokens = jax.random.randint(jax.random.PRNGKey(3), (2, 8), 0, VOCAB)
+  tokens = randint(3, (2, 8), 0, VOCAB)
   folded = guide.fold_projection(sp)
   np.testing.assert_allclose(
       plain_student.apply({'params': folded}, tokens),

@@ -10,6 +10,8 @@ import numpy as np
 import optax
 import pytest
 
+from conftest import normal, randint
+
 from configs import common, digits_distill
 from core.errors import ConfigError
 from distill import checkpoint as ckpt_lib
@@ -20,8 +22,8 @@ import models
 VARIANTS = sorted(k for k in residual.RESIDUALS if k.startswith('laurel_'))
 RANK, PA_K = 4, 3
 KW = dict(rank=RANK, pa_k=PA_K)
-IMAGES = jax.random.normal(jax.random.PRNGKey(1), (2, 16, 16, 3))
-TOKENS = jax.random.randint(jax.random.PRNGKey(2), (2, 8), 0, 11)
+IMAGES = normal(1, (2, 16, 16, 3))
+TOKENS = randint(2, (2, 8), 0, 11)
 
 
 def resnet(kind='standard', **kw):
@@ -155,9 +157,9 @@ def test_scan_over_layers_equals_unrolled(kind):
   unrolled, x = lm(kind, layers=layers)
   scanned, _ = lm(kind, scan=True, layers=layers)
   v = params(unrolled, x)
-  key = iter(jax.random.split(jax.random.PRNGKey(5), 1000))
+  rng = np.random.default_rng(5)
   v = jax.tree_util.tree_map_with_path(
-      lambda p, a: a + 0.3 * jax.random.normal(next(key), a.shape)
+      lambda p, a: a + 0.3 * rng.standard_normal(a.shape).astype(np.float32)
       if 'residual' in jax.tree_util.keystr(p) else a, v)
   blocks = [v['params'].pop(f'block{i}') for i in range(layers)]
   sv = {'params': dict(v['params'], blocks={'block': jax.tree.map(

@@ -13,6 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import normal, randint
+
 from core.errors import ConfigError
 from models import attention
 import models
@@ -35,14 +37,14 @@ FAMILIES = {
 
 
 def tokens(shape=(2, 16)):
-  return jax.random.randint(jax.random.PRNGKey(1), shape, 0, VOCAB)
+  return randint(1, shape, 0, VOCAB)
 
 
 def init(model, x):
   params = nn.unbox(model.init(jax.random.PRNGKey(0), x))['params']
-  key = iter(jax.random.split(jax.random.PRNGKey(7), 200))
+  rng = np.random.default_rng(7)
   return jax.tree.map(   # gains and biases away from their init
-      lambda a: a + 0.2 * jax.random.normal(next(key), a.shape), params)
+      lambda a: a + 0.2 * rng.standard_normal(a.shape).astype(np.float32), params)
 
 
 def stacked(params, layers):
@@ -105,9 +107,8 @@ def test_sliding_window_only_on_even_layers():
 
 @pytest.mark.parametrize('impl', ['flash', 'auto'])
 def test_grouped_query_attention_in_every_implementation(impl):
-  keys = jax.random.split(jax.random.PRNGKey(0), 3)
-  q = jax.random.normal(keys[0], (2, 12, 6, 8))
-  k, v = (jax.random.normal(key, (2, 12, 2, 8)) for key in keys[1:])
+  q = normal((0, 0), (2, 12, 6, 8))
+  k, v = (normal((0, i), (2, 12, 2, 8)) for i in (1, 2))
   want = attention.attend(q, k, v, 'xla')
   repeated = [jnp.repeat(a, 3, axis=2) for a in (k, v)]
   np.testing.assert_allclose(attention.attend(q, *repeated, 'xla'), want,

@@ -5,6 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import normal, randint
+
 from core.errors import ConfigError
 from models import residual
 import models
@@ -87,7 +89,7 @@ def test_transformer_is_causal(positions):
   model = models.build('transformer_lm', 13, num_layers=2, width=32,
                        num_heads=4, mlp_dim=64, max_len=16,
                        positions=positions)
-  x = jax.random.randint(jax.random.PRNGKey(1), (2, 16), 0, 13)
+  x = randint(1, (2, 16), 0, 13)
   v = init(model, x)
   y1 = model.apply(v, x)
   y2 = model.apply(v, x.at[:, 10:].set((x[:, 10:] + 1) % 13))
@@ -99,8 +101,8 @@ def test_transformer_is_causal(positions):
 def test_rope_is_relative():
   """Rotary attention scores depend on position differences only."""
   from models.transformer import rope
-  q = jax.random.normal(jax.random.PRNGKey(0), (1, 1, 8))
-  k = jax.random.normal(jax.random.PRNGKey(1), (1, 1, 8))
+  q = normal(0, (1, 1, 8))
+  k = normal(1, (1, 1, 8))
   def score(i, j):
     return jnp.sum(rope(q[None], jnp.array([i]))[0] *
                    rope(k[None], jnp.array([j]))[0])
