@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import normal
+
 from core.errors import ConfigError
 from distill import guide
 import models
@@ -31,9 +33,9 @@ def lm(width, heads, mlp_dim, **kw):
 def init(model, seed):
   params = nn.unbox(model.init(jax.random.PRNGKey(seed),
                                jnp.zeros((1, 8), jnp.int32)))['params']
-  key = iter(jax.random.split(jax.random.PRNGKey(seed + 100), 100))
-  return jax.tree.map(lambda a: a + 0.3 * jax.random.normal(next(key),
-                                                            a.shape), params)
+  rng = np.random.default_rng(seed + 100)
+  return jax.tree.map(lambda a: a + 0.3 * rng.standard_normal(a.shape).astype(
+      np.float32), params)
 
 
 def test_grouped_heads_keep_their_groups():
@@ -64,7 +66,7 @@ def test_equal_size_family_student_computes_the_teachers_first_block(
   pm = guide.pca_basis(t_params['embed']['embedding'], 32)
   # the student's first block applied to the teacher's rotated embeddings
   # equals the teacher's first block, rotated
-  x = jax.random.normal(jax.random.PRNGKey(3), (2, 8, 32))
+  x = normal(3, (2, 8, 32))
   block = models.transformer.DecoderBlock(
       4, 64, positions='rope', fam=teacher.family())
   t_out, _ = block.apply({'params': t_params['block0']}, x)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, normal
 from core.errors import ConfigError
 from distill import hf_checkpoint
 import models
@@ -181,8 +181,7 @@ def test_written_model_loads_in_transformers_and_back(tmp_path, family_kw):
     params = nn.unbox(model.init(jax.random.PRNGKey(0),
                                  jnp.asarray(tokens))['params'])
     params = jax.tree.map(   # gains and biases away from their init
-        lambda p: p + 0.1 * jax.random.normal(jax.random.PRNGKey(p.size),
-                                              p.shape), params)
+        lambda p: p + normal(p.size, p.shape, scale=0.1), params)
     folder = str(tmp_path / f'scan{scan}')
     hf_checkpoint.save_hf_lm(model, params, folder)
     ref = transformers.AutoModelForCausalLM.from_pretrained(
