@@ -57,6 +57,7 @@ def test_more_expected_errors_spread_the_budget():
   assert support == sorted(support) and support[-1] > 100
 
 
+@pytest.mark.slow
 def test_depround_keeps_the_count_and_the_marginals():
   rng = np.random.default_rng(0)
   p = active.rad_probabilities(rng.random(40), 7, 10)

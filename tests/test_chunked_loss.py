@@ -59,6 +59,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name,kw', CASES)
 def test_chunked_equals_plain_loss_and_gradients(name, kw):
   s_h, s_w, t_h, t_w, batch = _case()
@@ -93,6 +94,7 @@ def test_chunked_equals_plain_loss_and_gradients(name, kw):
   assert float(jnp.max(jnp.abs(g1[0][2, 2:]))) == 0.0
 
 
+@pytest.mark.slow
 def test_sparse_cache_teacher_is_chunked_like_the_batch():
   """An offline top-k cache ((B, T, k) ids and log-probabilities) is
   split along the sequence with the batch."""

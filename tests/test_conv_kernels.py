@@ -98,6 +98,7 @@ def test_every_layout_computes_the_same_convolution(monkeypatch, layout,
                                atol=5e-5 * float(jnp.max(jnp.abs(e))))
 
 
+@pytest.mark.slow
 @needs_onednn
 def test_winograd_asked_where_the_library_has_none_runs_direct(monkeypatch):
   """The library falls back to its direct kernel where oneDNN has no

@@ -46,6 +46,7 @@ def test_every_method_runs_end_to_end(method, teacher_dir, tmp_path):
     assert json.load(f)['method'] == method
 
 
+@pytest.mark.slow
 def test_cache_is_reused_and_rebuilt_when_the_teacher_changes(
     teacher_dir, tmp_path, capsys):
   distillation.run(cfg('vanilla', teacher_dir), str(tmp_path / 'a'))
@@ -103,6 +104,7 @@ def test_add_labeled_appends_true_labels(teacher_dir, tmp_path):
   assert summary['student/step'] == 2
 
 
+@pytest.mark.slow
 def test_out_of_distribution_unlabeled_then_finetune(teacher_dir, tmp_path):
   from configs import digits_ood_distill  # pylint: disable=g-import-not-at-top
   c = digits_ood_distill.get_config(f'runlocal,teacher={teacher_dir}')
@@ -130,6 +132,7 @@ def test_out_of_distribution_needs_unlabeled_zero(tmp_path):
     loading.load_data(c.data)
 
 
+@pytest.mark.slow
 def test_init_from_a_different_model_is_refused(teacher_dir, tmp_path):
   c = cfg('vanilla').teacher.config
   c.model_name = 'cnn'

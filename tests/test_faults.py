@@ -69,6 +69,7 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_previous(
   assert _final(workdir) == _final(reference)
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(
     tmp_path):
   workdir = str(tmp_path / 'diverged')

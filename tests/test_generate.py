@@ -56,6 +56,7 @@ def test_a_left_padded_row_gets_what_its_prompt_gets_alone(kind):
     np.testing.assert_array_equal(batch[row], alone[0])
 
 
+@pytest.mark.slow
 def test_padded_logits_equal_each_prompt_alone():
   model, params = _model('rope_gqa_window')
   tokens, valid, positions = generate.left_pad(PROMPTS)
@@ -87,6 +88,7 @@ def test_sampling_is_seeded_and_stays_in_the_top_k():
   assert draws == {0}
 
 
+@pytest.mark.slow
 def test_score_is_the_next_token_loss_over_overlapping_windows():
   model, params = _model('learned')
   tokens = np.random.default_rng(0).integers(0, VOCAB, 60)

@@ -48,6 +48,7 @@ def test_grouped_heads_keep_their_groups():
   np.testing.assert_array_equal(query, kv)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('family', [
     dict(mlp='swiglu', num_kv_heads=2),
     dict(mlp='swiglu', num_kv_heads=2, qkv_bias=True, qk_norm=True),
@@ -76,6 +77,7 @@ def test_equal_size_family_student_computes_the_teachers_first_block(
   np.testing.assert_allclose(s_out, t_out @ pm, atol=2e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_smaller_gqa_student_projects():
   teacher = lm(32, 4, 64, mlp='swiglu', num_kv_heads=2, qkv_bias=True)
   student = lm(16, 2, 32, mlp='swiglu', num_kv_heads=1, qkv_bias=True)
@@ -86,6 +88,7 @@ def test_smaller_gqa_student_projects():
   assert np.isfinite(np.asarray(out)).all()
 
 
+@pytest.mark.slow
 def test_family_mismatch_and_bad_groups_are_one_line():
   with pytest.raises(ConfigError, match="student's model.mlp='gelu' differs "
                      "from the teacher's 'swiglu'"):

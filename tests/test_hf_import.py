@@ -90,6 +90,7 @@ def logits(model, params, tokens):
   return np.asarray(model.apply({'params': params}, jnp.asarray(tokens)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('family,scan', [
     ('llama', False), ('qwen2', False), ('qwen3', False), ('gemma2', False),
     ('gemma2', True)])
@@ -161,6 +162,7 @@ def test_missing_folder_and_unread_tensors_are_one_line(tmp_path):
     hf_checkpoint.load_hf_lm(str(tmp_path))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('family_kw', [
     dict(mlp='swiglu', num_kv_heads=1, rope_theta=500000.0),   # llama, MQA
     dict(mlp='swiglu', qkv_bias=True, tie_embeddings=True),     # qwen2
@@ -196,6 +198,7 @@ def test_written_model_loads_in_transformers_and_back(tmp_path, family_kw):
                                logits(model, params, tokens), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_the_default_lm_is_not_written_as_a_family(tmp_path):
   model = models.build('transformer_lm', VOCAB, num_layers=1, width=16,
                        num_heads=2, mlp_dim=32, max_len=8)

@@ -35,6 +35,7 @@ def _torch_cache_outside_tmpdir(tmp_path, monkeypatch):
   monkeypatch.setenv('TORCHINDUCTOR_CACHE_DIR', str(tmp_path / 'inductor'))
 
 
+@pytest.mark.slow
 def test_pretrained_teacher_labels_an_unlabeled_folder_for_a_student(
     tmp_path, monkeypatch, capsys):
   monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path / 'tfds'))

@@ -96,6 +96,7 @@ print('ok')
   assert proc.returncode == 0 and 'ok' in proc.stdout, proc.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_the_launcher_does_not_import_what_only_some_runs_need():
   """Every run, test subprocess and refused config pays for what
   `launch.main` imports: sklearn (a second; only fitted methods need it,

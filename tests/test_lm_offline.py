@@ -24,6 +24,7 @@ def _logits(seed, shape):
                      jnp.float32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', OBJECTIVES)
 @pytest.mark.parametrize('top_k', [0, 3])
 def test_the_sparse_divergence_is_the_dense_truncated_one(name, top_k):
@@ -40,6 +41,7 @@ def test_the_sparse_divergence_is_the_dense_truncated_one(name, top_k):
     np.testing.assert_allclose(sparse, dense, atol=2e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', OBJECTIVES + ('vanilla',))
 def test_a_method_on_sparse_targets_is_the_truncated_dense_method(name):
   """The registry entries read batch['teacher'] = {topk_ids, topk_logp}:

@@ -43,6 +43,7 @@ def registered():
   methods.METHODS.pop('test_confidence')
 
 
+@pytest.mark.slow
 def test_a_method_added_in_one_file_runs_end_to_end(registered, tmp_path):
   c = digits_distill.get_config('method=vanilla,runlocal')
   c.method = registered

@@ -55,6 +55,7 @@ def stacked(params, layers):
   return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('family', sorted(FAMILIES))
 def test_scanned_layers_equal_unrolled_ones(family):
   x = tokens()
@@ -90,6 +91,7 @@ def test_remat_changes_no_numbers(family, scan, policy):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_sliding_window_only_on_even_layers():
   """A window as long as the sequence changes nothing; a short one changes
   the logits (which layers: Gemma 2's, tests/test_hf_import.py)."""
@@ -105,6 +107,7 @@ def test_sliding_window_only_on_even_layers():
   assert not np.allclose(out, full.apply({'params': params}, x), atol=1e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('impl', ['flash', 'auto'])
 def test_grouped_query_attention_in_every_implementation(impl):
   q = normal((0, 0), (2, 12, 6, 8))

@@ -84,6 +84,7 @@ def test_every_kernel_has_logical_names():
       assert len(leaf.names) == leaf.value.ndim
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('positions', ['learned', 'rope'])
 def test_transformer_is_causal(positions):
   model = models.build('transformer_lm', 13, num_layers=2, width=32,

@@ -91,6 +91,7 @@ def _to_torchvision(state):
   return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('depth,kind,hidden,depths', [
     (18, 'basic', (8, 16, 32, 64), (2, 2, 2, 2)),
     (50, 'bottleneck', (16, 32, 64, 128), (3, 4, 6, 3)),
@@ -134,6 +135,7 @@ def _tiny_state(tmp_path):
   return st.load_file(str(tmp_path / 'hf' / 'model.safetensors'))
 
 
+@pytest.mark.slow
 def test_a_new_head_when_the_class_count_differs(tmp_path):
   state = _tiny_state(tmp_path)
   _, like = _ours(18, 0.125, 3)

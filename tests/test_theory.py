@@ -78,6 +78,7 @@ def test_theory_order_where_mistakes_are_concentrated():
       np.argmax(p['test']['probs'], -1) == p['test']['y']), acc
 
 
+@pytest.mark.slow
 def test_spread_mistakes_leave_nothing_to_reweight():
   """Errors spread over the top-3 everywhere: weighted equals vanilla, and
   the normalised forward model (a distribution over the top-k) recovers
