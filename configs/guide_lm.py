@@ -20,7 +20,15 @@ Arguments:
            bfloat16, layers scanned and rematerialised, attention by the
            platform's fused kernel (`auto`), the teacher held in bfloat16,
            FSDP over the slice; global batch 32: 4 windows per chip of an
-           8-chip v5e slice, raise it with the slice)
+           8-chip v5e slice, raise it with the slice) | llama3b (a teacher
+           of Llama 3.2 3B's shape, 28 layers x 3072, 24 query heads and 8
+           K/V heads of dim 128, SwiGLU MLP 8192, rope theta 500000 with
+           Llama 3's rope scaling (factor 32 from 8,192 positions), RMSNorm
+           eps 1e-5, tied embeddings, a 128,256 vocabulary: 3.2B; and a
+           GUIDE student half its width, 14 x 1536, 12 query heads and 4
+           K/V heads of dim 128 (the teacher's 3 queries per K/V head), MLP
+           4096: 0.55B; family llama, the rest as at paper scale, with a
+           128,256-piece SentencePiece vocabulary)
   teacher  a trained teacher's workdir ('' trains it in <workdir>/teacher)
   teacher_hf  a Hugging Face model folder (llama, qwen2, qwen3, gemma2) as
            the teacher instead (docs/pretrained-lm.md); the student's
@@ -30,7 +38,8 @@ Arguments:
   seq_len  tokens per window (default 64 at cpu scale, 2048 at paper)
   text, tokenizer, vocab  the cpu-scale data: a UTF-8 file or folder (default
            Tiny Shakespeare), char | spm, spm pieces; at paper scale `vocab`
-           is the SentencePiece vocabulary (default 32768; 256000: Gemma 2's)
+           is the SentencePiece vocabulary (default 32768, 128256 at
+           llama3b; 256000: Gemma 2's)
   loss_chunk  sequence positions per loss chunk, teacher and student (config
            loss_chunk_len: each chunk's logits computed inside the loss loop,
            distill/chunked.py; 0: off, the whole batch's logits at once)
@@ -44,6 +53,7 @@ optimizer and token budget per step.
 
     python -m launch.compile_check --config=configs/guide_lm.py:scale=paper,method=vanilla --devices=8
     python -m launch.compile_check --config=configs/guide_lm.py:scale=paper,method=forward_kl,vocab=256000,loss_chunk=256 --devices=8
+    python -m launch.compile_check --config=configs/guide_lm.py:scale=llama3b,init=guide,method=forward_kl,loss_chunk=128 --devices=8
 """
 from core import defaults
 from configs import common
@@ -54,12 +64,23 @@ SCALES = {
     # (layers, width, heads, mlp) of teacher and student
     'cpu': ((4, 128, 4, 512), (2, 64, 2, 256)),
     'paper': ((24, 2048, 16, 8192), (20, 1280, 10, 5120)),
+    'llama3b': ((28, 3072, 24, 8192), (14, 1536, 12, 4096)),
+}
+# Scales whose teacher has a pretrained family's shape: the family, its
+# vocabulary, and the model fields beyond SCALES of (teacher, student).
+_LLAMA32 = dict(head_dim=128, norm_eps=1e-5, rope_theta=500000.0,
+                rope_scaling='llama3', rope_factor=32.0,
+                rope_low_freq_factor=1.0, rope_high_freq_factor=4.0,
+                rope_original_max_len=8192, tie_embeddings=True)
+PRETRAINED_SHAPES = {
+    'llama3b': ('llama', 128256, (dict(_LLAMA32, num_kv_heads=8),
+                                  dict(_LLAMA32, num_kv_heads=4))),
 }
 
 
 def _lm(arg, size, steps):
   layers, width, heads, mlp = size
-  paper = arg.scale == 'paper' and not arg.runlocal
+  paper = arg.scale != 'cpu' and not arg.runlocal
   seq_len = arg.seq_len or (2048 if paper else 64)
   c = shakespeare_lm.get_config(
       f'layers={layers},width={width},heads={heads},mlp={mlp},'
@@ -77,7 +98,9 @@ def _lm(arg, size, steps):
     c.data.name = 'c4/en'
     c.data.manual_dir = ''
     c.data.tokenizer = 'spm'
-    c.data.vocab_size = arg.vocab or 32768   # 256000: Gemma 2's
+    c.data.vocab_size = arg.vocab or (PRETRAINED_SHAPES[arg.scale][1] if
+                                      arg.scale in PRETRAINED_SHAPES else
+                                      32768)   # 256000: Gemma 2's
     c.data.validation = 0
     c.data.test_split = 'validation'
     c.eval_splits = 'test'
@@ -108,8 +131,17 @@ def get_config(arg=None):
   c = _lm(arg, s_size, arg.steps)
   if arg.runlocal:                     # the runlocal LM: 1 x 32; teacher 1 x 64
     teacher.model.width, teacher.model.mlp_dim = 64, 128
-  common.set_family(teacher.model, arg.family)
-  common.set_family(c.model, arg.family)
+  family, shapes = arg.family, None
+  if arg.scale in PRETRAINED_SHAPES and not arg.runlocal:
+    family, _, shapes = PRETRAINED_SHAPES[arg.scale]
+    if arg.family not in ('', family):
+      raise ConfigError(f'guide_lm scale={arg.scale} is a {family} shape; '
+                        f'family={arg.family} does not fit it (leave it '
+                        f'out or give family={family})')
+  common.set_family(teacher.model, family)
+  common.set_family(c.model, family)
+  for model, fields in zip((teacher.model, c.model), shapes or ()):
+    model.update(fields)
   if arg.residual != 'standard':      # the student's (the teacher's: standard)
     common.set_residual(c.model, arg.residual, arg.rank, a_init='colorth')
   c.method = arg.method
@@ -129,6 +161,6 @@ def get_config(arg=None):
                         '>= 1 (0: online distillation)')
     c.distill.cache_topk = arg.offline_topk
     c.distill.cache_dtype = arg.cache_dtype
-  if arg.scale == 'paper' and not arg.runlocal:
+  if arg.scale != 'cpu' and not arg.runlocal:
     c.distill.teacher_dtype = 'bfloat16'
   return c

@@ -28,6 +28,8 @@ table there (e.g. the 256k-vocabulary rows, dense and chunked):
 
     python -m launch.compile_check --suite=paper --suite_match=vocab=256000 \
         --out=experiments/results/compile_check.md
+
+(the Llama 3.2 3B-shape teacher's rows: --suite_match=scale=llama3b).
 """
 import json
 import os
@@ -76,6 +78,12 @@ PAPER_SUITE = (
     ('configs/guide_lm.py:scale=paper,method=forward_kl,vocab=256000',
      'student'),
     ('configs/guide_lm.py:scale=paper,method=forward_kl,vocab=256000,'
+     'loss_chunk=128', 'student'),
+    # A teacher of Llama 3.2 3B's shape (GQA, 128k vocabulary, tied) and a
+    # GUIDE student half its width, dense and chunked logits as above
+    ('configs/guide_lm.py:scale=llama3b,init=guide,method=forward_kl',
+     'student'),
+    ('configs/guide_lm.py:scale=llama3b,init=guide,method=forward_kl,'
      'loss_chunk=128', 'student'),
     ('configs/laurel_lm.py:scale=paper', 'train'),
     ('configs/tfds_distill.py', 'teacher'),

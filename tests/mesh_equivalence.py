@@ -7,7 +7,9 @@ Trains the same small CNN (with BatchNorm) for a few steps on a 1-device
 mesh, an 8-way data-parallel mesh and an 8-way FSDP mesh, and writes the
 per-step losses and the parameter bytes held per device. Trains a small LM
 on 1 device and on data, FSDP and FSDP x model (4 x 2) meshes, with remat
-and the attention implementations (LM_RUNS), and writes its losses; and the
+and the attention implementations (LM_RUNS; one LM with every pretrained
+family field at once, FAMILY_LM, scanned, on 1 device and on fsdp x model
+with remat), and writes its losses; and the
 per-device temporaries of an LM step on 1 and 8 devices. Also projects a
 teacher LM into a student with GUIDE on the FSDP x model mesh (teacher and
 student sharded) and writes the largest difference from the 1-device result,
@@ -72,29 +74,48 @@ def main(out):
 
 
 def lm_config(mesh, remat='none', attention='xla', scan=False, batch=16,
-              seq=16, width=32):
-  """A small LM on synthetic tokens (no dataset file needed)."""
+              seq=16, width=32, family=None):
+  """A small LM on synthetic tokens (no dataset file needed); `family`:
+  model fields added (FAMILY_LM), its runs not evaluated (their train losses
+  are compared; no eval step to compile)."""
   c = common.base_config()
   c.data.name = 'tiny_shakespeare'
   c.data.seq_len = seq
   c.model_name = 'transformer_lm'
   c.model = dict(num_layers=2, width=width, num_heads=4, mlp_dim=2 * width,
                  max_len=seq, scan_layers=scan, remat=remat,
-                 attention=attention)
+                 attention=attention, **(family or {}))
   c.batch_size = batch
   c.eval_batch_size = 64
   c.total_steps = 6
   c.log_every_steps = 1
   c.optimizer.name = 'adamw'
   c.optimizer.lr = 3e-3
-  c.eval_splits = 'validation'
+  c.eval_splits = '' if family else 'validation'
   c.progress = False
   c.tensorboard = False
   c.mesh.update(mesh)
   return c
 
 
-LM_RUNS = {   # name: mesh, remat, attention, layers scanned
+# Every family field of models/transformer.py at once, each away from its
+# default and in reach at this size: grouped-query attention (2 K/V heads of
+# 4 query heads, which the model axis splits), a head dim that is not
+# width / heads, GeGLU, Q/K/V biases, QK-norm, (1 + gain) norms with post
+# norms (Gemma 2), sqrt(width) embeddings, rope with Llama 3's scaling (its
+# original length short enough to scale these frequencies), the query
+# pre-attention scalar, attention and final-logit soft caps low enough to
+# bend, a sliding window of 4 of the 16 positions on layer 0 (layer 1 full),
+# tied embeddings.
+FAMILY_LM = dict(
+    positions='rope', num_kv_heads=2, head_dim=16, mlp='geglu',
+    qkv_bias=True, qk_norm=True, norm_eps=1e-5, norm_plus_one=True,
+    post_norms=True, embed_scale=True, rope_theta=500000.0,
+    rope_scaling='llama3', rope_factor=4.0, rope_original_max_len=8,
+    query_pre_attn_scalar=24.0, attn_softcap=5.0, logit_softcap=3.0,
+    sliding_window=4, tie_embeddings=True)
+
+LM_RUNS = {   # name: mesh, remat, attention, layers scanned[, family fields]
     'single': (dict(data=1), 'none', 'xla', False),
     'single_remat_flash': (dict(data=1), 'full', 'flash', False),
     'data_remat_flash': (dict(data=8), 'dots_no_batch', 'flash', False),
@@ -103,14 +124,17 @@ LM_RUNS = {   # name: mesh, remat, attention, layers scanned
     'single_scan': (dict(data=1), 'none', 'xla', True),
     'fsdp_model_scan_remat_flash': (dict(data=1, fsdp=4, model=2), 'full',
                                     'flash', True),
+    'single_family_scan': (dict(data=1), 'none', 'xla', True, FAMILY_LM),
+    'fsdp_model_family_scan_remat': (dict(data=1, fsdp=4, model=2), 'full',
+                                     'xla', True, FAMILY_LM),
 }
 
 
 def lm_on_meshes():
   from distill.data import synthetic  # pylint: disable=g-import-not-at-top
   out = {}
-  for name, (mesh, remat, attention, scan) in LM_RUNS.items():
-    c = lm_config(mesh, remat, attention, scan)
+  for name, (mesh, remat, attention, scan, *family) in LM_RUNS.items():
+    c = lm_config(mesh, remat, attention, scan, family=dict(*family))
     devices = jax.devices()[:1] if name.startswith('single') else None
     with tempfile.TemporaryDirectory() as workdir:
       trainer = train.Trainer(c, workdir, devices=devices,
@@ -118,7 +142,7 @@ def lm_on_meshes():
       final = trainer.run()
       out[name] = dict(losses=[r['train/loss'] for r in read_metrics(workdir)
                                if 'train/loss' in r],
-                       val_loss=final['validation/loss'])
+                       val_loss=final.get('validation/loss'))
   return out
 
 

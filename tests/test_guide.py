@@ -1,5 +1,6 @@
 """GUIDE: PCA embeddings, exact first-block folding, uniform selection,
 errors, the trainable-projection reading, and training from a projection."""
+import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -244,6 +245,39 @@ def test_paper_scale_config_sizes():
   guide.check_compatible(sizes['teacher'], sizes['student'], 'learned')
   assert c.mesh.fsdp == -1 and c.model.scan_layers
 
+
+
+def test_llama3b_scale_config_shapes():
+  """configs/guide_lm.py:scale=llama3b: a teacher of Llama 3.2 3B's shape
+  (3.2B, GQA 24 / 8, head dim 128, 128,256 tokens, tied, Llama 3 rope
+  scaling) and a GUIDE student half its width, 12 / 4 heads (0.55B); GUIDE
+  projects one into the other (traced on shapes only: nothing allocated,
+  nothing compiled)."""
+  from configs import guide_lm  # pylint: disable=g-import-not-at-top
+  c = guide_lm.get_config('scale=llama3b,init=guide,method=forward_kl,'
+                          'loss_chunk=128')
+  assert c.data.vocab_size == 128256 and c.data.seq_len == 2048
+  assert c.distill.teacher_dtype == 'bfloat16' and c.model_dtype == 'bfloat16'
+  assert c.mesh.fsdp == -1 and c.loss_chunk_len == 128
+  params = {}
+  for role, cfg in (('teacher', c.teacher.config), ('student', c)):
+    m = cfg.model
+    assert m.scan_layers and m.remat == 'dots_no_batch' and m.mlp == 'swiglu'
+    assert (m.head_dim, m.rope_scaling, m.norm_eps) == (128, 'llama3', 1e-5)
+    assert m.tie_embeddings and m.num_heads // m.num_kv_heads == 3
+    model = models.build(cfg.model_name, cfg.data.vocab_size,
+                         cfg.model_dtype, **m.to_dict())
+    shapes = jax.eval_shape(lambda m=model: m.init(
+        jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32)))
+    params[role] = nn.meta.unbox(shapes['params'])
+  n = {r: sum(x.size for x in jax.tree.leaves(p)) / 1e9
+       for r, p in params.items()}
+  assert 3.2 < n['teacher'] < 3.3 and 0.54 < n['student'] < 0.56, n
+  guide.check_compatible(params['teacher'], params['student'], 'rope')
+  out = jax.eval_shape(functools.partial(guide.project, positions='rope'),
+                       params['teacher'], params['student'])
+  assert jax.tree.map(lambda a: a.shape, out) == jax.tree.map(
+      lambda a: a.shape, params['student'])
 
 @pytest.mark.slow
 def test_guide_and_distillation_train_end_to_end(tmp_path):

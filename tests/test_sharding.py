@@ -88,6 +88,24 @@ def test_scanned_lm_on_fsdp_x_model_with_remat_and_flash(results):
 
 
 @pytest.mark.slow
+def test_lm_with_every_family_field_on_fsdp_x_model(results):
+  """The pretrained families' options at once (mesh_equivalence.FAMILY_LM:
+  GQA, head_dim, GeGLU, QKV bias, QK-norm, Gemma's norms, embedding scale
+  and soft caps, Llama 3's rope scaling, sliding-window layers, tied
+  embeddings), scanned: fsdp x model with remat gives the 1-device losses."""
+  lm = results['lm']
+  single = lm['single_family_scan']
+  assert len(single['losses']) == 6
+  np.testing.assert_allclose(lm['fsdp_model_family_scan_remat']['losses'],
+                             single['losses'], atol=1e-5, rtol=0)
+  # Not constants, and not the plain LM's numbers. (On random tokens with
+  # tied embeddings the loss starts at log(vocab), its floor: no fall to
+  # assert.)
+  assert np.ptp(single['losses']) > 1e-3
+  assert single['losses'][0] != lm['single_scan']['losses'][0]
+
+
+@pytest.mark.slow
 def test_activations_are_sharded(results):
   """For a fixed global batch, an LM step's temporaries per device on 8
   devices are well under those on 1: activations follow the batch."""
