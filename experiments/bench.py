@@ -42,7 +42,13 @@ Sections (--sections, comma-separated; default all):
             examples/s, per host core, and as a share of one accelerator's
             consumption (experiments/bench_input.py names the figures);
   methods   the distillation-loss overhead and teacher-cache speed-up
-            (experiments/bench_methods.py, its output as is).
+            (experiments/bench_methods.py, its output as is);
+  generate  decoding with the KV cache against recomputing the window;
+  import    a Hugging Face checkpoint of Llama-3.2-1B's shape (random bf16
+            weights, written first) imported onto 8 simulated devices with
+            FSDP: seconds against a plain read, peak host memory
+            (experiments/bench_import.py, its output as is; it also writes
+            experiments/results/bench_import.md).
 Timings are the best of interleaved rounds (`--rounds`), so that load from
 elsewhere hits both sides of a ratio alike. Writes
 experiments/results/bench.{md,json} (bench_<sections>.{md,json} for a
@@ -59,7 +65,10 @@ from absl import app
 from absl import flags
 
 SECTIONS = ('flops', 'flax', 'torch', 'breakdown', 'profile', 'devices',
-            'malloc', 'compile', 'input', 'methods', 'generate')
+            'malloc', 'compile', 'input', 'methods', 'generate', 'import')
+# Sections whose script writes its own results file (of the name a run of
+# that section alone would write here)
+WRITES_OWN = {'import'}
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -747,6 +756,17 @@ def section_methods(steps, rounds):
   return [dict(output=proc.stdout.strip())]
 
 
+def section_import(steps, rounds):
+  del steps, rounds
+  proc = subprocess.run(
+      [sys.executable, '-m', 'experiments.bench_import'], cwd=REPO,
+      capture_output=True, text=True, check=False,
+      env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  if proc.returncode:
+    raise RuntimeError(proc.stderr[-2000:])
+  return [dict(output=proc.stdout.strip())]
+
+
 def section_generate(steps, rounds, new_tokens=256):
   """Decoding with the KV cache against recomputing the window for each
   new token (distill/generate.py): tokens/s at `new_tokens` new tokens
@@ -835,6 +855,8 @@ def main(argv):
     print(json.dumps(results[name], indent=1), flush=True)
   md = markdown(results, time.time() - start)
   print(md)
+  if set(_SECTIONS.value) <= WRITES_OWN:   # bench_import.md is its own
+    return
   os.makedirs(_OUT.value, exist_ok=True)
   suffix = ('' if set(_SECTIONS.value) == set(SECTIONS) else
             '_' + '_'.join(s for s in SECTIONS if s in _SECTIONS.value))
