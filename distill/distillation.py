@@ -478,18 +478,29 @@ def _run_online_hf(config, workdir):
   return summary
 
 
-def _run_online(config, workdir):
-  data = loading.load_data(config.data)
+def _trained_teacher(config, workdir):
+  """(workdir, config, variables, step) of the teacher of an online run or
+  an offline LM run, trained in <workdir>/teacher when none is given (None
+  when that training was preempted); its data must be the student's."""
   t_dir = config.teacher.workdir or os.path.join(workdir, 'teacher')
   if not config.teacher.workdir:
     print(f'== teacher: training in {t_dir}', flush=True)
     if train.train(config.teacher.config, t_dir,
                    validated=True).get('preempted'):
-      return {'preempted': True}
+      return None
   t_config, t_vars, t_step = ckpt_lib.load_trained(t_dir)
   if t_config.data.name != config.data.name:
     raise ConfigError(f'teacher data {t_config.data.name!r} differs from '
                       f'student data {config.data.name!r}')
+  return t_dir, t_config, t_vars, t_step
+
+
+def _run_online(config, workdir):
+  data = loading.load_data(config.data)
+  teacher = _trained_teacher(config, workdir)
+  if teacher is None:
+    return {'preempted': True}
+  t_dir, t_config, t_vars, t_step = teacher
   t_model, t_vars = online_teacher(config, t_config, data.num_classes, t_vars)
   state_of, fit_stats = _online_fit(config, data, t_model, t_vars, t_step,
                                     t_dir)
@@ -576,16 +587,10 @@ def run_lm_offline(config, workdir):
 
 def _run_lm_offline(config, workdir):
   data = loading.load_data(config.data)
-  t_dir = config.teacher.workdir or os.path.join(workdir, 'teacher')
-  if not config.teacher.workdir:
-    print(f'== teacher: training in {t_dir}', flush=True)
-    if train.train(config.teacher.config, t_dir,
-                   validated=True).get('preempted'):
-      return {'preempted': True}
-  t_config, t_vars, t_step = ckpt_lib.load_trained(t_dir)
-  if t_config.data.name != config.data.name:
-    raise ConfigError(f'teacher data {t_config.data.name!r} differs from '
-                      f'student data {config.data.name!r}')
+  teacher = _trained_teacher(config, workdir)
+  if teacher is None:
+    return {'preempted': True}
+  t_dir, t_config, t_vars, t_step = teacher
   d = config.distill
   k, dtype = int(d.cache_topk), d.get('cache_dtype') or 'float32'
   part_name = config.data.train_on
