@@ -12,7 +12,9 @@ configs/guide_lm.py), `seeds`, `steps` and `teacher_steps`, and `cells`
 (the runs' folder under the workdir; '' for the workdir itself), and
 optionally `regimes` ({name: dict(init, method, and configs/guide_lm.py's
 alpha, beta, temperature)}; one named `random`, the gap's reference;
-default: the four below; experiments/tables/guide_objectives.py).
+default: the four below; experiments/tables/guide_objectives.py) and
+`paired_to` (a regime: each row's test loss minus that regime's, per seed,
+mean ± std, in a column of its own).
 
 Regimes: `random` (the student's own init, trained on the data), `kd`
 (online logit distillation from the teacher), `guide` (GUIDE init, trained
@@ -110,26 +112,34 @@ def gap_reduction(loss_random, loss_method, loss_teacher):
   return (loss_random - loss_method) / (loss_random - loss_teacher)
 
 
-def markdown(teacher, cells, seeds, args, seconds):
+def markdown(teacher, cells, seeds, args, seconds, paired_to=''):
   first_step = min(c['curve'][0][0] for c in cells.values())
-  lines = ['| regime | test loss, mean ± std | gap closed at the end (%) | '
+  test_loss = lambda r, s: cells[(r, s)]['summary']['student/test/loss']
+  paired = (f' paired Δ vs {paired_to} |', '---|') if paired_to else ('', '')
+  lines = ['| regime | test loss, mean ± std |' + paired[0] +
+           ' gap closed at the end (%) | '
            f'validation loss at step {first_step} | gap closed at step '
-           f'{first_step} (%) |', '|---|---|---|---|---|']
+           f'{first_step} (%) |', '|---|---|' + paired[1] + '---|---|---|']
   t_loss = teacher['test/loss']
   t_val = teacher['validation/loss']
   for regime in dict.fromkeys(r for r, _ in cells):   # the table's regimes
-    final = [cells[(regime, s)]['summary']['student/test/loss'] for s in seeds]
+    final = [test_loss(regime, s) for s in seeds]
     early = [cells[(regime, s)]['curve'][0][1] for s in seeds]
-    gaps = [gap_reduction(cells[('random', s)]['summary']['student/test/loss'],
-                          cells[(regime, s)]['summary']['student/test/loss'],
+    gaps = [gap_reduction(test_loss('random', s), test_loss(regime, s),
                           t_loss) for s in seeds]
     early_gaps = [gap_reduction(cells[('random', s)]['curve'][0][1],
                                 cells[(regime, s)]['curve'][0][1], t_val)
                   for s in seeds]
-    lines.append(f'| {regime} | {np.mean(final):.4f} ± {np.std(final):.4f} | '
-                 f'{100 * np.mean(gaps):.1f} ± {100 * np.std(gaps):.1f} | '
+    diffs = [test_loss(regime, s) - test_loss(paired_to, s) for s in seeds
+             ] if paired_to else []
+    delta = (f' {np.mean(diffs):+.4f} ± {np.std(diffs):.4f} |' if paired_to
+             and regime != paired_to else ' |' if paired_to else '')
+    lines.append(f'| {regime} | {np.mean(final):.4f} ± {np.std(final):.4f} |'
+                 f'{delta} {100 * np.mean(gaps):.1f} ± '
+                 f'{100 * np.std(gaps):.1f} | '
                  f'{np.mean(early):.4f} | {100 * np.mean(early_gaps):.1f} |')
-  lines.append(f'| teacher | {t_loss:.4f} | | {t_val:.4f} (final) | |')
+  lines.append(f'| teacher | {t_loss:.4f} |' + (' |' if paired_to else '')
+               + f' | {t_val:.4f} (final) | |')
   return ('### GUIDE on Tiny Shakespeare: student test loss (nats/char) over '
           f'seeds {list(seeds)}\n\n' + '\n'.join(lines) +
           f'\n\nTeacher {args["teacher"]}, student {args["student"]}, '
@@ -163,6 +173,10 @@ def plot(teacher, cells, seeds, path):
 def run_table(name, table, workdir, results, manual_dir='../shared/datasets',
               report_only=False, command=''):
   seeds, scale = list(table['seeds']), table['scale']
+  regimes = table.get('regimes') or REGIMES
+  if table.get('paired_to', '') not in ('', *regimes):
+    raise ValueError(f'table {name}: paired_to={table["paired_to"]!r} is not '
+                     f'one of its regimes: {", ".join(regimes)}')
   start = time.time()
   teacher, cells = run_cells(os.path.join(workdir, table.get('cells', name)),
                              seeds, table['steps'], table['teacher_steps'],
@@ -178,7 +192,8 @@ def run_table(name, table, workdir, results, manual_dir='../shared/datasets',
               steps=table['steps'],
               command=command or f'python -m experiments.run --table={name}',
               tokens=cfg.batch_size * cfg.data.seq_len)
-  md = markdown(teacher, cells, seeds, args, time.time() - start)
+  md = markdown(teacher, cells, seeds, args, time.time() - start,
+                table.get('paired_to', ''))
   os.makedirs(results, exist_ok=True)
   with open(os.path.join(results, f'{name}.md'), 'w') as f:
     f.write(md)

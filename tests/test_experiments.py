@@ -402,3 +402,24 @@ def test_keys_added_since_leave_identities_and_old_workdirs_alone():
   diff = workdir.differences({'config': old},
                              {'config': workdir.resolved(c)})
   assert [k for k, _, _ in diff] == ['config.data.test_dir']
+
+
+def test_guide_report_pairs_each_regime_with_the_named_one():
+  """Golden: the guide kind's `paired_to` column is each row's test loss
+  minus the named regime's, seed by seed, then mean ± std."""
+  from experiments import guide as guide_kind
+  losses = {('random', 0): 2.0, ('random', 1): 2.2, ('guide', 0): 1.9,
+            ('guide', 1): 2.0, ('guide+jsd', 0): 1.8, ('guide+jsd', 1): 1.7}
+  cells = {k: dict(summary={'student/test/loss': v}, curve=[(75, v + 1)])
+           for k, v in losses.items()}
+  teacher = {'test/loss': 1.5, 'validation/loss': 1.4}
+  args = dict(teacher='t', student='s', steps=10, tokens=64, command='c')
+  md = guide_kind.markdown(teacher, cells, [0, 1], args, 60.0, 'guide')
+  rows = {line.split(' | ')[0][2:]: line for line in md.splitlines()
+          if line.startswith('| ')}
+  assert '| paired Δ vs guide |' in rows['regime']
+  # (1.8 - 1.9, 1.7 - 2.0) = (-0.1, -0.3): mean -0.2, std 0.1.
+  assert '| -0.2000 ± 0.1000 |' in rows['guide+jsd']
+  assert '| +0.0000' not in rows['guide']
+  assert len({line.count('|') for line in rows.values()}) == 1
+  assert 'paired' not in guide_kind.markdown(teacher, cells, [0, 1], args, 1)
