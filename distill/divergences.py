@@ -39,21 +39,81 @@ DIVERGENCES = ('forward_kl', 'reverse_kl', 'jsd')
 TRUNCATIONS = ('renormalize', 'other_bucket')
 
 
+# Rows per pass of the threshold search hold about this many elements
+# (2 MiB of f32): on CPU a pass over a block that stays in cache is ~10x
+# faster per element than one over a whole (tokens, vocabulary) array.
+_BLOCK_ELEMENTS = 1 << 19
+
+
+def _order_keys(x):
+  """uint32 keys ordered as the float32 values of `x` (-0.0 as +0.0)."""
+  x = x.astype(jnp.float32)
+  bits = jax.lax.bitcast_convert_type(jnp.where(x == 0, 0.0, x), jnp.uint32)
+  return jnp.where(bits >> 31 == 1, ~bits, bits | jnp.uint32(1 << 31))
+
+
+def _largest_threshold(keys, weights, target):
+  """Per row of `keys` (R, V): the largest key t whose weight at or above
+  it, sum(weights[keys >= t]), reaches `target` (0 when none does); a
+  bisection over the 32 bits, so t is one of the row's keys."""
+  def step(i, best):
+    candidate = best | (jnp.uint32(1) << (31 - i).astype(jnp.uint32))
+    above = jnp.sum(jnp.where(keys >= candidate, weights, 0.0), -1,
+                    keepdims=True)
+    return jnp.where(above >= target, candidate, best)
+  return jax.lax.fori_loop(0, 32, step, jnp.zeros(keys.shape[:-1] + (1,),
+                                                  jnp.uint32))
+
+
+def threshold_mask(x, weights, target):
+  """Mask of the entries of `x` (..., V) at or above their row's threshold:
+  the largest value of the row whose `weights` (None: 1 each) at or above
+  it sum to at least `target` (everything when no value does). Exact
+  (ties kept), and on CPU many times faster than a sort or lax.top_k: a
+  32-step bisection on the values' bits, a block of rows at a time."""
+  keys = _order_keys(x)
+  v = x.shape[-1]
+  flat = keys.reshape(-1, v)
+  w = (jnp.ones((), jnp.float32) if weights is None else
+       weights.astype(jnp.float32).reshape(-1, v))
+  rows = flat.shape[0]
+  block = max(1, min(rows, _BLOCK_ELEMENTS // v))
+  blocks = -(-rows // block)
+  pad = blocks * block - rows
+  def blocked(a):
+    return jnp.pad(a, ((0, pad), (0, 0))).reshape(blocks, block, v)
+  if weights is None:
+    t = jax.lax.map(lambda k: _largest_threshold(k, w, target), blocked(flat))
+  else:
+    t = jax.lax.map(lambda kw: _largest_threshold(kw[0], kw[1], target),
+                    (blocked(flat), blocked(w)))
+  t = t.reshape(blocks * block, 1)[:rows]
+  return (flat >= t).reshape(x.shape)
+
+
+def top_k_mask(x, k):
+  """The k largest entries of each row of `x` (ties at the k-th value
+  kept): `x >= lax.top_k(x, k)[0][..., -1:]`, without a sort."""
+  return threshold_mask(x, None, k)
+
+
+def top_p_mask(p, top_p):
+  """The nucleus of each row of probabilities `p`: the most probable
+  entries whose mass reaches `top_p`, at least one (ties at the boundary
+  kept); an entry is in it when the mass strictly above it is below
+  `top_p`."""
+  return threshold_mask(p, p, top_p)
+
+
 def support(log_p, top_k=0, top_p=1.0):
   """Boolean mask of the kept teacher support S (see the module doc), or
   None when nothing is truncated. `log_p`: the teacher's log-probabilities;
   `top_k`, `top_p` static."""
   keep = None
   if top_k and top_k < log_p.shape[-1]:
-    kth = jax.lax.top_k(log_p, top_k)[0][..., -1:]
-    keep = log_p >= kth
+    keep = top_k_mask(jax.lax.stop_gradient(log_p), top_k)
   if top_p < 1.0:
-    p = jnp.exp(log_p)
-    ordered = -jnp.sort(-p, -1)
-    before = jnp.cumsum(ordered, -1) - ordered     # mass above each token
-    count = jnp.maximum(jnp.sum(before < top_p, -1, keepdims=True), 1)
-    smallest = jnp.take_along_axis(ordered, count - 1, -1)
-    nucleus = p >= smallest
+    nucleus = top_p_mask(jnp.exp(jax.lax.stop_gradient(log_p)), top_p)
     keep = nucleus if keep is None else keep & nucleus
   return keep
 

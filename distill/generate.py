@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from core.errors import ConfigError
+from distill import divergences
 
 
 def unstack_layers(params, num_layers):
@@ -72,15 +73,11 @@ def sample(logits, key, temperature=0.0, top_k=0, top_p=1.0):
     return jnp.argmax(logits, -1).astype(jnp.int32)
   logits = logits.astype(jnp.float32) / temperature
   if top_k:
-    kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
-    logits = jnp.where(logits < kth, -jnp.inf, logits)
+    logits = jnp.where(divergences.top_k_mask(logits, top_k), logits,
+                       -jnp.inf)
   if top_p < 1.0:
-    order = jnp.sort(logits, -1)[:, ::-1]
-    probs = jax.nn.softmax(order, -1)
-    before = jnp.cumsum(probs, -1) - probs     # mass of the likelier ones
-    cutoff = jnp.min(jnp.where(before < top_p, order, jnp.inf), -1,
-                     keepdims=True)
-    logits = jnp.where(logits < cutoff, -jnp.inf, logits)
+    nucleus = divergences.top_p_mask(jax.nn.softmax(logits, -1), top_p)
+    logits = jnp.where(nucleus, logits, -jnp.inf)
   return jax.random.categorical(key, logits).astype(jnp.int32)
 
 

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import normal
 from core.errors import ConfigError
 from distill import divergences, methods, teacher_cache
 
@@ -225,6 +226,31 @@ def test_the_entries_and_their_options():
 
 
 # --- truncated teachers ----------------------------------------------------------
+@pytest.mark.parametrize('block', [1 << 19, 24])   # one block; padded ones
+def test_threshold_masks_equal_a_sort(monkeypatch, block):
+  """top_k_mask is x >= the k-th largest (lax.top_k's), ties, -inf, -0.0
+  and bf16 included; top_p_mask is the nucleus by a sort and cumsum."""
+  monkeypatch.setattr(divergences, '_BLOCK_ELEMENTS', block)
+  x = np.array(normal(3, (2, 7, 11), 2.0))
+  x[0, 0, :5] = 1.5                                        # ties at the k-th
+  x[0, 1, 3:] = -np.inf
+  x[1, 2, :] = 0.0
+  x[1, 2, ::2] = -0.0
+  for dtype in (jnp.float32, jnp.bfloat16):
+    xs = jnp.asarray(x, dtype)
+    for k in (1, 3, 5, 11):
+      kth = jax.lax.top_k(xs, k)[0][..., -1:]
+      np.testing.assert_array_equal(divergences.top_k_mask(xs, k), xs >= kth)
+  p = np.asarray(jax.nn.softmax(jnp.asarray(x)))
+  for top_p in (0.05, 0.5, 0.9, 0.999):
+    ordered = -np.sort(-p, -1)
+    before = np.cumsum(ordered, -1) - ordered
+    n = np.maximum((before < top_p).sum(-1, keepdims=True), 1)
+    smallest = np.take_along_axis(ordered, n - 1, -1)
+    np.testing.assert_array_equal(divergences.top_p_mask(jnp.asarray(p), top_p),
+                                  p >= smallest)
+
+
 def test_top_p_keeps_the_nucleus_and_top_k_the_k_largest():
   log_p = jnp.log(jnp.array([[0.05, 0.5, 0.15, 0.3]]))
   for top_p, kept in ((0.8, [0, 1, 0, 1]), (0.81, [0, 1, 1, 1]),
