@@ -73,6 +73,19 @@ def _non_params(variables):
           if k not in ('params', 'intermediates')}
 
 
+def eval_metrics(logits, batch):
+  """The eval step's metrics, each a (sum, count) pair: cross-entropy as
+  `loss` and accuracy, over the examples (LM positions) with a label
+  (-1: out-of-distribution, counted in none)."""
+  labels = methods.labels_of(batch)
+  weights = methods.example_weights(batch, logits) * (labels >= 0)
+  ce = optax.softmax_cross_entropy_with_integer_labels(
+      logits, jnp.maximum(labels, 0))
+  metrics = {'loss': (jnp.sum(ce * weights), jnp.sum(weights))}
+  metrics.update(methods.classification_metrics(logits, labels, weights))
+  return metrics
+
+
 class Trainer:
   """Holds what a run is made of; `run()` trains and returns final metrics."""
 
@@ -234,17 +247,19 @@ class Trainer:
                          model_state=model_state, opt_state=opt_state), metrics
 
   def _eval_step(self, params, model_state, batch):
+    inputs = self.inputs.device(batch['inputs'])
     with sharding.activation_rules():
-      logits, _ = self._apply(params, model_state,
-                              self.inputs.device(batch['inputs']), False)
-    labels = methods.labels_of(batch)
-    # Examples without a label (-1: out-of-distribution) count in no metric.
-    weights = methods.example_weights(batch, logits) * (labels >= 0)
-    ce = optax.softmax_cross_entropy_with_integer_labels(
-        logits, jnp.maximum(labels, 0))
-    metrics = {'loss': (jnp.sum(ce * weights), jnp.sum(weights))}
-    metrics.update(methods.classification_metrics(logits, labels, weights))
-    return metrics
+      if self.loss_chunk:       # an LM's logits a chunk of positions at once
+        (hidden, head), _ = self._apply(params, model_state, inputs, False,
+                                        hidden=True)
+        student = (hidden, head, functools.partial(transformer.project,
+                                                   self.model))
+        _, metrics = chunked.loss(
+            lambda logits, _, chunk: (None, eval_metrics(logits, chunk)),
+            student, None, batch, self.loss_chunk)
+        return metrics
+      logits, _ = self._apply(params, model_state, inputs, False)
+    return eval_metrics(logits, batch)
 
   def build_steps(self):
     rep = sharding.replicated(self.mesh)

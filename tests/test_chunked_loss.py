@@ -138,3 +138,54 @@ def test_bad_chunk_settings_are_one_line_errors():
     chunked.check(64, 'resnet', ok)
   with pytest.raises(ConfigError, match="'weighted' fits"):
     chunked.check(64, 'transformer_lm', methods.get('weighted'))
+
+
+@pytest.mark.slow
+def test_a_trainer_with_chunks_trains_and_evaluates_as_without(tmp_path):
+  """config.loss_chunk_len in a Trainer: the same train losses and
+  validation metrics as the plain step (the eval step's logits in chunks
+  too), with a chunk that does not divide the sequence."""
+  from distill import train                # pylint: disable=g-import-not-at-top
+  from distill.data import synthetic       # pylint: disable=g-import-not-at-top
+  from distill.logging_utils import read_metrics  # pylint: disable=g-import-not-at-top
+  import mesh_equivalence                  # pylint: disable=g-import-not-at-top
+  out = {}
+  for chunk in (0, 5):
+    c = mesh_equivalence.lm_config(dict(data=1), seq=16, width=32)
+    c.total_steps = 3
+    c.loss_chunk_len = chunk
+    workdir = str(tmp_path / f'chunk{chunk}')
+    trainer = train.Trainer(c, workdir, devices=jax.devices()[:1],
+                            data=synthetic.data_like(c, n=64))
+    before = trainer.evaluate(['validation'])
+    final = trainer.run()
+    out[chunk] = (before, final, [r['train/loss'] for r in
+                                  read_metrics(workdir) if 'train/loss' in r])
+  (b0, f0, l0), (b5, f5, l5) = out[0], out[5]
+  assert set(b0) == set(b5) == {'validation/loss', 'validation/accuracy'}
+  for k in b0:
+    assert b5[k] == pytest.approx(b0[k], rel=1e-5), k
+  np.testing.assert_allclose(l5, l0, rtol=1e-5)
+  assert f5['validation/loss'] == pytest.approx(f0['validation/loss'],
+                                                rel=1e-4)
+
+
+def test_the_eval_step_keeps_one_chunk_of_logits():
+  """Compiled, the eval step of an LM with loss_chunk_len holds a chunk's
+  logits, not the batch's: its temporaries fall below half the plain
+  step's at a vocabulary of 8192 (the logits dominate)."""
+  from distill import train                # pylint: disable=g-import-not-at-top
+  from distill.data import synthetic       # pylint: disable=g-import-not-at-top
+  import mesh_equivalence                  # pylint: disable=g-import-not-at-top
+  temps = {}
+  for chunk in (0, 16):
+    c = mesh_equivalence.lm_config(dict(data=1), seq=64, width=32)
+    c.data.vocab_size = 8192
+    c.loss_chunk_len = chunk
+    trainer = train.Trainer(c, '/nonexistent', devices=jax.devices()[:1],
+                            data=synthetic.data_like(c), abstract=True)
+    compiled = trainer.eval_step.lower(
+        trainer.state.params, trainer.state.model_state,
+        trainer.batch_shapes()).compile()
+    temps[chunk] = compiled.memory_analysis().temp_size_in_bytes
+  assert temps[16] < 0.5 * temps[0], temps
