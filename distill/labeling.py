@@ -35,11 +35,15 @@ FORMATS = {'.jsonl': 'jsonl', '.json': 'jsonl', '.csv': 'csv'}
 
 
 def input_files(spec):
-  """Sorted absolute paths: a folder's image files (by extension, walked
-  recursively), a glob's matching files, or one file."""
+  """(sorted absolute paths, how many files a folder holds that are not
+  images by extension): a folder's image files (walked recursively), a
+  glob's matching files, or one file."""
+  others = 0
   if os.path.isdir(spec):
-    out = [os.path.join(base, n) for base, _, names in os.walk(spec)
-           for n in names if n.lower().endswith(IMAGE_EXTENSIONS)]
+    found = [os.path.join(base, n) for base, _, names in os.walk(spec)
+             for n in names]
+    out = [p for p in found if p.lower().endswith(IMAGE_EXTENSIONS)]
+    others = len(found) - len(out)
   elif os.path.isfile(spec):
     out = [spec]
   else:
@@ -48,7 +52,7 @@ def input_files(spec):
     raise ConfigError(f'--input={spec} names no image file (a folder of '
                       f'{"/".join(e[1:] for e in IMAGE_EXTENSIONS[:4])}... '
                       'files, a glob or a file)')
-  return sorted(os.path.abspath(p) for p in out)
+  return sorted(os.path.abspath(p) for p in out), others
 
 
 def decode(path, pre):
@@ -153,12 +157,13 @@ def label(model_path, inputs, output, top_k=5, batch_size=256,
           which='student'):
   """Labels the image files `inputs` names with the model at `model_path`
   into `output` (module docstring); returns counts {'labeled', 'errors',
-  'skipped'}."""
+  'skipped' (rows the output held already), 'not_images' (a folder's files
+  left out by their extension)}."""
   if top_k < 1 or batch_size < 1:
     raise ConfigError(f'--top_k and --batch_size must be at least 1, got '
                       f'{top_k} and {batch_size}')
   fmt = _format(output)
-  paths = input_files(inputs)
+  paths, not_images = input_files(inputs)
   model, variables, config = export_lib.load_model(model_path, which)
   pre = config['preprocessing']
   if pre['task'] == 'lm' or pre.get('input') != 'image':
@@ -179,7 +184,8 @@ def label(model_path, inputs, output, top_k=5, batch_size=256,
     logits = model.apply(v, export_lib.preprocess(x, config), train=False)
     return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
 
-  counts = {'labeled': 0, 'errors': 0, 'skipped': len(paths) - len(todo)}
+  counts = {'labeled': 0, 'errors': 0, 'skipped': len(paths) - len(todo),
+            'not_images': not_images}
   size = min(batch_size, len(todo)) or 1
   for start in range(0, len(todo), size):
     chunk = todo[start:start + size]

@@ -70,7 +70,9 @@ LM_OBJECTIVES = (('supervised (CE)', 'supervised', {}),
                  ('reverse_kl', 'reverse_kl', {}),
                  ('jsd', 'jsd', {}),
                  ('forward_kl, top-k 20', 'forward_kl',
-                  {'teacher_top_k': 20}))
+                  {'teacher_top_k': 20}),
+                 ('forward_kl, top-p 0.95', 'forward_kl',
+                  {'teacher_top_p': 0.95}))
 # The compile check's paper-scale rows (configs/guide_lm.py): dense, chunked
 PAPER_LM = (('dense', 'scale=paper,method=forward_kl,vocab=256000'),
             ('chunked (128)',

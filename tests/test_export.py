@@ -255,3 +255,18 @@ def test_bad_inputs_are_one_line_and_overwrite_nothing(trained, images):
   assert not os.path.exists(root / 'hf')
   assert not os.path.exists(root / 'ref')
   assert not [n for n in os.listdir(root) if '.tmp-' in n]
+
+
+def test_a_folder_input_counts_the_files_it_leaves_out(tmp_path):
+  """launch.predict's inputs: a folder's images by extension, walked
+  recursively, and the count of its other files (reported, not silent)."""
+  from distill import labeling  # pylint: disable=g-import-not-at-top
+  (tmp_path / 'sub').mkdir()
+  for name in ('a.png', 'b.JPG', 'notes.txt', 'sub/c.jpeg', 'sub/.DS_Store'):
+    (tmp_path / name).write_bytes(b'x')
+  paths, others = labeling.input_files(str(tmp_path))
+  assert [os.path.relpath(p, tmp_path) for p in paths] == [
+      'a.png', 'b.JPG', 'sub/c.jpeg']
+  assert others == 2
+  assert labeling.input_files(str(tmp_path / '*.txt')) == (
+      [str(tmp_path / 'notes.txt')], 0)
