@@ -55,8 +55,21 @@ def _strip(tree, prefix=''):
 
 def identity(config, root):
   """The hash that names what `config` computes, wherever its runs live."""
-  text = json.dumps(_strip(workdir_lib.legacy_layout(
-      workdir_lib.resolved(config))), sort_keys=True)
+  return _hash(workdir_lib.resolved(config), root)
+
+
+def workdir_identity(workdir, root):
+  """identity() of the run `workdir` holds (its config.json), or None when
+  it holds none yet; an unreadable config.json is one line naming it."""
+  path = workdir_lib.identity_files(workdir)[0]
+  if not os.path.exists(path):
+    return None
+  return _hash(workdir_lib.current_layout(
+      workdir_lib.read_identity(path, workdir)), root)
+
+
+def _hash(tree, root):
+  text = json.dumps(_strip(workdir_lib.legacy_layout(tree)), sort_keys=True)
   for form in sorted({os.path.abspath(root), os.path.normpath(root)},
                      key=len, reverse=True):
     text = text.replace(form, '<root>')
@@ -175,8 +188,14 @@ class Records:
     # where its record holds lists, and is the same run all the same.
     result = json.loads(json.dumps(result))
     old = self.cells.get(key)
-    if old and old['identity'] == ident and old['result'] == result:
-      record = dict(old, **extra)     # the same run read again
+    if old and old['result'] == result and (
+        old['identity'] == ident or (workdir is not None and
+                                     workdir_identity(workdir, self.root)
+                                     == ident)):
+      # The same run read again; or its workdir holds this config's run and
+      # the record was hashed before the identity's keys changed
+      # (workdir.legacy_layout): it keeps its commit and date.
+      record = dict(old, identity=ident, **extra)
       if record == old:
         return
     else:

@@ -7,18 +7,23 @@ A table of this kind (experiments/tables/) gives `config` (a distillation
 config file taking method, labeled and seed arguments), `labeled` sizes,
 `seeds`, `methods` (registered names, optionally with config overrides:
 'slam[method_kw.normalize=True]'), optionally `extra` (more config
-arguments) and `cells` (another table's runs to share).
+arguments), `cells` (another table's runs to share: their cells must have
+the same configs, or each table's runs replace the other's records) and
+`labels_only` (False: no labels-only row).
 
 For every labeled size and seed: one teacher (trained on the labeled part,
 shared by all methods), one cached teacher-labeling pass, a student per
 method, and a "labels only" student (the student architecture trained on the
-labeled part alone). Cells whose result exists are skipped, so an interrupted
+labeled part alone). A finished run in a cell's workdir is read only when
+the workdir holds that cell's config (experiments/records.py:
+workdir_identity). Cells whose result exists are skipped, so an interrupted
 run continues where it stopped. Writes `experiments/results/<table>.md`
 (mean ± std test accuracy over seeds), `.json` (every cell) and `.png`
 (accuracy against labeled size).
 """
 import ast
 import json
+import functools
 import os
 import sys
 import time
@@ -172,14 +177,24 @@ def run_group(get_config, root, labeled, seed, methods, extra='',
   t_config = _teacher_config(get_config, labeled, seed, extra)
   t_key = f'{labeled}/{seed}/teacher'
 
+  def ours(workdir, config):
+    """Whether `workdir` holds `config`'s run, or none yet: a run of
+    another config there (another table's, sharing the folder) is not this
+    cell's, and is neither read nor recorded as it."""
+    found = records_lib.workdir_identity(workdir, root)
+    return found is None or found == records_lib.identity(config, root)
+
   def from_workdir(method, teacher):
+    if not ours(_workdir_of(cell, method), configs[method][0]):
+      return None
     got = _read_done(cell, method, teacher and teacher['test/accuracy'])
     if got is not None and method != 'labels_only':
       got['teacher_run'] = records_lib.teacher_run(teacher)
     return got
 
   def fresh(method):
-    return os.path.exists(_workdir_of(cell, method))
+    workdir = _workdir_of(cell, method)
+    return os.path.exists(workdir) and ours(workdir, configs[method][0])
 
   def record(method, got):
     """A cell's record; the labels-only row's without the teacher it does
@@ -199,7 +214,8 @@ def run_group(get_config, root, labeled, seed, methods, extra='',
           'teacher_run': records_lib.teacher_run(teacher)}, t_dir,
                   seconds=_train_seconds(t_dir))
 
-  teacher = _teacher_done(cell)
+  teacher = (_teacher_done(cell) if ours(os.path.join(cell, 'teacher'),
+                                          t_config) else None)
   record_teacher()
   out, recorded = {}, {}
   for m in methods:
@@ -309,7 +325,7 @@ def validation_lines(spec, cells):
   chosen on: the test split only reports), mean ± std over seeds."""
   out = ['| **validation accuracy** (the split defaults are chosen on) |'
          + ' |' * len(spec['labeled'])]
-  for row in ['labels_only'] + list(spec['methods']):
+  for row in _students(spec):
     vals = []
     for n in spec['labeled']:
       xs = [100 * cells[f'{n}/{s}/{row}']['validation'] for s in spec['seeds']
@@ -324,17 +340,27 @@ def validation_lines(spec, cells):
   return out
 
 
+def _students(spec):
+  """A table's student rows: the labels-only student (unless the spec
+  says `labels_only=False`) and its methods."""
+  return (['labels_only'] if spec.get('labels_only', True) else []) + list(
+      spec['methods'])
+
+
+def _teacher_of(spec, cells, n, s):
+  """A group's teacher accuracy, from whichever of its cells has it."""
+  for r in _students(spec):
+    got = (cells.get(f'{n}/{s}/{r}') or {}).get('teacher')
+    if got is not None:
+      return got
+  return None
+
+
 def table_markdown(name, spec, cells, seconds, trained=None):
-  rows = ['teacher', 'labels_only'] + list(spec['methods'])
+  rows = ['teacher'] + _students(spec)
   head = '| method | ' + ' | '.join(f'{n} labeled' for n in spec['labeled'])
   lines = [head + ' |', '|---' * (len(spec['labeled']) + 1) + '|']
-  def teacher_of(n, s):
-    """The group's teacher accuracy, from whichever of its cells has it."""
-    for r in rows[1:]:
-      got = (cells.get(f'{n}/{s}/{r}') or {}).get('teacher')
-      if got is not None:
-        return got
-    return None
+  teacher_of = functools.partial(_teacher_of, spec, cells)
 
   for row in rows:
     vals = []
@@ -357,8 +383,7 @@ def table_markdown(name, spec, cells, seconds, trained=None):
     lines.append('| **paired difference to vanilla** (mean ± std over '
                  'seeds of the per-seed differences) |' + ' |' * len(
                      spec['labeled']))
-    for row in ['labels_only'] + [m for m in spec['methods']
-                                  if m != 'vanilla']:
+    for row in [m for m in _students(spec) if m != 'vanilla']:
       vals = []
       for n in spec['labeled']:
         d = paired_differences(cells, n, spec['seeds'], row, 'vanilla')
@@ -390,13 +415,12 @@ def plot(name, spec, cells, path):
   if plt is None:
     return
   fig, ax = plt.subplots(figsize=(6, 4))
-  for row in ['teacher', 'labels_only'] + list(spec['methods']):
-    key = 'labels_only' if row == 'teacher' else row
-    field = 'teacher' if row == 'teacher' else 'student'
-    ys = [[100 * cells[f'{n}/{s}/{key}'][field] for s in spec['seeds']
-           if (cells.get(f'{n}/{s}/{key}') or {}).get(field) is not None]
-          or [np.nan]
-          for n in spec['labeled']]
+  for row in ['teacher'] + _students(spec):
+    got = ((lambda n, s: _teacher_of(spec, cells, n, s)) if row == 'teacher'
+           else (lambda n, s, r=row: (cells.get(f'{n}/{s}/{r}') or {}).get(
+               'student')))
+    ys = [[100 * got(n, s) for s in spec['seeds'] if got(n, s) is not None]
+          or [np.nan] for n in spec['labeled']]
     ax.errorbar(spec['labeled'], [np.mean(y) for y in ys],
                 yerr=[np.std(y) for y in ys], marker='o', capsize=3,
                 label=row, linestyle='--' if row in ('teacher', 'labels_only')
@@ -424,10 +448,16 @@ def run_table(name, spec, workdir, results, manual_dir=None,
   cells, start = {}, time.time()
   for n in spec['labeled']:
     for s in spec['seeds']:
-      group = run_group(get_config, root, n, s, ('labels_only',) + tuple(
-          spec['methods']), spec.get('extra', ''), kept, report_only)
+      group = run_group(get_config, root, n, s, tuple(_students(spec)),
+                        spec.get('extra', ''), kept, report_only)
       cells.update({f'{n}/{s}/{m}': v for m, v in group.items()})
   seconds = time.time() - start
+  if report_only and not any(cells.values()):
+    # A checkout without the runs or their records: the committed report
+    # stays as it is.
+    print(f'{name}: no cell has finished here or in its records; nothing '
+          'to report (its results are left as they are)')
+    return cells
   trained = None
   if kept is not None:
     keys = set(cells) | {f'{n}/{s}/teacher' for n in spec['labeled']
