@@ -185,6 +185,12 @@ def test_distill_tables_still_running_show_the_finished_seeds():
   md = ud.table_markdown('t', spec, cells, None)
   assert '| teacher | 66.00 ± 1.00 |' in md
   assert 'a report of the cells finished so far' in md
+  # labels_only=False: no labels-only rows, the teacher from the students,
+  # finished without them.
+  del cells['100/0/labels_only'], cells['100/1/labels_only']
+  md = ud.table_markdown('t', dict(spec, labels_only=False), cells, None)
+  assert 'labels only' not in md and '| teacher | 66.00 ± 1.00 |' in md
+  assert 'all finished' in md
 
 
 def _edit_and_rerun(path, edit, spec, root, res):
@@ -219,6 +225,17 @@ def test_recorded_cells_are_not_trained_again_on_a_fresh_machine(
   assert kept['50/0/vanilla']['commit']
   assert kept['50/0/vanilla']['seconds'] > 0 < kept['50/0/teacher']['seconds']
   assert 'min in all (teachers included' in (res / 'kept.md').read_text()
+  # A table sharing the folder with another config (validation=140)
+  # reads none of its runs, leaves its records and writes no report.
+  other = _write_table(tmp_path / 'other.py', """dict(
+    kind='distill', config='configs/digits_distill.py', cells='kept',
+    labeled=(50,), seeds=(0,), methods=('vanilla',),
+    extra=',runlocal,validation=140')""")
+  before = path.read_text()
+  got = harness.run(other, str(tmp_path / 'a'), str(res), report_only=True)
+  assert not any(got.values()), got
+  assert path.read_text() == before
+  assert not (res / 'other.md').exists()
   # Another root, no runs: everything comes from the records.
   assert harness.run(spec, str(tmp_path / 'b'), str(res)) == cells
   assert not (tmp_path / 'b').exists()
@@ -297,6 +314,20 @@ def test_a_result_read_again_keeps_its_record(tmp_path, monkeypatch):
   kept = json.loads((tmp_path / 't.json').read_text())
   assert kept['x']['commit'].startswith('bbbb')
   assert kept['x']['result']['loss'] == 1.4
+  # Hashed before the identity's keys changed: a workdir holding this
+  # config's run keeps the record's commit under today's identity.
+  from distill import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  run = tmp_path / 'run'
+  run.mkdir()
+  (run / 'config.json').write_text(json.dumps(workdir_lib.resolved(config)))
+  kept['x']['identity'] = 'hashed-before'
+  (tmp_path / 't.json').write_text(json.dumps(kept))
+  monkeypatch.setattr(records, '_COMMIT', 'cccc')
+  records.Records('t', 'runs', str(tmp_path)).put(
+      'x', config, dict(result, loss=1.4), str(run))
+  moved = json.loads((tmp_path / 't.json').read_text())['x']
+  assert moved['commit'].startswith('bbbb')
+  assert moved['identity'] == records.identity(config, 'runs')
 
 
 def test_tables_without_a_config_file_still_pick_their_devices():
@@ -338,39 +369,42 @@ def test_unreadable_records_and_manifests_are_one_line(tmp_path):
     records._kernels(str(tmp_path / 'run'))  # pylint: disable=protected-access
 
 
-def test_committed_records_keep_their_identity_after_the_fit_options_moved(
-    tmp_path):
-  """The methods' fit options moved from the `distill` block to method_kw
-  (core/defaults.py: MOVED_TO_METHOD_KW); the committed cells of
-  cifar10_regime (the slam study's rows included, spelled
-  'slam[distill.alpha_floor=0.6]') are still found: every teacher and
-  distilled student's config hashes to the identity it was recorded with."""
+def test_committed_records_keep_their_identity(tmp_path):
+  """Every committed record of every distill table is found by its table:
+  each teacher's and distilled student's config hashes to the identity it
+  was recorded with, through the layout changes since (the fit options
+  moved to method_kw, core/defaults.py: MOVED_TO_METHOD_KW, e.g.
+  'slam[distill.alpha_floor=0.6]'; keys added, ADDED_KEYS), and tables
+  sharing a folder of cells agree on their configs."""
   # pylint: disable=g-import-not-at-top,protected-access
   from experiments import records as records_lib
-  from experiments.tables import cifar10_regime, cifar10_regime_slam
-  spec = cifar10_regime.TABLE
-  get_config = harness.config_getter(spec['config'])
-  root = str(tmp_path / 'cifar10_regime')
-  kept = records_lib.Records('cifar10_regime', root, os.path.join(
-      REPO, 'experiments', 'results', 'cells'))
-  methods = set(spec['methods']) | set(cifar10_regime_slam.TABLE['methods'])
-  checked = 0
-  for key, record in sorted(kept.cells.items()):
-    labeled, seed, method = key.split('/', 2)
-    if method == 'labels_only':         # its config reads the dataset
+  checked = {}
+  for name in tables.names():
+    _, spec = tables.load(name)
+    if spec.get('kind', 'distill') != 'distill':
       continue
-    assert method in methods | {'teacher'}, key
-    if method == 'teacher':
-      config = exp._teacher_config(get_config, int(labeled), int(seed),
-                                   spec['extra'])
-    else:
-      config = exp._method_config(get_config, root, int(labeled),
-                                  int(seed), method, spec['extra'])
-    assert records_lib.identity(config, root) == record['identity'], key
-    checked += 1
-  assert checked >= 90
-  moved = exp._method_config(get_config, root, 10000, 0,
-                             'slam[distill.alpha_floor=0.6]', spec['extra'])
+    folder = spec.get('cells', name)
+    kept = records_lib.Records(folder, str(tmp_path / folder), os.path.join(
+        REPO, 'experiments', 'results', 'cells'))
+    get_config = harness.config_getter(spec['config'])
+    extra = spec.get('extra', '')
+    for n in spec['labeled']:
+      for s in spec['seeds']:
+        for method in ('teacher',) + tuple(spec['methods']):
+          record = kept.cells.get(f'{n}/{s}/{method}')
+          if record is None:   # labels-only configs read the dataset
+            continue
+          config = (exp._teacher_config(get_config, n, s, extra)
+                    if method == 'teacher' else exp._method_config(
+                        get_config, kept.root, n, s, method, extra))
+          assert records_lib.identity(config, kept.root) == (
+              record['identity']), (name, n, s, method)
+          checked[folder] = checked.get(folder, 0) + 1
+  assert checked['cifar10_regime'] >= 90 + 18, checked
+  assert checked['cifar10_rebuttal_long'] >= 2, checked
+  moved = exp._method_config(harness.config_getter(
+      'configs/cifar10_distill.py'), str(tmp_path), 10000, 0,
+                             'slam[distill.alpha_floor=0.6]', '')
   assert moved.method_kw.alpha_floor == 0.6
 
 
