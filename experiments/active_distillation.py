@@ -144,12 +144,17 @@ def run_cells(name, table, workdir, manual_dir, report_only=False,
       configs[row] = _config(table, strategy, seed, manual_dir, teacher,
                              extra)
       paths[row] = (cell, os.path.join(cell, 'rounds.json'))
+    # A run of another config in a row's folder (another table's, sharing
+    # it) is not this row's: neither read nor recorded as it.
+    ours = {row: records_lib.holds_run(paths[row][0], configs[row], root)
+            for row in configs}
     finished = {row: _read_state(paths[row][1]) for row in configs
-                if _done(paths[row][1])}
+                if ours[row] and _done(paths[row][1])}
     usable = {}
     if records is not None:
       recorded = {row: records.get(f'seed={seed}/{row}', configs[row])
-                  for row in configs if not os.path.exists(paths[row][0])}
+                  for row in configs
+                  if not os.path.exists(paths[row][0]) or not ours[row]}
       recorded = {k: v for k, v in recorded.items() if v is not None}
       current = records_lib.teacher_run_of(teacher) or (
           records_lib.most_common(r.get('teacher_run')

@@ -121,8 +121,10 @@ def run_cells(name, table, workdir, manual_dir, report_only=False,
       cell = os.path.join(root, cell_name(overrides), f'seed={seed}')
       config = row_config(base, table, overrides, seed)
       key = f'{cell_name(overrides)}/seed={seed}'
-      result = _final(cell)
-      if result is None and records is not None and not os.path.exists(cell):
+      ours = records_lib.holds_run(cell, config, root)
+      result = _final(cell) if ours else None   # not another table's run
+      if result is None and records is not None and (
+          not os.path.exists(cell) or not ours):
         recorded = records.get(key, config)
         if recorded is not None:
           cells[(row, seed)] = _with_int_steps(recorded)

@@ -68,6 +68,14 @@ def workdir_identity(workdir, root):
       workdir_lib.read_identity(path, workdir)), root)
 
 
+def holds_run(workdir, config, root):
+  """Whether `workdir` holds the run of `config`, or none yet: a finished
+  run of another config there (another table's, sharing the folder) is
+  not this cell's, to be neither read nor recorded as it."""
+  found = workdir_identity(workdir, root)
+  return found is None or found == identity(config, root)
+
+
 def _hash(tree, root):
   text = json.dumps(_strip(workdir_lib.legacy_layout(tree)), sort_keys=True)
   for form in sorted({os.path.abspath(root), os.path.normpath(root)},
@@ -184,6 +192,10 @@ class Records:
     """Records `result` for `key` (an identical record is kept, with
     `extra` fields added); writes the file atomically."""
     ident = identity(config, self.root)
+    if workdir is not None and not holds_run(workdir, config, self.root):
+      print(f'-- {key}: {workdir} holds a run of another config; not '
+            'recorded as this cell', flush=True)
+      return
     # Compared as it is stored: a result read back from a run holds tuples
     # where its record holds lists, and is the same run all the same.
     result = json.loads(json.dumps(result))

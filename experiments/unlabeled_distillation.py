@@ -181,8 +181,7 @@ def run_group(get_config, root, labeled, seed, methods, extra='',
     """Whether `workdir` holds `config`'s run, or none yet: a run of
     another config there (another table's, sharing the folder) is not this
     cell's, and is neither read nor recorded as it."""
-    found = records_lib.workdir_identity(workdir, root)
-    return found is None or found == records_lib.identity(config, root)
+    return records_lib.holds_run(workdir, config, root)
 
   def from_workdir(method, teacher):
     if not ours(_workdir_of(cell, method), configs[method][0]):
