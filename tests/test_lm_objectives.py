@@ -226,28 +226,34 @@ def test_the_entries_and_their_options():
 
 
 # --- truncated teachers ----------------------------------------------------------
-@pytest.mark.parametrize('block', [1 << 19, 24])   # one block; padded ones
+@pytest.mark.parametrize('block', [1 << 19, 36])   # one block; 3 rows each, padded
 def test_threshold_masks_equal_a_sort(monkeypatch, block):
-  """top_k_mask is x >= the k-th largest (lax.top_k's), ties, -inf, -0.0
-  and bf16 included; top_p_mask is the nucleus by a sort and cumsum."""
+  """top_k_mask is x >= the k-th largest (lax.top_k's, by a sort here),
+  ties, -inf, -0.0 and bf16 included; top_p_mask is the nucleus by a sort
+  and cumsum."""
   monkeypatch.setattr(divergences, '_BLOCK_ELEMENTS', block)
   x = np.array(normal(3, (2, 7, 11), 2.0))
   x[0, 0, :5] = 1.5                                        # ties at the k-th
   x[0, 1, 3:] = -np.inf
   x[1, 2, :] = 0.0
   x[1, 2, ::2] = -0.0
+  # Wrapped anew: a jit of the module's function would reuse the trace of
+  # the other block size. k traced: one compile per dtype.
+  top_k_mask = jax.jit(lambda x, k: divergences.top_k_mask(x, k))
   for dtype in (jnp.float32, jnp.bfloat16):
     xs = jnp.asarray(x, dtype)
+    values = np.asarray(xs.astype(jnp.float32))     # bf16 exactly in f32
     for k in (1, 3, 5, 11):
-      kth = jax.lax.top_k(xs, k)[0][..., -1:]
-      np.testing.assert_array_equal(divergences.top_k_mask(xs, k), xs >= kth)
+      kth = np.sort(values, -1)[..., -k:][..., :1]  # lax.top_k's k-th
+      np.testing.assert_array_equal(top_k_mask(xs, k), values >= kth)
   p = np.asarray(jax.nn.softmax(jnp.asarray(x)))
+  top_p_mask = jax.jit(lambda p, top_p: divergences.top_p_mask(p, top_p))
   for top_p in (0.05, 0.5, 0.9, 0.999):
     ordered = -np.sort(-p, -1)
     before = np.cumsum(ordered, -1) - ordered
     n = np.maximum((before < top_p).sum(-1, keepdims=True), 1)
     smallest = np.take_along_axis(ordered, n - 1, -1)
-    np.testing.assert_array_equal(divergences.top_p_mask(jnp.asarray(p), top_p),
+    np.testing.assert_array_equal(top_p_mask(jnp.asarray(p), top_p),
                                   p >= smallest)
 
 
