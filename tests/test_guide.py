@@ -227,18 +227,22 @@ def test_trainable_projection_folds_into_a_plain_table():
   assert np.all(updates['embed_proj'] != 0)
 
 
+def _abstract_params(cfg, vocab):
+  """A config's model parameters as shapes (nothing allocated)."""
+  model = models.build(cfg.model_name, vocab, cfg.model_dtype,
+                       **cfg.model.to_dict())
+  shapes = jax.eval_shape(lambda: model.init(
+      jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32)))
+  return nn.meta.unbox(shapes['params'])
+
+
 def test_paper_scale_config_sizes():
   """configs/guide_lm.py:scale=paper: a ~1.2B teacher and a ~0.4B student
   that GUIDE can project into (checked on shapes only: nothing allocated)."""
   from configs import guide_lm  # pylint: disable=g-import-not-at-top
   c = guide_lm.get_config('scale=paper')
-  sizes = {}
-  for role, cfg in (('teacher', c.teacher.config), ('student', c)):
-    model = models.build(cfg.model_name, 65, cfg.model_dtype,
-                         **cfg.model.to_dict())
-    shapes = jax.eval_shape(lambda m=model: m.init(
-        jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32)))
-    sizes[role] = nn.meta.unbox(shapes['params'])
+  sizes = {role: _abstract_params(cfg, 65) for role, cfg in
+           (('teacher', c.teacher.config), ('student', c))}
   n = {r: sum(x.size for x in jax.tree.leaves(p)) / 1e9
        for r, p in sizes.items()}
   assert 1.1 < n['teacher'] < 1.3 and 0.35 < n['student'] < 0.45, n
@@ -265,11 +269,7 @@ def test_llama3b_scale_config_shapes():
     assert m.scan_layers and m.remat == 'dots_no_batch' and m.mlp == 'swiglu'
     assert (m.head_dim, m.rope_scaling, m.norm_eps) == (128, 'llama3', 1e-5)
     assert m.tie_embeddings and m.num_heads // m.num_kv_heads == 3
-    model = models.build(cfg.model_name, cfg.data.vocab_size,
-                         cfg.model_dtype, **m.to_dict())
-    shapes = jax.eval_shape(lambda m=model: m.init(
-        jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32)))
-    params[role] = nn.meta.unbox(shapes['params'])
+    params[role] = _abstract_params(cfg, cfg.data.vocab_size)
   n = {r: sum(x.size for x in jax.tree.leaves(p)) / 1e9
        for r, p in params.items()}
   assert 3.2 < n['teacher'] < 3.3 and 0.54 < n['student'] < 0.56, n
