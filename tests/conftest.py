@@ -100,6 +100,26 @@ if os.environ.get('DISTILL_TEST_CACHE', '1') != '0' and (
   os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
   os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '-1'
 
+# The tests compile far more than they run: XLA:CPU's code generator at
+# optimisation level 0 compiles about twice as fast (the HLO passes, hence
+# the programs' numerics up to reassociation and their memory figures, are
+# the same). Environment, so the processes the tests start inherit it;
+# DISTILL_TEST_FAST_COMPILE=0 compiles as a user's run does.
+if os.environ.get('DISTILL_TEST_FAST_COMPILE', '1') != '0' and (
+    'xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', '')):
+  os.environ['XLA_FLAGS'] = ' '.join(
+      [os.environ.get('XLA_FLAGS', ''),
+       '--xla_backend_optimization_level=0']).strip()
+
+
+
+def xla_flags(devices):
+  """XLA_FLAGS for a process the tests start with `devices` CPU devices
+  (the session's other flags kept)."""
+  return ' '.join([os.environ.get('XLA_FLAGS', ''),
+                   f'--xla_force_host_platform_device_count={devices}']
+                  ).strip()
+
 # The runs the tests start use one CPU device each (compiling for one is
 # quicker); tests/test_host_devices.py checks the default (several).
 os.environ.setdefault('DISTILL_CPU_DEVICES', '1')

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import conftest
 from conftest import REPO, normal
 from core.errors import ConfigError
 from distill import hf_checkpoint
@@ -234,7 +235,7 @@ def test_import_places_each_tensor_on_its_sharding(tmp_path, scan):
   logical-axis rules, equal to a one-device import."""
   hf_model('gemma2').save_pretrained(tmp_path, safe_serialization=True)
   env = dict(os.environ, PYTHONPATH=REPO,
-             XLA_FLAGS='--xla_force_host_platform_device_count=4')
+             XLA_FLAGS=conftest.xla_flags(4))
   proc = subprocess.run([sys.executable, '-c', _ON_A_MESH, str(tmp_path),
                          '1' if scan else '0'], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=300,

@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+import conftest
 from conftest import REPO
 
 ARGS = ['--config=configs/digits_distill.py:method=vanilla',
@@ -28,7 +29,7 @@ ARGS = ['--config=configs/digits_distill.py:method=vanilla',
 
 def _env(devices):
   return dict(os.environ, JAX_PLATFORMS='cpu',
-              XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+              XLA_FLAGS=conftest.xla_flags(devices))
 
 
 def _free_port():

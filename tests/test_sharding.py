@@ -15,7 +15,7 @@ from distill import sharding
 
 def _start_mesh_equivalence():
   env = dict(os.environ,
-             XLA_FLAGS='--xla_force_host_platform_device_count=8',
+             XLA_FLAGS=conftest.xla_flags(8),
              JAX_PLATFORMS='cpu')
   return conftest.start_process(
       [sys.executable, os.path.join(REPO, 'tests', 'mesh_equivalence.py'),
