@@ -76,8 +76,8 @@ def main(out):
 def lm_config(mesh, remat='none', attention='xla', scan=False, batch=16,
               seq=16, width=32, family=None):
   """A small LM on synthetic tokens (no dataset file needed); `family`:
-  model fields added (FAMILY_LM), its runs not evaluated (their train losses
-  are compared; no eval step to compile)."""
+  model fields added (FAMILY_LM). Scanned runs are not evaluated (their
+  train losses are compared; no eval step to compile)."""
   c = common.base_config()
   c.data.name = 'tiny_shakespeare'
   c.data.seq_len = seq
@@ -91,7 +91,7 @@ def lm_config(mesh, remat='none', attention='xla', scan=False, batch=16,
   c.log_every_steps = 1
   c.optimizer.name = 'adamw'
   c.optimizer.lr = 3e-3
-  c.eval_splits = '' if family else 'validation'
+  c.eval_splits = '' if scan else 'validation'
   c.progress = False
   c.tensorboard = False
   c.mesh.update(mesh)

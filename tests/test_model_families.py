@@ -88,7 +88,10 @@ def test_remat_changes_no_numbers(family, scan, policy):
   g_plain = jax.jit(jax.grad(functools.partial(loss, plain)))(params)
   g_remat = jax.jit(jax.grad(functools.partial(loss, remat)))(params)
   for a, b in zip(jax.tree.leaves(g_plain), jax.tree.leaves(g_remat)):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    # float32 sums: an element's rounding error scales with its leaf's
+    # largest terms (up to 140 here), not with the element
+    np.testing.assert_allclose(a, b, rtol=1e-5,
+                               atol=1e-5 + 1e-6 * float(np.max(np.abs(a))))
 
 
 @pytest.mark.slow
