@@ -128,4 +128,7 @@ def test_remat_changes_no_numbers(name, kw, shape, policy):
   g_remat = jax.jit(jax.grad(functools.partial(loss, remat)))(
       variables['params'])
   for a, b in zip(jax.tree.leaves(g_plain), jax.tree.leaves(g_remat)):
-    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    # float32 sums in another order: an element's rounding error scales
+    # with its leaf's largest terms
+    np.testing.assert_allclose(a, b, rtol=1e-5,
+                               atol=1e-6 * (1 + float(np.max(np.abs(a)))))
