@@ -420,7 +420,7 @@ class TransformerLM(nn.Module):
           embed.embedding.T if self.tie_embeddings else
           self.variables['params']['head']['dense']['kernel'])
     if self.tie_embeddings:
-      logits = embed.attend(x)
+      logits = layers.over_rows(embed.attend, x)
     else:
       logits = layers.Dense(self.num_classes, ('embed', 'vocab'),
                             use_bias=False, dtype=self.dtype, name='head')(x)
@@ -436,7 +436,8 @@ def project(model, x, head):
   (..., width) and unembedding `head` (width, vocab), as `hidden=True`
   returns them: what its plain call computes, in the model's dtype, then
   the soft cap."""
-  logits = jnp.dot(x.astype(model.dtype), head.astype(model.dtype))
+  logits = layers.over_rows(
+      lambda r: jnp.dot(r, head.astype(model.dtype)), x.astype(model.dtype))
   logits = logits.astype(jnp.float32)
   if model.logit_softcap:
     logits = model.logit_softcap * jnp.tanh(logits / model.logit_softcap)
