@@ -37,9 +37,9 @@ def over_rows(fn, x):
   more dimensions (an LM's batch and sequence) through a transposed copy of
   the output's cotangent, with the loss's elementwise tail fused into that
   copy: the CPU-scale LM head's forward and backward with its loss took
-  2.6x as long (`python -m experiments.bench_methods --section=lm`). A
-  leading dimension that is sharded stays the major one, so the rows keep
-  its sharding."""
+  2.6x as long, its train step 1.7x (`python -m experiments.bench_methods
+  --section=lm`). A sharded leading dimension (the batch) stays the major
+  one, so the rows keep its sharding."""
   if x.ndim <= 2:
     return fn(x)
   y = fn(x.reshape(-1, x.shape[-1]))
@@ -47,8 +47,7 @@ def over_rows(fn, x):
 
 
 class Dense(nn.Module):
-  """nn.Dense with logical names for its kernel (in, out) and bias (out,),
-  over the rows of `x`'s leading dimensions (`over_rows`)."""
+  """nn.Dense with logical names for its kernel (in, out) and bias (out,)."""
   features: int
   names: tuple = ('embed', 'mlp')
   use_bias: bool = True
@@ -57,11 +56,11 @@ class Dense(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    return over_rows(nn.Dense(
+    return nn.Dense(
         self.features, use_bias=self.use_bias, dtype=self.dtype,
         kernel_init=partitioned(self.kernel_init, self.names),
         bias_init=partitioned(nn.initializers.zeros, self.names[-1:]),
-        name='dense'), x)
+        name='dense')(x)
 
 
 IMAGE = ('activation_batch', 'activation_height', 'activation_width',

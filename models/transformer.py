@@ -422,8 +422,9 @@ class TransformerLM(nn.Module):
     if self.tie_embeddings:
       logits = layers.over_rows(embed.attend, x)
     else:
-      logits = layers.Dense(self.num_classes, ('embed', 'vocab'),
-                            use_bias=False, dtype=self.dtype, name='head')(x)
+      logits = layers.over_rows(layers.Dense(
+          self.num_classes, ('embed', 'vocab'), use_bias=False,
+          dtype=self.dtype, name='head'), x)
     logits = logits.astype(jnp.float32)
     if self.logit_softcap:
       logits = self.logit_softcap * jnp.tanh(logits / self.logit_softcap)
