@@ -151,6 +151,9 @@ def check(config, stage='auto', mesh=None, batch_size=0):
     # The simulated devices stand for accelerators, whose convolutions are
     # XLA's: no CPU library kernel in the compiled program.
     config.model.conv = 'xla'
+  if config.model_name == 'transformer_lm' and config.model.get(
+      'head_matmul', 'auto') == 'auto':
+    config.model.head_matmul = 'plain'    # the accelerators' head
   if batch_size:
     config.batch_size = config.eval_batch_size = batch_size
   data = synthetic.data_like(config)

@@ -326,6 +326,8 @@ class TransformerLM(nn.Module):
   logit_softcap: float = 0.0
   sliding_window: int = 0
   cache_len: int = 0
+  # the head's matmul (HEAD_MATMULS): 'auto' is 'rows' on the CPU backend
+  head_matmul: str = 'auto'
 
   def family(self):
     """The family fields that differ from FAMILY, as sorted pairs."""
@@ -336,6 +338,7 @@ class TransformerLM(nn.Module):
     """One-line ConfigErrors for family fields that do not fit together."""
     check_choice('model.mlp', self.mlp, MLPS)
     check_choice('model.rope_scaling', self.rope_scaling, ROPE_SCALINGS)
+    check_choice('model.head_matmul', self.head_matmul, HEAD_MATMULS)
     kv = self.num_kv_heads or self.num_heads
     if kv <= 0 or self.num_heads % kv:
       raise ConfigError(f'model.num_kv_heads={self.num_kv_heads} must divide '
@@ -420,11 +423,12 @@ class TransformerLM(nn.Module):
           embed.embedding.T if self.tie_embeddings else
           self.variables['params']['head']['dense']['kernel'])
     if self.tie_embeddings:
-      logits = layers.over_rows(embed.attend, x)
+      head = embed.attend
     else:
-      logits = layers.over_rows(layers.Dense(
-          self.num_classes, ('embed', 'vocab'), use_bias=False,
-          dtype=self.dtype, name='head'), x)
+      head = layers.Dense(self.num_classes, ('embed', 'vocab'),
+                          use_bias=False, dtype=self.dtype, name='head')
+    logits = (layers.over_rows(head, x) if head_over_rows(self.head_matmul)
+              else head(x))
     logits = logits.astype(jnp.float32)
     if self.logit_softcap:
       logits = self.logit_softcap * jnp.tanh(logits / self.logit_softcap)
@@ -432,13 +436,33 @@ class TransformerLM(nn.Module):
         'activation_batch', 'activation_length', 'activation_vocab'))
 
 
+# model.head_matmul: how the head multiplies the final hidden states
+# (batch, seq, width) by the unembedding (width, vocab). 'rows': the tokens
+# flattened into rows (models/layers.over_rows), for XLA:CPU, whose weight
+# gradient of the plain contraction goes through a transposed copy of the
+# logits' gradient (a CPU-scale LM step 1.7x as long); 'plain': one
+# contraction over batch and sequence, for accelerators (the compile check's
+# choice: flattened, XLA:CPU keeps more temporaries, e.g. one more float32
+# logits buffer in the dense 256k-vocabulary step). The same numbers either
+# way.
+HEAD_MATMULS = ('auto', 'rows', 'plain')
+
+
+def head_over_rows(choice):
+  check_choice('model.head_matmul', choice, HEAD_MATMULS)
+  return choice == 'rows' or (choice == 'auto' and
+                              jax.default_backend() == 'cpu')
+
+
 def project(model, x, head):
   """A TransformerLM's float32 logits from its final hidden states `x`
   (..., width) and unembedding `head` (width, vocab), as `hidden=True`
   returns them: what its plain call computes, in the model's dtype, then
   the soft cap."""
-  logits = layers.over_rows(
-      lambda r: jnp.dot(r, head.astype(model.dtype)), x.astype(model.dtype))
+  matmul = lambda r: jnp.dot(r, head.astype(model.dtype))
+  x = x.astype(model.dtype)
+  logits = (layers.over_rows(matmul, x) if head_over_rows(model.head_matmul)
+            else matmul(x))
   logits = logits.astype(jnp.float32)
   if model.logit_softcap:
     logits = model.logit_softcap * jnp.tanh(logits / model.logit_softcap)
