@@ -182,10 +182,12 @@ def set_memory(model, remat='none', attention=None):
   """What a ResNet or Transformer `model` config trades for memory, present
   so the command line can set it: `model.remat` (none | full | dots |
   dots_no_batch, models/layers.py) and, for Transformers, `model.attention`
-  (auto | xla | cudnn | pallas | flash, models/attention.py)."""
+  (auto | xla | cudnn | pallas | flash, models/attention.py) and
+  `model.head_matmul` (auto | rows | plain, models/transformer.py)."""
   model.remat = remat
   if attention is not None:
     model.attention = attention
+    model.head_matmul = 'auto'
   return model
 
 

@@ -76,6 +76,7 @@ ADDED_KEYS = {
     'init.pretrained_on': '',            # declared, recorded, not checked
     'distill.cache_dtype': 'float32',    # offline LM top-k cache values
     'loss_chunk_len': 0,                 # LM loss in sequence chunks
+    'model.head_matmul': 'auto',         # the LM head's matmul
 }
 
 

@@ -36,10 +36,9 @@ def over_rows(fn, x):
   back. XLA:CPU computes the weight's gradient of a contraction over two or
   more dimensions (an LM's batch and sequence) through a transposed copy of
   the output's cotangent, with the loss's elementwise tail fused into that
-  copy (on the CPU-scale LM of `python -m experiments.bench_methods
-  --section=lm`, a CE step took 1.7x as long). A sharded leading dimension
-  (the batch) stays the major one, so the rows keep its sharding. The LM
-  head's choice: models/transformer.py, `head_matmul`."""
+  copy. A sharded leading dimension (the batch) stays the major one, so the
+  rows keep its sharding. The LM head's choice: models/transformer.py,
+  `head_matmul`."""
   if x.ndim <= 2:
     return fn(x)
   y = fn(x.reshape(-1, x.shape[-1]))

@@ -427,9 +427,7 @@ class TransformerLM(nn.Module):
     else:
       head = layers.Dense(self.num_classes, ('embed', 'vocab'),
                           use_bias=False, dtype=self.dtype, name='head')
-    logits = (layers.over_rows(head, x) if head_over_rows(self.head_matmul)
-              else head(x))
-    logits = logits.astype(jnp.float32)
+    logits = head_logits(self.head_matmul, head, x).astype(jnp.float32)
     if self.logit_softcap:
       logits = self.logit_softcap * jnp.tanh(logits / self.logit_softcap)
     return layers.constrain(logits, (
@@ -437,21 +435,26 @@ class TransformerLM(nn.Module):
 
 
 # model.head_matmul: how the head multiplies the final hidden states
-# (batch, seq, width) by the unembedding (width, vocab). 'rows': the tokens
-# flattened into rows (models/layers.over_rows), for XLA:CPU, whose weight
-# gradient of the plain contraction goes through a transposed copy of the
-# logits' gradient (a CPU-scale LM step 1.7x as long); 'plain': one
-# contraction over batch and sequence, for accelerators (the compile check's
-# choice: flattened, XLA:CPU keeps more temporaries, e.g. one more float32
-# logits buffer in the dense 256k-vocabulary step). The same numbers either
-# way.
+# (batch, seq, width) by the unembedding (width, vocab), with the same
+# numbers either way. 'rows': the tokens flattened into rows
+# (models/layers.over_rows), for XLA:CPU, which otherwise computes the
+# head's weight gradient through a transposed copy of the logits' gradient,
+# the largest single cost of a CPU-scale LM step; 'plain': one contraction
+# over batch and sequence, for accelerators and the compile check (XLA's
+# memory plan for the flattened head can keep one more logits buffer: the
+# dense 256k-vocabulary step, `python -m launch.compile_check
+# --config=configs/guide_lm.py:scale=paper,method=forward_kl,vocab=256000
+# --devices=8 --config.model.head_matmul=rows`, 51.67 GiB of temporaries
+# against 43.86 with 'plain'). 'auto': 'rows' on the CPU backend.
 HEAD_MATMULS = ('auto', 'rows', 'plain')
 
 
-def head_over_rows(choice):
-  check_choice('model.head_matmul', choice, HEAD_MATMULS)
-  return choice == 'rows' or (choice == 'auto' and
+def head_logits(choice, head, x):
+  """`head(x)`, over rows where `choice` (model.head_matmul, checked by
+  the model) says so."""
+  rows = choice == 'rows' or (choice == 'auto' and
                               jax.default_backend() == 'cpu')
+  return layers.over_rows(head, x) if rows else head(x)
 
 
 def project(model, x, head):
@@ -459,11 +462,9 @@ def project(model, x, head):
   (..., width) and unembedding `head` (width, vocab), as `hidden=True`
   returns them: what its plain call computes, in the model's dtype, then
   the soft cap."""
-  matmul = lambda r: jnp.dot(r, head.astype(model.dtype))
-  x = x.astype(model.dtype)
-  logits = (layers.over_rows(matmul, x) if head_over_rows(model.head_matmul)
-            else matmul(x))
-  logits = logits.astype(jnp.float32)
+  logits = head_logits(model.head_matmul,
+                       lambda r: jnp.dot(r, head.astype(model.dtype)),
+                       x.astype(model.dtype)).astype(jnp.float32)
   if model.logit_softcap:
     logits = model.logit_softcap * jnp.tanh(logits / model.logit_softcap)
   return logits

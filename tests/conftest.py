@@ -115,7 +115,6 @@ if os.environ.get('DISTILL_TEST_FAST_COMPILE', '1') != '0' and (
        '--xla_backend_optimization_level=1']).strip()
 
 
-
 def xla_flags(devices):
   """XLA_FLAGS for a process the tests start with `devices` CPU devices
   (the session's other flags kept)."""

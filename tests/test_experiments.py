@@ -414,24 +414,29 @@ def test_keys_added_since_leave_identities_and_old_workdirs_alone():
   config without it is no difference while it is at its default here."""
   # pylint: disable=g-import-not-at-top
   from configs import digits_distill
+  from configs import shakespeare_lm
   from core import defaults
   from distill import workdir
+  found = set()
+  for config in (shakespeare_lm.get_config('runlocal'),
+                 digits_distill.get_config('method=vanilla,runlocal')):
+    tree = workdir.resolved(config)
+    legacy = workdir.legacy_layout(tree)
+    # a config.json written before them, read as _check_identity reads it
+    old = workdir.current_layout(workdir.legacy_layout(tree))
+    for key, default in defaults.ADDED_KEYS.items():
+      *path, last = key.split('.')
+      block, was = tree, legacy
+      for part in path:
+        block, was = block.get(part, {}), was.get(part, {})
+      if last in block:         # present in today's config (an LM's model)
+        assert block[last] == default, key
+        assert last not in was, key
+        found.add(key)
+    assert not workdir.differences({'config': old}, {'config': tree})
+  assert found == set(defaults.ADDED_KEYS)
   c = digits_distill.get_config('method=vanilla,runlocal')
-  tree = workdir.resolved(c)
-  legacy = workdir.legacy_layout(tree)
-  # a config.json written before them, read as _check_identity reads it
-  old = workdir.current_layout(workdir.legacy_layout(tree))
-  for key, default in defaults.ADDED_KEYS.items():
-    *path, last = key.split('.')
-    block = tree
-    for part in path:
-      block = block[part]
-    assert block[last] == default, key   # present in today's config
-    block = legacy
-    for part in path:
-      block = block[part]
-    assert last not in block, key
-  assert not workdir.differences({'config': old}, {'config': tree})
+  old = workdir.current_layout(workdir.legacy_layout(workdir.resolved(c)))
   c.data.test_dir = '/elsewhere'
   diff = workdir.differences({'config': old},
                              {'config': workdir.resolved(c)})
