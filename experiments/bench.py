@@ -240,10 +240,13 @@ def section_flops(steps, rounds):
 
 
 def section_flax(steps, rounds):
+  import jax  # pylint: disable=g-import-not-at-top
   rows = []
   for name, config in (('CIFAR ResNet-20, batch 128', resnet_config()),
                        ('Shakespeare LM 4x128, batch 64', lm_config())):
-    ours = OurStep(config)
+    # Both on one device: the plain step runs on one, and ours would
+    # otherwise split its batch over the devices its config gets.
+    ours = OurStep(config, devices=jax.devices()[:1])
     plain = PlainFlaxStep(ours)
     # both orders of alternation: the first function of a pair was
     # systematically slower on this machine
